@@ -1,0 +1,475 @@
+//! Where time comes from, and how to wait for it.
+//!
+//! A [`Clock`] owns both reading the time and sleeping until a time, because
+//! the two must agree: a bucket that reads one clock while its waiters sleep
+//! on another computes nonsense (under `tokio::time::pause()` the tokio clock
+//! stands still while the system clock runs on).
+//!
+//! | clock | reads | sleeps | for |
+//! |---|---|---|---|
+//! | [`FastClock`] (the default) | the CPU's time-stamp counter, calibrated (via `quanta`) | tokio timers / `thread::sleep` | production |
+//! | [`MonotonicClock`] | `std::time::Instant` | tokio timers / `thread::sleep` | production, without the TSC |
+//! | [`TokioClock`] | `tokio::time::Instant` | `tokio::time::sleep_until` | tests with paused time |
+//! | [`ManualClock`] | a counter you move | until you move it past the deadline | unit tests |
+//!
+//! Reading the clock is most of the cost of a check, so the default was
+//! chosen by measurement (`cargo bench --bench bucket`, group `clock now`,
+//! figures in `BENCHMARKS.md`): the time-stamp counter read through `quanta`
+//! costs about half of `std::time::Instant::now()`. On a CPU without an
+//! invariant TSC, `quanta` falls back to the OS monotonic clock.
+//!
+//! Real-time clocks sleep on tokio's timer for the remaining duration and
+//! check again on waking, so a waiter never runs before its slot on the
+//! clock that computed it.
+
+use std::fmt;
+use std::future::Future;
+use std::ops::{Add, Sub};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// A point in time: whole nanoseconds since its clock's epoch.
+///
+/// Only meaningful for the clock that produced it (see [`Clock::now`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The clock's epoch.
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    /// A timestamp `nanos` nanoseconds after the epoch.
+    pub const fn from_nanos(nanos: u64) -> Timestamp {
+        Timestamp(nanos)
+    }
+
+    /// Nanoseconds since the epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// How long after `earlier` this is, or zero if it is not later.
+    pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Saturates at `u64::MAX` nanoseconds (about 584 years after the epoch).
+impl Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(duration_nanos(d)))
+    }
+}
+
+/// Saturates at the epoch.
+impl Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(duration_nanos(d)))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", Duration::from_nanos(self.0))
+    }
+}
+
+/// A duration in nanoseconds, saturated to 64 bits.
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A sleep returned by [`Clock::sleep_until`].
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Reads the time and sleeps until a time, on one and the same timeline.
+///
+/// The sleep is boxed so that `Arc<dyn Clock>` works; it is only created when
+/// a caller actually has to wait, never on the fast path.
+pub trait Clock: Send + Sync + 'static {
+    /// The time now. Must never go backwards.
+    fn now(&self) -> Timestamp;
+
+    /// A future that completes once [`now`](Self::now) has reached `deadline`.
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep;
+
+    /// Blocks the calling thread until [`now`](Self::now) has reached `deadline`.
+    fn sleep_until_blocking(&self, deadline: Timestamp);
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        (**self).sleep_until(deadline)
+    }
+    fn sleep_until_blocking(&self, deadline: Timestamp) {
+        (**self).sleep_until_blocking(deadline)
+    }
+}
+
+/// The default clock: the CPU's time-stamp counter scaled to nanoseconds
+/// (through `quanta`, calibrated once a process), since a process-wide epoch.
+/// Sleeps on tokio's timer (inside a runtime) or the thread.
+///
+/// It does not follow `tokio::time::pause()`; use [`TokioClock`] there.
+#[derive(Clone, Debug)]
+pub struct FastClock {
+    // Held by value, not behind a global: `now()` is then one counter read
+    // and one multiply.
+    clock: quanta::Clock,
+    epoch: u64,
+}
+
+impl FastClock {
+    /// The process's fast clock (calibrated on first use, about 10 ms once).
+    pub fn new() -> Self {
+        static CLOCK: OnceLock<FastClock> = OnceLock::new();
+        CLOCK
+            .get_or_init(|| {
+                let clock = quanta::Clock::new();
+                let epoch = clock.raw();
+                FastClock { clock, epoch }
+            })
+            .clone()
+    }
+}
+
+impl Default for FastClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for FastClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp(self.clock.delta_as_nanos(self.epoch, self.clock.raw()))
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        Box::pin(sleep_real_time(self.clone(), deadline))
+    }
+
+    fn sleep_until_blocking(&self, deadline: Timestamp) {
+        sleep_real_time_blocking(self, deadline)
+    }
+}
+
+/// `std::time::Instant` since a process-wide epoch; sleeps on tokio's timer
+/// (inside a runtime) or the thread.
+///
+/// It does not follow `tokio::time::pause()`; use [`TokioClock`] there.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MonotonicClock;
+
+fn process_epoch() -> std::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        let since = std::time::Instant::now().saturating_duration_since(process_epoch());
+        // Seconds and nanoseconds directly: cheaper than `as_nanos()` (u128).
+        Timestamp(
+            since
+                .as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(since.subsec_nanos() as u64),
+        )
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        Box::pin(sleep_real_time(*self, deadline))
+    }
+
+    fn sleep_until_blocking(&self, deadline: Timestamp) {
+        sleep_real_time_blocking(self, deadline)
+    }
+}
+
+/// Sleeps on tokio's timer until `clock` reads `deadline`, checking again on
+/// each wake-up (the timer and the clock may differ by a little).
+async fn sleep_real_time<C: Clock>(clock: C, deadline: Timestamp) {
+    loop {
+        let wait = deadline.saturating_duration_since(clock.now());
+        if wait.is_zero() {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn sleep_real_time_blocking<C: Clock>(clock: &C, deadline: Timestamp) {
+    loop {
+        let wait = deadline.saturating_duration_since(clock.now());
+        if wait.is_zero() {
+            return;
+        }
+        std::thread::sleep(wait);
+    }
+}
+
+/// tokio's clock: honours `tokio::time::pause()` and `advance()`, so tests on
+/// paused time are exact and instant.
+///
+/// Its epoch is the moment it was created; clones share it.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{Clock, Policy, TokenBucket, TokioClock};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), tollgate::Error> {
+/// let bucket = TokenBucket::with_clock(Policy::per_second(10.0)?, TokioClock::new());
+/// let start = tokio::time::Instant::now();
+/// for _ in 0..11 {
+///     bucket.acquire(1.0).await?;
+/// }
+/// assert_eq!(start.elapsed(), Duration::from_secs(1)); // exact, on paused time
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    epoch: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock whose epoch is tokio's now.
+    pub fn new() -> Self {
+        TokioClock {
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The tokio instant of a timestamp of this clock.
+    pub fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        self.epoch + Duration::from_nanos(t.as_nanos())
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp(duration_nanos(
+            tokio::time::Instant::now().saturating_duration_since(self.epoch),
+        ))
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        Box::pin(tokio::time::sleep_until(self.instant(deadline)))
+    }
+
+    /// Paused tokio time cannot be waited on from a blocking thread; this
+    /// sleeps the thread for the remaining time as tokio reports it.
+    fn sleep_until_blocking(&self, deadline: Timestamp) {
+        sleep_real_time_blocking(self, deadline)
+    }
+}
+
+/// A clock that moves only when told to: for deterministic unit tests.
+///
+/// Sleeps, async or blocking, complete when [`advance`](Self::advance) or
+/// [`set`](Self::set) moves the time to or past their deadline. Clones share
+/// the same time.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{ManualClock, Policy, TokenBucket};
+///
+/// let clock = ManualClock::new();
+/// let bucket = TokenBucket::with_clock(Policy::new(2.0, 10.0)?, clock.clone());
+/// bucket.try_acquire(2.0)?;
+/// assert!(bucket.try_acquire(1.0).is_err());
+/// clock.advance(Duration::from_millis(100));
+/// bucket.try_acquire(1.0)?;
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock {
+    inner: Arc<ManualInner>,
+}
+
+#[derive(Default)]
+struct ManualInner {
+    now: AtomicU64,
+    waiters: Mutex<Vec<(Timestamp, Waker)>>,
+    moved: Condvar,
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
+    }
+}
+
+impl ManualClock {
+    /// A clock at its epoch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the time forward by `d` and wakes every sleep that is now due.
+    pub fn advance(&self, d: Duration) {
+        let now = self.now() + d;
+        self.set(now);
+    }
+
+    /// Moves the time to `t` (never backwards: an earlier `t` is ignored).
+    pub fn set(&self, t: Timestamp) {
+        self.inner.now.fetch_max(t.as_nanos(), Ordering::SeqCst);
+        let now = self.now();
+        let due: Vec<Waker> = {
+            let mut waiters = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let (due, pending): (Vec<_>, Vec<_>) = waiters.drain(..).partition(|(d, _)| *d <= now);
+            *waiters = pending;
+            due.into_iter().map(|(_, w)| w).collect()
+        };
+        due.into_iter().for_each(Waker::wake);
+        self.inner.moved.notify_all();
+    }
+}
+
+impl Clock for ManualClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp(self.inner.now.load(Ordering::SeqCst))
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        Box::pin(ManualSleep {
+            clock: self.clone(),
+            deadline,
+        })
+    }
+
+    fn sleep_until_blocking(&self, deadline: Timestamp) {
+        let mut guard = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        while self.now() < deadline {
+            guard = self
+                .inner
+                .moved
+                .wait(guard)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+struct ManualSleep {
+    clock: ManualClock,
+    deadline: Timestamp,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.clock.now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        let mut waiters = self
+            .clock
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Checked again under the lock: `set` drains under the same lock.
+        if self.clock.now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        waiters.push((self.deadline, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_saturate() {
+        let t = Timestamp::from_nanos(5);
+        assert_eq!((t - Duration::from_secs(1)).as_nanos(), 0);
+        assert_eq!((t + Duration::MAX).as_nanos(), u64::MAX);
+        assert_eq!(
+            t.saturating_duration_since(Timestamp::from_nanos(9)),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn real_time_clocks_move_forward_at_real_speed() {
+        fn check<C: Clock>(c: C) {
+            let (a, start) = (c.now(), std::time::Instant::now());
+            std::thread::sleep(Duration::from_millis(20));
+            let moved = c.now().saturating_duration_since(a);
+            let real = start.elapsed();
+            assert!(moved >= Duration::from_millis(19), "{moved:?}");
+            // Within 5 ms of the OS clock over the same span.
+            assert!(
+                moved <= real + Duration::from_millis(5),
+                "{moved:?} vs {real:?}"
+            );
+        }
+        check(FastClock::new());
+        check(MonotonicClock);
+    }
+
+    #[test]
+    fn blocking_sleep_reaches_the_deadline() {
+        let c = FastClock::new();
+        let deadline = c.now() + Duration::from_millis(15);
+        c.sleep_until_blocking(deadline);
+        assert!(c.now() >= deadline);
+    }
+
+    #[tokio::test]
+    async fn async_sleep_reaches_the_deadline() {
+        let c = FastClock::new();
+        let deadline = c.now() + Duration::from_millis(15);
+        c.sleep_until(deadline).await;
+        assert!(c.now() >= deadline);
+    }
+
+    #[test]
+    fn manual_clock_never_goes_back_and_wakes_blocking_sleepers() {
+        let c = ManualClock::new();
+        c.set(Timestamp::from_nanos(100));
+        c.set(Timestamp::from_nanos(50));
+        assert_eq!(c.now().as_nanos(), 100);
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || c2.sleep_until_blocking(Timestamp::from_nanos(1_000)));
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(!t.is_finished());
+        c.advance(Duration::from_nanos(900));
+        t.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn manual_sleep_completes_on_advance() {
+        let c = ManualClock::new();
+        let mut sleep = tokio_test::task::spawn(c.sleep_until(Timestamp::from_nanos(10)));
+        assert!(sleep.poll().is_pending());
+        c.advance(Duration::from_nanos(9));
+        assert!(!sleep.is_woken());
+        assert!(sleep.poll().is_pending());
+        c.advance(Duration::from_nanos(1));
+        assert!(sleep.is_woken());
+        assert!(sleep.poll().is_ready());
+    }
+}
