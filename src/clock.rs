@@ -281,6 +281,66 @@ impl Clock for TokioClock {
     }
 }
 
+/// The clock a [`Registry`](crate::Registry) shares between its buckets:
+/// any [`Clock`], with the default [`FastClock`] called directly rather than
+/// through a virtual call (it is read on every request).
+#[derive(Clone)]
+pub struct SharedClock(SharedKind);
+
+#[derive(Clone)]
+enum SharedKind {
+    Fast(FastClock),
+    Dyn(Arc<dyn Clock>),
+}
+
+impl SharedClock {
+    /// Shares `clock`.
+    pub fn new<C: Clock>(clock: C) -> Self {
+        let any: &dyn std::any::Any = &clock;
+        match any.downcast_ref::<FastClock>() {
+            Some(fast) => SharedClock(SharedKind::Fast(fast.clone())),
+            None => SharedClock(SharedKind::Dyn(Arc::new(clock))),
+        }
+    }
+}
+
+impl Default for SharedClock {
+    fn default() -> Self {
+        SharedClock(SharedKind::Fast(FastClock::new()))
+    }
+}
+
+impl fmt::Debug for SharedClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            SharedKind::Fast(_) => f.write_str("SharedClock(FastClock)"),
+            SharedKind::Dyn(_) => f.write_str("SharedClock(dyn Clock)"),
+        }
+    }
+}
+
+impl Clock for SharedClock {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        match &self.0 {
+            SharedKind::Fast(c) => c.now(),
+            SharedKind::Dyn(c) => c.now(),
+        }
+    }
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        match &self.0 {
+            SharedKind::Fast(c) => c.sleep_until(deadline),
+            SharedKind::Dyn(c) => c.sleep_until(deadline),
+        }
+    }
+    fn sleep_until_blocking(&self, deadline: Timestamp) {
+        match &self.0 {
+            SharedKind::Fast(c) => c.sleep_until_blocking(deadline),
+            SharedKind::Dyn(c) => c.sleep_until_blocking(deadline),
+        }
+    }
+}
+
 /// A clock that moves only when told to: for deterministic unit tests.
 ///
 /// Sleeps, async or blocking, complete when [`advance`](Self::advance) or

@@ -132,6 +132,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn config(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn policy(input: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidPolicy {
             input: input.into(),

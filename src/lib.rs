@@ -42,8 +42,16 @@ pub mod bucket;
 pub mod clock;
 pub mod error;
 pub mod policy;
+pub mod presets;
+pub mod registry;
 
 pub use bucket::{Reservation, TokenBucket};
-pub use clock::{Clock, FastClock, ManualClock, MonotonicClock, Timestamp, TokioClock};
+pub use clock::{
+    Clock, FastClock, ManualClock, MonotonicClock, SharedClock, Timestamp, TokioClock,
+};
 pub use error::{Error, RateLimited};
 pub use policy::Policy;
+pub use registry::DEFAULT_MAX_HOSTS;
+pub use registry::{
+    OnLimit, Permit, Registry, RegistryBuilder, Scope, Source, SourceHandle, Target, UnknownHost,
+};

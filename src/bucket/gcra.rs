@@ -88,12 +88,12 @@ pub(crate) fn available(p: Params, tat: u64, now: u64) -> f64 {
     (room as f64 / p.interval as f64).min(p.capacity)
 }
 
-/// The `tat` after a reservation is cancelled at `now` (Go's
-/// `Reservation.Cancel` rule): nothing once its slot has come; otherwise
-/// its cost less what was reserved after it, and never below where it began.
-/// `None` when nothing is given back.
-pub(crate) fn refund(tat: u64, tat_after: u64, cost: u64, slot: u64, now: u64) -> Option<u64> {
-    if now >= slot || cost == 0 {
+/// The `tat` after a reservation is cancelled before its slot (Go's
+/// `Reservation.Cancel` rule): its cost less what was reserved after it,
+/// and never below where it began. `None` when nothing is given back.
+/// (Once the slot has come nothing is given back; the caller checks that.)
+pub(crate) fn refund(tat: u64, tat_after: u64, cost: u64) -> Option<u64> {
+    if cost == 0 {
         return None;
     }
     let began = tat_after.saturating_sub(cost);

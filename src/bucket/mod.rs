@@ -184,6 +184,12 @@ impl<C: Clock> TokenBucket<C> {
     /// more than the capacity.
     #[inline]
     pub fn try_acquire(&self, tokens: f64) -> Result<(), Error> {
+        self.try_acquire_now(tokens).map(|_| ())
+    }
+
+    /// [`try_acquire`](Self::try_acquire), returning the time it read.
+    #[inline]
+    pub(crate) fn try_acquire_now(&self, tokens: f64) -> Result<Timestamp, Error> {
         let now = self.clock.now().as_nanos();
         loop {
             let v = self.view();
@@ -193,7 +199,7 @@ impl<C: Clock> TokenBucket<C> {
                 return Err(refused(g.slot - now));
             }
             if self.swap_tat(v.tat, g.new_tat) {
-                return Ok(());
+                return Ok(Timestamp::from_nanos(now));
             }
         }
     }
@@ -222,16 +228,16 @@ impl<C: Clock> TokenBucket<C> {
         Ok(Reservation::new(self, ticket))
     }
 
-    /// Reserves `tokens` for a request that goes no earlier than
-    /// `not_before` (now when `None`).
+    /// Reserves `tokens` for a request arriving at `at` (a time the caller
+    /// read from this clock, maybe a slot in the future), or now when `None`.
     pub(crate) fn reserve_ticket(
         &self,
         tokens: f64,
-        not_before: Option<Timestamp>,
+        at: Option<Timestamp>,
         max_wait: Duration,
     ) -> Result<Ticket, Error> {
-        let now = self.clock.now().as_nanos();
-        let arrival = not_before.map_or(now, |t| t.as_nanos().max(now));
+        let now = at.unwrap_or_else(|| self.clock.now()).as_nanos();
+        let arrival = now;
         let max_wait = duration_nanos(max_wait);
         loop {
             let v = self.view();
@@ -252,17 +258,38 @@ impl<C: Clock> TokenBucket<C> {
         }
     }
 
+    /// The earliest time `tokens` could go if reserved at `now`, without
+    /// taking them.
+    pub(crate) fn peek_slot(&self, tokens: f64, now: Timestamp) -> Result<Timestamp, Error> {
+        let now = now.as_nanos();
+        let v = self.view();
+        let cost = v.params.cost(tokens)?;
+        Ok(Timestamp::from_nanos(
+            gcra::grant(v.params, v.tat, now, cost).slot,
+        ))
+    }
+
     /// Gives back what a ticket may still give back; returns the tokens refunded.
     pub(crate) fn cancel_ticket(&self, ticket: &Ticket) -> f64 {
-        let now = self.clock.now().as_nanos();
+        self.refund_ticket(ticket, Some(self.clock.now().as_nanos()))
+    }
+
+    /// Undoes a ticket taken a moment ago for a request that will not be
+    /// sent (another limit of the same source refused it), even at its slot.
+    pub(crate) fn rollback_ticket(&self, ticket: &Ticket) {
+        self.refund_ticket(ticket, None);
+    }
+
+    fn refund_ticket(&self, ticket: &Ticket, now: Option<u64>) -> f64 {
+        if now.is_some_and(|now| now >= ticket.slot) {
+            return 0.0; // its slot has come: the tokens are in use
+        }
         loop {
             let v = self.view();
             if v.seq != ticket.seq || v.params.is_unlimited() {
                 return 0.0;
             }
-            let Some(new_tat) =
-                gcra::refund(v.tat, ticket.tat_after, ticket.cost, ticket.slot, now)
-            else {
+            let Some(new_tat) = gcra::refund(v.tat, ticket.tat_after, ticket.cost) else {
                 return 0.0;
             };
             if self.swap_tat(v.tat, new_tat) {

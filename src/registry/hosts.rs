@@ -1,0 +1,111 @@
+//! The per-host bucket sets of a [`Scope::PerHost`](crate::Scope::PerHost)
+//! source, with bounded memory.
+//!
+//! A full, idle bucket set is the same as a fresh one, so it can be dropped
+//! and made again on the next request. When the table reaches its capacity,
+//! a sweep drops every such set (at most once per [`SWEEP_EVERY`], so a
+//! flood cannot turn every request into a sweep). If the table is still full
+//! of busy sets, a new host shares the source's overflow set: stricter for
+//! that host, never looser, and memory stays under the cap.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::rules::HostMap;
+use super::source::Buckets;
+use crate::clock::Timestamp;
+
+/// The least time between two sweeps of a full table.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(10);
+
+/// How many per-host bucket sets a per-host source keeps by default.
+pub const DEFAULT_MAX_HOSTS: usize = 10_000;
+
+pub(crate) struct HostTable {
+    map: RwLock<HostMap<Arc<Buckets>>>,
+    cap: usize,
+    next_sweep: AtomicU64,
+}
+
+impl HostTable {
+    pub fn new(cap: usize) -> Self {
+        HostTable {
+            map: RwLock::new(HostMap::default()),
+            cap,
+            next_sweep: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, host: &str) -> Option<Arc<Buckets>> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
+    }
+
+    /// Runs `f` on the set for `host` under the read lock, without cloning it.
+    #[inline]
+    pub fn with<R>(&self, host: &str, f: impl FnOnce(&Buckets) -> R) -> Option<R> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .map(|b| f(b))
+    }
+
+    /// The set for `host`, made by `make` if new; `None` when the table is
+    /// full of busy sets.
+    pub fn get_or_insert(
+        &self,
+        host: &str,
+        now: Timestamp,
+        make: impl FnOnce(Arc<str>) -> Buckets,
+    ) -> Option<Arc<Buckets>> {
+        if let Some(b) = self.get(host) {
+            return Some(b);
+        }
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get(host) {
+            return Some(b.clone());
+        }
+        if map.len() >= self.cap {
+            let next = self.next_sweep.load(Ordering::Relaxed);
+            if now.as_nanos() < next {
+                return None;
+            }
+            let before = map.len();
+            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle());
+            tracing::debug!(
+                evicted = before - map.len(),
+                kept = map.len(),
+                "swept idle per-host buckets"
+            );
+            self.next_sweep
+                .store((now + SWEEP_EVERY).as_nanos(), Ordering::Relaxed);
+            if map.len() >= self.cap {
+                return None;
+            }
+        }
+        let key: Arc<str> = host.into();
+        let b = Arc::new(make(key.clone()));
+        map.insert(key.as_ref().into(), b.clone());
+        Some(b)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Every set, under the read lock: new sets wait until `f` has run on all.
+    pub fn for_each(&self, mut f: impl FnMut(&Buckets)) {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.values().for_each(|b| f(b));
+    }
+}

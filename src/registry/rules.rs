@@ -1,0 +1,405 @@
+//! Routing: which source a request's host, port and path belong to.
+//!
+//! Patterns: an exact host (`musicbrainz.org`), a wildcard (`*.example.com`,
+//! which matches `a.example.com` and `a.b.example.com` but not `example.com`
+//! itself), or `*` (every host); each with an optional port
+//! (`example.com:8080`, `[::1]:3000`) and an optional path prefix matched on
+//! segment boundaries (`/search` matches `/search` and `/search/x`, not
+//! `/searchx`).
+//!
+//! The most specific rule wins: first the host (exact, then the longest
+//! wildcard suffix, then `*`), then a rule with a port over one without, then
+//! the longest path prefix. Hosts are normalised on both sides: ASCII
+//! lowercase, no trailing dot, no IPv6 brackets, and a missing port is the
+//! scheme's default (80 for `http`, 443 for `https`). Internationalised names
+//! are written as in the URI, in punycode (`xn--bcher-kva.example`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::Error;
+
+/// A request as the router sees it: host, port (explicit or the scheme's
+/// default) and path. Build one with [`Target::new`] or from an `http::Uri`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    host: Cow<'a, str>,
+    port: Option<u16>,
+    path: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// A target from its parts; `host` is normalised here.
+    pub fn new(host: &'a str, port: Option<u16>, path: &'a str) -> Self {
+        Target {
+            host: normalize_host(host),
+            port,
+            path,
+        }
+    }
+
+    /// The target of a URI: its host, explicit port or the scheme's default,
+    /// and path. A URI without a host gives an empty host.
+    pub fn from_uri(uri: &'a http::Uri) -> Self {
+        let port = uri
+            .port_u16()
+            .or_else(|| uri.scheme_str().and_then(default_port));
+        Target::new(uri.host().unwrap_or(""), port, uri.path())
+    }
+
+    /// The target of a request: the URI's authority, else its `Host` header
+    /// (with the URI's scheme, if any, for the default port).
+    pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
+        let uri = req.uri();
+        if uri.host().is_some() {
+            return Self::from_uri(uri);
+        }
+        let host_header = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let (host, port) = split_host_port(host_header);
+        let port = port.or_else(|| uri.scheme_str().and_then(default_port));
+        Target::new(host, port, uri.path())
+    }
+
+    /// The normalised host (empty when the request named none).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, explicit or the scheme's default.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The path.
+    pub fn path(&self) -> &str {
+        self.path
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` → (host, port).
+fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h, port);
+        }
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (s, None),
+    }
+}
+
+/// Lowercase, no trailing dot, no IPv6 brackets; borrows when already so.
+pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
+    let mut h = host;
+    if let Some(inner) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        h = inner;
+    }
+    if let Some(stripped) = h.strip_suffix('.') {
+        h = stripped;
+    }
+    // A fold without early exit vectorises; hosts are short.
+    if h.bytes()
+        .fold(false, |upper, b| upper | b.is_ascii_uppercase())
+    {
+        Cow::Owned(h.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(h)
+    }
+}
+
+/// A parsed host pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HostPattern {
+    Exact(Box<str>),
+    /// The suffix after `*.`.
+    Wildcard(Box<str>),
+    Any,
+}
+
+/// Parses `host`, `*.suffix`, `*`, each with an optional `:port`.
+pub(crate) fn parse_pattern(pattern: &str) -> Result<(HostPattern, Option<u16>), Error> {
+    let bad = |reason: &str| Err(Error::config(format!("host rule `{pattern}`"), reason));
+    let trimmed = pattern.trim();
+    if trimmed.is_empty() {
+        return bad("the host is empty; write a name like `api.example.com` or `*.example.com`");
+    }
+    if trimmed.contains('/') {
+        return bad("a host rule has no scheme or path; give the path with `.path(..)`");
+    }
+    if !trimmed.is_ascii() {
+        return bad(
+            "write internationalised names in punycode, as they appear in URIs (`xn--...`)",
+        );
+    }
+    let port_err = "the port is not a number from 0 to 65535";
+    let (host, port) = if let Some(rest) = trimmed.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return bad("an IPv6 address opened with `[` needs its closing `]`");
+        };
+        match after {
+            "" => (h, None),
+            a => match a.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()) {
+                Some(p) => (h, Some(p)),
+                None => return bad(port_err),
+            },
+        }
+    } else if let Some((h, p)) = trimmed.split_once(':').filter(|(_, p)| !p.contains(':')) {
+        match p.parse::<u16>() {
+            Ok(p) => (h, Some(p)),
+            Err(_) => return bad(port_err),
+        }
+    } else {
+        // No port, or a bare IPv6 address.
+        (trimmed, None)
+    };
+    let host = normalize_host(host);
+    let pattern = if host == "*" {
+        HostPattern::Any
+    } else if let Some(suffix) = host.strip_prefix("*.") {
+        if suffix.is_empty() || suffix.contains('*') {
+            return bad("a wildcard is `*.` followed by a domain, like `*.example.com`");
+        }
+        HostPattern::Wildcard(suffix.into())
+    } else if host.contains('*') {
+        return bad("`*` may only stand alone or as the first label (`*.example.com`)");
+    } else if host.is_empty() {
+        return bad("the host is empty");
+    } else {
+        HostPattern::Exact(host.as_ref().into())
+    };
+    Ok((pattern, port))
+}
+
+/// Normalises a path prefix: a leading `/`, no trailing `/` (but `/` itself).
+pub(crate) fn parse_path(prefix: &str) -> Result<Box<str>, Error> {
+    if prefix.contains(['?', '#']) || prefix.contains(char::is_whitespace) {
+        return Err(Error::config(
+            format!("path prefix `{prefix}`"),
+            "a path prefix is a plain path like `/search`, without query, fragment or spaces",
+        ));
+    }
+    let mut p = prefix.trim_end_matches('/').to_string();
+    if !p.starts_with('/') {
+        p.insert(0, '/');
+    }
+    Ok(p.into())
+}
+
+/// Whether `path` lies under `prefix` on a segment boundary.
+fn path_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let path = if path.is_empty() { "/" } else { path };
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Route {
+    port: Option<u16>,
+    path: Option<Box<str>>,
+    source: usize,
+}
+
+/// A small, fast hasher for host names (FNV-1a over 8-byte words): the
+/// router hashes every request's host, and SipHash's DoS resistance buys
+/// nothing for a table the application itself fills with its rules.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct HostHasher(u64);
+
+impl Hasher for HostHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        }
+        for &b in chunks.remainder() {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Final avalanche so that the low bits the table uses depend on every byte.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
+pub(crate) type HostMap<V> = HashMap<Box<str>, V, BuildHasherDefault<HostHasher>>;
+
+/// The routes of one host pattern; the first inline, so that a lookup
+/// follows no pointer beyond the table's own entry.
+#[derive(Clone, Debug)]
+struct Routes {
+    first: Route,
+    more: Vec<Route>,
+}
+
+impl Routes {
+    fn iter(&self) -> impl Iterator<Item = &Route> {
+        std::iter::once(&self.first).chain(self.more.iter())
+    }
+}
+
+/// The rule table.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Router {
+    exact: HostMap<Routes>,
+    wildcard: HostMap<Routes>,
+    any: Vec<Route>,
+}
+
+impl Router {
+    pub fn add(&mut self, pattern: &str, path: Option<&str>, source: usize) -> Result<(), Error> {
+        let (host, port) = parse_pattern(pattern)?;
+        let path = path.map(parse_path).transpose()?;
+        let route = Route { port, path, source };
+        let same = |r: &Route| r.port == route.port && r.path == route.path;
+        let taken = match &host {
+            HostPattern::Exact(h) => self
+                .exact
+                .get(h)
+                .and_then(|l| l.iter().find(|r| same(r)).cloned()),
+            HostPattern::Wildcard(h) => self
+                .wildcard
+                .get(h)
+                .and_then(|l| l.iter().find(|r| same(r)).cloned()),
+            HostPattern::Any => self.any.iter().find(|r| same(r)).cloned(),
+        };
+        if let Some(other) = taken {
+            return Err(Error::config(
+                format!("host rule `{pattern}`"),
+                format!(
+                    "the same host, port and path are already routed (source #{})",
+                    other.source + 1
+                ),
+            ));
+        }
+        let map = match host {
+            HostPattern::Exact(h) => (&mut self.exact, h),
+            HostPattern::Wildcard(h) => (&mut self.wildcard, h),
+            HostPattern::Any => {
+                self.any.push(route);
+                return Ok(());
+            }
+        };
+        match map.0.entry(map.1) {
+            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().more.push(route),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Routes {
+                    first: route,
+                    more: Vec::new(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The source index of the most specific rule matching `target`.
+    #[inline]
+    pub fn route(&self, target: &Target<'_>) -> Option<usize> {
+        let host = target.host();
+        if let Some(routes) = self.exact.get(host) {
+            if let Some(s) = best(routes.iter(), target) {
+                return Some(s);
+            }
+        }
+        if !self.wildcard.is_empty() {
+            let mut rest = host;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(s) = self.wildcard.get(rest).and_then(|r| best(r.iter(), target)) {
+                    return Some(s);
+                }
+            }
+        }
+        best(self.any.iter(), target)
+    }
+}
+
+#[inline]
+fn best<'r>(routes: impl Iterator<Item = &'r Route>, target: &Target<'_>) -> Option<usize> {
+    let mut found: Option<(&Route, (bool, usize))> = None;
+    for r in routes {
+        if r.port.is_some() && r.port != target.port {
+            continue;
+        }
+        if let Some(p) = &r.path {
+            if !path_matches(p, target.path) {
+                continue;
+            }
+        }
+        let rank = (r.port.is_some(), r.path.as_ref().map_or(0, |p| p.len()));
+        if found.is_none_or(|(_, best)| rank > best) {
+            found = Some((r, rank));
+        }
+    }
+    found.map(|(r, _)| r.source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_splitting() {
+        assert_eq!(split_host_port("a.com:80"), ("a.com", Some(80)));
+        assert_eq!(split_host_port("[::1]:3000"), ("::1", Some(3000)));
+        assert_eq!(split_host_port("[::1]"), ("::1", None));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+        assert_eq!(split_host_port("a.com"), ("a.com", None));
+    }
+
+    #[test]
+    fn path_boundaries() {
+        assert!(path_matches("/search", "/search"));
+        assert!(path_matches("/search", "/search/x"));
+        assert!(!path_matches("/search", "/searchx"));
+        assert!(!path_matches("/search", "/"));
+        assert!(path_matches("/", ""));
+    }
+
+    #[test]
+    fn bad_patterns_say_what_to_write() {
+        for (p, hint) in [
+            ("", "empty"),
+            ("https://a.com", "no scheme or path"),
+            ("a.*.com", "first label"),
+            ("*.*.com", "followed by a domain"),
+            ("bücher.example", "punycode"),
+            ("a.com:http", "port"),
+            ("a.com:99999", "port"),
+        ] {
+            let e = parse_pattern(p).unwrap_err().to_string();
+            assert!(e.contains(hint), "{p}: {e}");
+        }
+    }
+}
