@@ -88,24 +88,23 @@ pub(crate) fn available(p: Params, tat: u64, now: u64) -> f64 {
     (room as f64 / p.interval as f64).min(p.capacity)
 }
 
-/// The `tat` after a reservation is cancelled before its slot (Go's
-/// `Reservation.Cancel` rule): its cost less what was reserved after it,
-/// and never below where it began. `None` when nothing is given back.
-/// (Once the slot has come nothing is given back; the caller checks that.)
+/// The `tat` after a reservation is cancelled before its slot: back to
+/// where it began if nothing was reserved (or deferred) after it, else
+/// unchanged. `None` when nothing is given back. (Once the slot has come
+/// nothing is given back; the caller checks that.)
+///
+/// Go's `Reservation.Cancel` also gives back part of a reservation that
+/// later ones were queued behind (its cost less theirs). The window-bound
+/// property test found that two such partial refunds ahead of a pending
+/// reservation let a newer request take a slot before it, so that both go
+/// together beyond the bound. Giving back only the last reservation keeps
+/// `tat` a stack: after a refund the bucket is exactly as if the
+/// reservation had never been made.
 pub(crate) fn refund(tat: u64, tat_after: u64, cost: u64) -> Option<u64> {
-    if cost == 0 {
+    if cost == 0 || tat != tat_after {
         return None;
     }
-    let began = tat_after.saturating_sub(cost);
-    if tat <= began {
-        return None;
-    }
-    let reserved_after = tat.saturating_sub(tat_after);
-    let back = cost.saturating_sub(reserved_after);
-    if back == 0 {
-        return None;
-    }
-    Some((tat - back).max(began))
+    Some(tat_after - cost)
 }
 
 /// The `tat` under `new` params that keeps the token count of `old` at `now`

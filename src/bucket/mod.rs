@@ -34,17 +34,19 @@
 //! its tokens no earlier than `window start + tau − w₁·T` (if it waited) or
 //! than the window start (if it did not), and the last one's slot,
 //! `tat − tau`, lies inside the window. Subtracting gives
-//! `Σw < capacity + rate·W`. A refund (below) gives back only what no later
-//! reservation's slot was computed from, so the sum over the requests still
-//! admitted keeps the bound.
+//! `Σw < capacity + rate·W`. A refund (below) returns the bucket exactly to
+//! its state before the cancelled reservation, so the admitted requests are
+//! a schedule the bucket could have admitted without it.
 //!
 //! # Refunds
 //!
-//! Dropping a [`Reservation`] before its slot gives back its cost less
-//! whatever was reserved after it (the rule of Go's `Reservation.Cancel`):
-//! later reservations keep their slots, so the tokens they were computed
-//! from stay taken. After its slot, nothing comes back. A reservation made
-//! before a [`set_policy`](TokenBucket::set_policy) refunds nothing.
+//! Dropping a [`Reservation`] before its slot gives its tokens back when no
+//! reservation was made after it; one that later reservations are queued
+//! behind gives nothing back (they keep their slots, computed from its
+//! tokens). After its slot, nothing comes back. A reservation made before a
+//! [`set_policy`](TokenBucket::set_policy) or a deferral after it refunds
+//! nothing. This is Go's `Reservation.Cancel` without its partial refund,
+//! which can break the window bound (see `gcra::refund`).
 //!
 //! # Concurrency
 //!

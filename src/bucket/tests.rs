@@ -110,13 +110,30 @@ fn go_cancel_one_that_later_reservations_depend_on_gives_nothing() {
 }
 
 #[test]
-fn go_cancel_gives_back_what_later_ones_do_not_need() {
+fn a_partial_refund_is_not_given_unlike_go() {
+    // Go would give back 1.5 here (2 less the 0.5 queued behind); that can
+    // break the window bound when two such cancels stack up.
     let (b, _clock) = bucket(2.0, 1.0);
     b.try_acquire(2.0).unwrap();
     let big = b.reserve(2.0, Duration::from_secs(9)).unwrap();
     let small = b.reserve(0.5, Duration::from_secs(9)).unwrap();
-    assert_eq!(big.cancel(), 1.5);
-    small.commit();
+    assert_eq!(big.cancel(), 0.0);
+    assert_eq!(small.cancel(), 0.5, "the last one still comes back");
+}
+
+#[test]
+fn stacked_cancels_never_let_a_newer_request_overtake_a_pending_one() {
+    let (b, _clock) = bucket(1.0, 1.0);
+    b.try_acquire(1.0).unwrap();
+    let r1 = b.reserve(0.6, Duration::from_secs(9)).unwrap();
+    let r2 = b.reserve(0.6, Duration::from_secs(9)).unwrap();
+    let pending = b.reserve(0.2, Duration::from_secs(9)).unwrap();
+    r2.cancel();
+    r1.cancel();
+    let newer = b.reserve(1.0, Duration::from_secs(9)).unwrap();
+    assert!(newer.ready_at() >= pending.ready_at() + Duration::from_secs(1));
+    pending.commit();
+    newer.commit();
 }
 
 #[test]
