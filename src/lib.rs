@@ -38,12 +38,16 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub mod backoff;
 pub mod bucket;
 pub mod clock;
 pub mod error;
 pub mod policy;
 pub mod presets;
 pub mod registry;
+pub mod signal;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use bucket::{Reservation, TokenBucket};
 pub use clock::{
@@ -55,3 +59,4 @@ pub use registry::DEFAULT_MAX_HOSTS;
 pub use registry::{
     OnLimit, Permit, Registry, RegistryBuilder, Scope, Source, SourceHandle, Target, UnknownHost,
 };
+pub use signal::{Signal, SignalConfig};

@@ -28,6 +28,7 @@
 #[cfg(feature = "serde")]
 pub mod config;
 mod hosts;
+mod observe;
 pub mod rules;
 mod source;
 
@@ -45,7 +46,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::clock::{Clock, SharedClock, Timestamp};
-use crate::{Error, Policy, RateLimited};
+use crate::{Error, Policy, RateLimited, SignalConfig};
 use hosts::HostTable;
 use rules::Router;
 use source::Buckets;
@@ -76,6 +77,7 @@ struct Inner {
     router: Router,
     unknown: Unknown,
     clock: SharedClock,
+    signals: SignalConfig,
 }
 
 #[derive(Clone, Copy)]
@@ -110,6 +112,21 @@ impl SourceConfig {
             .map(|p| p.scaled(self.factor).unwrap_or(*p))
             .collect()
     }
+
+    /// The effective limits, each lowered to a server's rate when that is
+    /// slower (never below `floor` of its own rate, never raised).
+    fn effective_capped(&self, server_rate: f64, floor: f64) -> Vec<Policy> {
+        self.effective()
+            .into_iter()
+            .map(|p| {
+                let rate = p.tokens_per_second();
+                if server_rate >= rate {
+                    return p;
+                }
+                Policy::new(p.capacity(), server_rate.max(rate * floor)).unwrap_or(p)
+            })
+            .collect()
+    }
 }
 
 /// Builds a [`Registry`]; see [`Registry::builder`].
@@ -119,6 +136,7 @@ pub struct RegistryBuilder {
     unknown: UnknownHost,
     clock: Option<SharedClock>,
     max_hosts: Option<usize>,
+    signals: SignalConfig,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -160,6 +178,12 @@ impl RegistryBuilder {
     /// (default [`DEFAULT_MAX_HOSTS`]).
     pub fn max_hosts(mut self, n: usize) -> Self {
         self.max_hosts = Some(n);
+        self
+    }
+
+    /// How server signals are read and applied (caps, safety factor, floor).
+    pub fn signals(mut self, config: SignalConfig) -> Self {
+        self.signals = config;
         self
     }
 
@@ -213,6 +237,7 @@ impl RegistryBuilder {
             };
             let shared = Arc::new(Buckets::new(
                 name.clone(),
+                i,
                 None,
                 &config.effective(),
                 &clock,
@@ -250,6 +275,7 @@ impl RegistryBuilder {
                 router,
                 unknown,
                 clock,
+                signals: self.signals,
             }),
         })
     }
@@ -379,9 +405,10 @@ impl Registry {
                     .config
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .effective();
+                    .effective_capped(f64::INFINITY, self.inner.signals.floor);
                 Buckets::new(
                     state.name.clone(),
+                    i,
                     Some(key),
                     &policies,
                     &self.inner.clock,
@@ -418,6 +445,25 @@ impl Registry {
             },
         };
         result.map(|_| ()).map_err(|e| name_refusal(e, &state.name))
+    }
+
+    /// For adapters: admits a request now (`Ok(Some)`), or says that it must
+    /// wait for its slot (`Ok(None)`: call [`acquire`](Self::acquire)), as its
+    /// source's [`OnLimit`] says; a refusal is an error. The fast path of
+    /// every adapter: no allocation and no await when the request can go.
+    #[inline]
+    pub fn try_admit(&self, target: &Target<'_>, tokens: f64) -> Result<Option<Permit>, Error> {
+        let Some(i) = self.route(target)? else {
+            return Ok(Some(Permit::pass_through(self.inner.clock.now())));
+        };
+        let buckets = self.buckets_for(i, target.host());
+        match self.try_on(i, buckets, tokens) {
+            Ok(p) => Ok(Some(p)),
+            Err(Error::RateLimited(_)) if self.inner.sources[i].on_limit != OnLimit::Reject => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Admits a request of `tokens` to `target` now, or refuses:
@@ -618,10 +664,11 @@ impl Registry {
     }
 
     fn apply(&self, state: &SourceState, config: &SourceConfig) {
-        let effective = config.effective();
-        state.shared.set_policies(&effective);
+        let floor = self.inner.signals.floor;
+        let set = |b: &Buckets| b.set_policies(&config.effective_capped(b.server_rate(), floor));
+        set(&state.shared);
         if let Some(table) = &state.hosts {
-            table.for_each(|b| b.set_policies(&effective));
+            table.for_each(set);
         }
     }
 
@@ -661,10 +708,16 @@ impl Registry {
 }
 
 fn bucket_snapshot(b: &Buckets, now: Timestamp) -> BucketSnapshot {
+    let deferred =
+        Timestamp::from_nanos(b.deferred_until.load(std::sync::atomic::Ordering::Relaxed));
+    let server_rate = b.server_rate();
     BucketSnapshot {
         host: b.host.as_deref().map(str::to_string),
+        limits: b.policies(),
         available: b.available(),
         ready_in: b.next_available().saturating_duration_since(now),
+        deferred_for: (deferred > now).then(|| deferred.saturating_duration_since(now)),
+        server_rate: server_rate.is_finite().then_some(server_rate),
         in_flight: b.in_flight(),
     }
 }
@@ -760,11 +813,18 @@ pub struct SourceSnapshot {
 pub struct BucketSnapshot {
     /// The host, for a per-host set.
     pub host: Option<String>,
+    /// The limits in force for this set (after slow-down and server hints).
+    pub limits: Vec<Policy>,
     /// Tokens available now in the tightest limit.
     pub available: f64,
     /// How long until a one-token request could go (zero: now); a server's
     /// deferral shows here.
     pub ready_in: Duration,
+    /// How much longer a server's deferral (`Retry-After`, or an exhausted
+    /// quota until its reset) lasts, if one is in force.
+    pub deferred_for: Option<Duration>,
+    /// The rate a server announced for this set, if it did.
+    pub server_rate: Option<f64>,
     /// Requests admitted and not yet answered (with `max_in_flight`).
     pub in_flight: usize,
 }

@@ -5,6 +5,7 @@
 //! 60/min). A request then waits for the latest slot among them and takes
 //! from all of them at that slot; a refusal or a cancel takes from none.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,7 +183,12 @@ impl Source {
 /// The buckets of one source for one host (or for the whole source).
 pub(crate) struct Buckets {
     pub source: Arc<str>,
+    pub source_index: usize,
     pub host: Option<Arc<str>>,
+    /// The rate a server announced for this set (f64 bits; infinite: none).
+    pub server_rate: AtomicU64,
+    /// The latest deferral a server asked for (nanoseconds on the clock).
+    pub deferred_until: AtomicU64,
     /// The first limit inline (most sources have one), the rest behind it.
     first: TokenBucket<SharedClock>,
     rest: Box<[TokenBucket<SharedClock>]>,
@@ -199,6 +205,7 @@ pub(crate) struct Taken {
 impl Buckets {
     pub fn new(
         source: Arc<str>,
+        source_index: usize,
         host: Option<Arc<str>>,
         policies: &[Policy],
         clock: &SharedClock,
@@ -212,7 +219,10 @@ impl Buckets {
         let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
         Buckets {
             source,
+            source_index,
             host,
+            server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
+            deferred_until: AtomicU64::new(0),
             first: bucket(&policies[0]),
             rest: policies[1..].iter().map(bucket).collect(),
             in_flight: max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
@@ -285,6 +295,22 @@ impl Buckets {
         for (b, t) in self.limits().zip(tickets) {
             b.cancel_ticket(t);
         }
+    }
+
+    pub fn defer_until(&self, t: Timestamp) {
+        self.deferred_until
+            .fetch_max(t.as_nanos(), Ordering::Relaxed);
+        for b in self.limits() {
+            b.defer_until(t);
+        }
+    }
+
+    pub fn policies(&self) -> Vec<Policy> {
+        self.limits().map(|b| b.policy()).collect()
+    }
+
+    pub fn server_rate(&self) -> f64 {
+        f64::from_bits(self.server_rate.load(Ordering::Relaxed))
     }
 
     pub fn set_policies(&self, policies: &[Policy]) {

@@ -1,0 +1,53 @@
+//! tower middleware (feature `tower`, on by default): [`RateLimitLayer`] in
+//! front of any HTTP client service, [`KeyedRateLimitLayer`] for any other
+//! request type, and [`RetryPolicy`] for `tower::retry`.
+//!
+//! The layer is thin: it reads the request's target, asks the
+//! [`Registry`](crate::Registry) for admission, calls the inner service, and
+//! hands the response's status and headers back to the registry, which slows
+//! the whole host down when a server says so. Limiter logic lives in the
+//! registry and the bucket, shared with the reqwest adapter.
+//!
+//! ```
+//! use tollgate::tower::{RateLimitLayer, RetryPolicy};
+//! use tollgate::{presets, Registry};
+//! use tower::ServiceBuilder;
+//!
+//! # fn wrap<S>(client: S) -> Result<(), tollgate::Error>
+//! # where S: tower::Service<http::Request<String>, Response = http::Response<String>> + Clone + Send + 'static,
+//! #       S::Error: Into<tower::BoxError>, S::Future: Send + 'static {
+//! let registry = Registry::builder().source(presets::musicbrainz()).build()?;
+//! let svc = ServiceBuilder::new()
+//!     .layer(tower::retry::RetryLayer::new(RetryPolicy::default()))
+//!     .layer(RateLimitLayer::new(registry))
+//!     .service(client);
+//! # let _ = svc; Ok(()) }
+//! ```
+//!
+//! Order matters: retry outside the rate limit, so that every attempt passes
+//! the limiter and waits for its slot (and for any `Retry-After` the server
+//! sent, which the layer turned into a deferral of the host's buckets).
+//!
+//! # The request's host
+//!
+//! The layer routes by the URI's authority, else the `Host` header. A tonic
+//! `Channel` sends requests whose URI carries no authority unless the
+//! client is built with `with_origin(uri)`, so build it that way, or use
+//! [`KeyedRateLimitLayer`] with a key of your choosing (the gRPC service, or
+//! a fixed name). A request with no host at all is handled by the
+//! registry's [`UnknownHost`](crate::UnknownHost) rule.
+
+mod future;
+mod layer;
+mod retry;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::{KeyedRateLimitLayer, RateLimitLayer};
+pub use retry::{RetryPolicy, TryCloneBody};
+pub use service::{KeyedRateLimit, RateLimit};
+
+/// The boxed error of tower services: a rejection is a
+/// [`RateLimited`](crate::RateLimited) inside it, other refusals a
+/// [`tollgate::Error`](crate::Error).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

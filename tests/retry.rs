@@ -1,0 +1,164 @@
+//! `tollgate::tower::RetryPolicy` under `tower::retry` on paused time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tollgate::backoff::{Backoff, Jitter};
+use tollgate::tower::{RetryPolicy, TryCloneBody};
+use tower::retry::RetryLayer;
+use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
+
+type Times = Arc<Mutex<Vec<Duration>>>;
+
+/// A service that answers every call with `answer(n)` and logs when it was called.
+async fn run<B: TryCloneBody + Send + 'static>(
+    policy: RetryPolicy,
+    body: B,
+    answer: impl Fn(usize) -> Result<Response<&'static str>, BoxError> + Clone + Send + 'static,
+) -> (Result<Response<&'static str>, BoxError>, Vec<Duration>) {
+    let start = Instant::now();
+    let times: Times = Arc::default();
+    let t = times.clone();
+    let svc = service_fn(move |_req: Request<B>| {
+        let mut log = t.lock().unwrap();
+        let n = log.len();
+        log.push(start.elapsed());
+        let result = answer(n);
+        async move { result }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .service(svc);
+    let result = svc
+        .oneshot(Request::post("https://x.test/").body(body).unwrap())
+        .await;
+    let times = times.lock().unwrap().clone();
+    (result, times)
+}
+
+fn status(code: u16) -> Result<Response<&'static str>, BoxError> {
+    Ok(Response::builder().status(code).body("").unwrap())
+}
+
+fn gaps(times: &[Duration]) -> Vec<Duration> {
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_schedule_doubles_and_gives_up_after_max_retries() {
+    let policy = RetryPolicy::new(Backoff::default().jitter(Jitter::None));
+    let (result, times) = run(policy, String::from("body"), |_| status(503)).await;
+    assert_eq!(result.unwrap().status(), 503, "the last answer is returned");
+    assert_eq!(times.len(), 4, "one try and three retries");
+    assert_eq!(gaps(&times), [1, 2, 4].map(Duration::from_secs));
+}
+
+#[tokio::test(start_paused = true)]
+async fn full_jitter_stays_within_each_ceiling() {
+    let mut seen_below_half = [false; 3];
+    for _ in 0..50 {
+        let (_, times) = run(RetryPolicy::default(), (), |_| status(502)).await;
+        for (i, gap) in gaps(&times).into_iter().enumerate() {
+            let ceiling = Duration::from_secs(1 << i);
+            // tokio's timer wakes on whole milliseconds.
+            assert!(
+                gap <= ceiling + Duration::from_millis(1),
+                "retry {i}: {gap:?}"
+            );
+            seen_below_half[i] |= gap < ceiling / 2;
+        }
+    }
+    assert_eq!(
+        seen_below_half, [true; 3],
+        "the delays are spread, not fixed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_wins_over_the_schedule() {
+    let answer = |n| match n {
+        0 => Ok(Response::builder()
+            .status(429)
+            .header("retry-after", "7")
+            .body("")
+            .unwrap()),
+        _ => status(200),
+    };
+    let (result, times) = run(RetryPolicy::default(), (), answer).await;
+    assert_eq!(result.unwrap().status(), 200);
+    assert_eq!(gaps(&times), [Duration::from_secs(7)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_transient_status_is_retried_and_others_are_not() {
+    for code in [408, 429, 502, 503, 504] {
+        let (_, times) = run(RetryPolicy::default(), (), move |n| {
+            status(if n == 0 { code } else { 200 })
+        })
+        .await;
+        assert_eq!(times.len(), 2, "{code}");
+    }
+    for code in [200, 201, 400, 401, 403, 404, 500, 501] {
+        let (_, times) = run(RetryPolicy::default(), (), move |_| status(code)).await;
+        assert_eq!(times.len(), 1, "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_errors_are_retried_and_configuration_errors_are_not() {
+    let refused = |n: usize| -> Result<Response<&'static str>, BoxError> {
+        if n < 2 {
+            Err(Box::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        } else {
+            status(200)
+        }
+    };
+    let (result, times) = run(RetryPolicy::default(), (), refused).await;
+    assert_eq!(result.unwrap().status(), 200);
+    assert_eq!(times.len(), 3);
+
+    let unknown = |_| -> Result<Response<&'static str>, BoxError> {
+        Err(Box::new(tollgate::Error::UnknownHost {
+            host: "x.test".into(),
+        }))
+    };
+    let (result, times) = run(RetryPolicy::default(), (), unknown).await;
+    assert!(result.is_err());
+    assert_eq!(times.len(), 1);
+
+    let rejected = |n: usize| -> Result<Response<&'static str>, BoxError> {
+        if n == 0 {
+            Err(Box::new(tollgate::RateLimited::new(Duration::from_millis(
+                1500,
+            ))))
+        } else {
+            status(200)
+        }
+    };
+    let (_, times) = run(RetryPolicy::default(), (), rejected).await;
+    assert_eq!(
+        gaps(&times),
+        [Duration::from_millis(1500)],
+        "a rejection waits its retry_after"
+    );
+}
+
+/// A body that streams and cannot be replayed.
+struct Stream;
+
+impl TryCloneBody for Stream {
+    fn try_clone_body(&self) -> Option<Self> {
+        None
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_cannot_be_cloned_is_not_retried() {
+    let (result, times) = run(RetryPolicy::default(), Stream, |_| status(503)).await;
+    assert_eq!(result.unwrap().status(), 503);
+    assert_eq!(times.len(), 1);
+}
