@@ -129,8 +129,13 @@ impl Signal {
         if let Some(v) = header(headers, "ratelimit-policy") {
             s.quota = tightest(s.quota, parse_policy_list(v));
         }
-        for prefix in ["ratelimit-", "x-ratelimit-", "x-rate-limit-"] {
-            let get = |name: &str| header(headers, &format!("{prefix}{name}"));
+        for names in FAMILIES {
+            let get = |name: &str| {
+                let i = ["remaining", "limit", "reset-after", "reset"]
+                    .iter()
+                    .position(|n| *n == name)?;
+                header(headers, names[i])
+            };
             if s.remaining.is_none() {
                 s.remaining = get("remaining").and_then(number);
             }
@@ -184,6 +189,45 @@ impl Signal {
         }
         s
     }
+}
+
+/// The `-remaining`, `-limit`, `-reset-after` and `-reset` headers of each
+/// family, spelled out so that reading them allocates nothing.
+const FAMILIES: [[&str; 4]; 3] = [
+    [
+        "ratelimit-remaining",
+        "ratelimit-limit",
+        "ratelimit-reset-after",
+        "ratelimit-reset",
+    ],
+    [
+        "x-ratelimit-remaining",
+        "x-ratelimit-limit",
+        "x-ratelimit-reset-after",
+        "x-ratelimit-reset",
+    ],
+    [
+        "x-rate-limit-remaining",
+        "x-rate-limit-limit",
+        "x-rate-limit-reset-after",
+        "x-rate-limit-reset",
+    ],
+];
+
+/// Whether a response could carry a signal at all: a 429 or 503, or a
+/// header of one of the families read here. Most responses carry none, and
+/// this look is all they cost.
+pub fn may_signal(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE
+        || headers.keys().any(|k| {
+            let k = k.as_str();
+            k == "retry-after"
+                || k.starts_with("ratelimit")
+                || k.starts_with("x-ratelimit")
+                || k.starts_with("x-rate-limit")
+                || k.starts_with("x-discogs-ratelimit")
+        })
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

@@ -326,3 +326,48 @@ async fn the_keyed_form_routes_any_request_by_its_key() {
         .collect();
     assert_eq!(search, [ms(0), ms(1000), ms(2000)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn requests_already_waiting_also_wait_out_a_retry_after() {
+    let r = registry(vec![Source::new("a")
+        .limit(Policy::per_second(4.0).unwrap())
+        .host("a.test")]);
+    let start = Instant::now();
+    let (server, log) = server(start, |_, n| {
+        if n == 0 {
+            Response::builder()
+                .status(429)
+                .header("retry-after", "3")
+                .body("slow down")
+                .unwrap()
+        } else {
+            Response::new("ok")
+        }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(r))
+        .service(server);
+    // Six requests queue at once (slots 0, 250, 500, ... ms); the first is refused.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                svc.oneshot(get(&format!("https://a.test/{i}")))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let a = times(&log, "a.test");
+    assert_eq!(a[0], ms(0));
+    assert!(
+        a[1..].iter().all(|t| *t >= ms(3000)),
+        "nothing inside the server's 3 s: {a:?}"
+    );
+    for pair in a[1..].windows(2) {
+        assert!(pair[1] - pair[0] >= ms(250), "paced after it: {a:?}");
+    }
+}

@@ -39,6 +39,7 @@ pub use source::{OnLimit, Scope, Source};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -566,38 +567,49 @@ impl Registry {
             Err(Error::RateLimited(_)) => {}
             Err(e) => return Err(e),
         }
-        let left = deadline.saturating_duration_since(clock.now());
-        let left = if max_wait == Duration::MAX {
-            Duration::MAX
-        } else {
-            left
-        };
-        let taken = buckets
-            .reserve(tokens, left)
-            .map_err(|e| name_refusal(e, &state.name))?;
-        let now = clock.now();
-        if taken.slot > now {
-            tracing::debug!(
-                source = &*state.name,
-                host = buckets.host.as_deref().unwrap_or(""),
-                tokens,
-                wait_ms = taken.slot.saturating_duration_since(now).as_secs_f64() * 1e3,
-                "waiting for a rate-limit slot"
-            );
-            let mut guard = CancelOnDrop {
-                buckets: &buckets,
-                tickets: &taken.tickets,
-                armed: true,
+        loop {
+            let deferral_seen = buckets.deferred_until.load(Ordering::Relaxed);
+            let left = if max_wait == Duration::MAX {
+                Duration::MAX
+            } else {
+                deadline.saturating_duration_since(clock.now())
             };
-            clock.sleep_until(taken.slot).await;
-            guard.armed = false;
+            let taken = buckets
+                .reserve(tokens, left)
+                .map_err(|e| name_refusal(e, &state.name))?;
+            let now = clock.now();
+            if taken.slot > now {
+                tracing::debug!(
+                    source = &*state.name,
+                    host = buckets.host.as_deref().unwrap_or(""),
+                    tokens,
+                    wait_ms = taken.slot.saturating_duration_since(now).as_secs_f64() * 1e3,
+                    "waiting for a rate-limit slot"
+                );
+                let mut guard = CancelOnDrop {
+                    buckets: &buckets,
+                    tickets: &taken.tickets,
+                    armed: true,
+                };
+                clock.sleep_until(taken.slot).await;
+                guard.armed = false;
+                // A server deferred this host while the request waited: its
+                // slot predates that word, so it queues again behind the
+                // deferral. The slot it leaves stays taken (stricter, never
+                // looser).
+                let deferral = buckets.deferred_until.load(Ordering::Relaxed);
+                if deferral != deferral_seen && deferral > clock.now().as_nanos() {
+                    continue;
+                }
+            }
+            let at = taken.slot.max(now);
+            return Ok(Permit {
+                waited: at.saturating_duration_since(start),
+                admitted_at: at,
+                buckets: Some(buckets),
+                _in_flight: in_flight,
+            });
         }
-        Ok(Permit {
-            waited: taken.slot.max(now).saturating_duration_since(start),
-            admitted_at: taken.slot.max(now),
-            buckets: Some(buckets),
-            _in_flight: in_flight,
-        })
     }
 
     fn index(&self, name: &str) -> Result<usize, Error> {

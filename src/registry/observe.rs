@@ -22,6 +22,9 @@ impl Registry {
     /// Reads a response's status and headers and applies the signal to the
     /// bucket set that admitted its request. Returns what was read.
     pub fn observe(&self, permit: &Permit, status: StatusCode, headers: &HeaderMap) -> Signal {
+        if permit.buckets.is_none() || !crate::signal::may_signal(status, headers) {
+            return Signal::default();
+        }
         let signal = Signal::parse(status, headers, SystemTime::now(), &self.inner.signals);
         self.apply_signal(permit, &signal);
         signal

@@ -54,6 +54,12 @@ pub(crate) fn rejection(e: Error) -> BoxError {
     }
 }
 
+pub(crate) struct Waiting<S, R> {
+    acquire: Acquire,
+    inner: Option<S>,
+    request: Option<R>,
+}
+
 /// Reads a response back into the registry.
 pub(crate) type Observe<Res> = fn(&Registry, &Permit, &Res);
 
@@ -77,10 +83,10 @@ pin_project! {
     where
         S: Service<R>,
     {
+        // Boxed: the request and the service are large, and only a request
+        // that waits (and allocates anyway) needs them here.
         Waiting {
-            acquire: Acquire,
-            inner: Option<S>,
-            request: Option<R>,
+            waiting: Box<Waiting<S, R>>,
         },
         Calling {
             #[pin]
@@ -116,9 +122,11 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
             }
             Admission::Wait(acquire) => (
                 State::Waiting {
-                    acquire,
-                    inner: Some(inner),
-                    request: Some(request),
+                    waiting: Box::new(Waiting {
+                        acquire,
+                        inner: Some(inner),
+                        request: Some(request),
+                    }),
                 },
                 Some(registry.clone()),
             ),
@@ -143,11 +151,12 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting {
-                    acquire,
-                    inner,
-                    request,
-                } => {
+                StateProj::Waiting { waiting } => {
+                    let Waiting {
+                        acquire,
+                        inner,
+                        request,
+                    } = &mut **waiting;
                     let permit = match ready!(acquire.as_mut().poll(cx)) {
                         Ok(p) => p,
                         Err(e) => return Poll::Ready(Err(rejection(e))),

@@ -1,0 +1,92 @@
+//! Per-call overhead of `RateLimitLayer` over a no-op service, beside the
+//! bare service and tower's own `RateLimit` at a limit neither reaches, in
+//! one run: `cargo bench --bench layer`.
+//!
+//! Each iteration builds a request, polls the service ready, calls it and
+//! polls the response future to completion (it is ready at once).
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Request, Response, Uri};
+use tollgate::tower::RateLimitLayer;
+use tollgate::{Policy, Registry, Source};
+use tower::{Service, ServiceBuilder};
+
+#[derive(Clone)]
+struct Noop;
+
+impl Service<Request<()>> for Noop {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+fn once<S: Service<Request<()>>>(svc: &mut S, uri: &Uri) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let req = Request::get(uri.clone()).body(()).unwrap();
+    let fut = pin!(svc.call(req));
+    matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
+fn layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let uri: Uri = "https://api.example.com/v1/items/42".parse().unwrap();
+    let mut g = c.benchmark_group("call overhead");
+
+    let mut bare = Noop;
+    g.bench_function("bare service", |b| {
+        b.iter(|| black_box(once(&mut bare, &uri)))
+    });
+
+    let registry = Registry::builder()
+        .source(
+            Source::new("api")
+                .limit(Policy::new(1e9, 1e9).unwrap())
+                .host("api.example.com"),
+        )
+        .build()
+        .unwrap();
+    let mut limited = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(registry))
+        .service(Noop);
+    g.bench_function("tollgate RateLimitLayer", |b| {
+        b.iter(|| black_box(once(&mut limited, &uri)))
+    });
+
+    let passing = Registry::builder().build().unwrap();
+    let mut pass = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(passing))
+        .service(Noop);
+    g.bench_function("tollgate RateLimitLayer, unknown host passes", |b| {
+        b.iter(|| black_box(once(&mut pass, &uri)))
+    });
+
+    let mut tower_limit = ServiceBuilder::new()
+        .rate_limit(1_000_000_000, Duration::from_secs(1))
+        .service(Noop);
+    g.bench_function("tower RateLimit", |b| {
+        b.iter(|| black_box(once(&mut tower_limit, &uri)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = layer
+}
+criterion_main!(benches);
