@@ -10,6 +10,12 @@
 use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Status codes worth another try in both retry adapters: 408, 429, 502,
+/// 503 and 504.
+pub fn is_transient(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 502 | 503 | 504)
+}
+
 /// How the backoff delay is spread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]

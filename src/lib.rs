@@ -34,7 +34,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "reqwest", feature = "tower"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
@@ -45,6 +45,8 @@ pub mod error;
 pub mod policy;
 pub mod presets;
 pub mod registry;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod signal;
 #[cfg(feature = "tower")]
 pub mod tower;

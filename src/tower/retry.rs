@@ -5,9 +5,7 @@ use std::borrow::Borrow;
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
-use http::StatusCode;
-
-use crate::backoff::Backoff;
+use crate::backoff::{is_transient, Backoff};
 use crate::{Error, RateLimited, Signal, SignalConfig};
 
 /// Retries transient failures: responses 429, 503, 502, 504 and 408, and
@@ -46,11 +44,6 @@ impl RetryPolicy {
     pub fn attempts(&self) -> u32 {
         self.attempt
     }
-}
-
-/// Status codes worth another try.
-pub(crate) fn is_transient(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 502 | 503 | 504)
 }
 
 impl RetryPolicy {

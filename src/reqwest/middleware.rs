@@ -1,0 +1,57 @@
+//! [`RateLimitMiddleware`]: admission before sending, signals after.
+
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next, Result};
+
+use crate::{Error, Registry, Target};
+
+/// Admits each request through a [`Registry`] (waiting or refusing as its
+/// source says), then observes the response. See the [module docs](super)
+/// for where it goes in a chain.
+#[derive(Clone, Debug)]
+pub struct RateLimitMiddleware {
+    registry: Registry,
+}
+
+impl RateLimitMiddleware {
+    /// A middleware that admits every request through `registry`.
+    pub fn new(registry: Registry) -> Self {
+        RateLimitMiddleware { registry }
+    }
+}
+
+fn refusal(e: Error) -> reqwest_middleware::Error {
+    match e {
+        Error::RateLimited(r) => reqwest_middleware::Error::middleware(r),
+        e => reqwest_middleware::Error::middleware(e),
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for RateLimitMiddleware {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<reqwest::Response> {
+        let url = req.url();
+        let target = Target::new(
+            url.host_str().unwrap_or(""),
+            url.port_or_known_default(),
+            url.path(),
+        );
+        let permit = match self.registry.try_admit(&target, 1.0) {
+            Ok(Some(permit)) => permit,
+            Ok(None) => self.registry.acquire(&target, 1.0).await.map_err(refusal)?,
+            Err(e) => return Err(refusal(e)),
+        };
+        let result = next.run(req, extensions).await;
+        if let Ok(response) = &result {
+            self.registry
+                .observe(&permit, response.status(), response.headers());
+        }
+        drop(permit); // the in-flight slot ends with the response
+        result
+    }
+}

@@ -1,0 +1,103 @@
+//! reqwest-middleware and reqwest-retry adapters (feature `reqwest`):
+//! [`RateLimitMiddleware`], [`RateLimitStrategy`] and [`Backoff`].
+//!
+//! The middleware is thin, like the tower layer: it reads the request's URL,
+//! asks the [`Registry`](crate::Registry) for admission, sends, and hands the
+//! response back to the registry. reqwest is compiled with
+//! `default-features = false`, so you choose its TLS.
+//!
+//! ```
+//! use reqwest_middleware::ClientBuilder;
+//! use reqwest_retry::RetryTransientMiddleware;
+//! use tollgate::reqwest::{Backoff, RateLimitMiddleware, RateLimitStrategy};
+//! use tollgate::{presets, Registry};
+//!
+//! # fn main() -> Result<(), tollgate::Error> {
+//! let registry = Registry::builder().source(presets::musicbrainz()).build()?;
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryTransientMiddleware::new_with_policy_and_strategy(
+//!         Backoff::default(),
+//!         RateLimitStrategy,
+//!     ))
+//!     .with(RateLimitMiddleware::new(registry))
+//!     .build();
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! # Why the order matters
+//!
+//! Middleware runs in the order it is added, so the retry middleware wraps
+//! the rate limiter and **every attempt** passes the limiter and waits for
+//! its slot. reqwest-retry's policy only sees the attempt count, never the
+//! response, so it cannot honour `Retry-After` itself; the rate-limit
+//! middleware does: it turns the server's `Retry-After` (or an exhausted
+//! quota) into a deferral of the host's buckets, and the next attempt, and
+//! every other request to that host, waits there. Put the other way round,
+//! retries would bypass the limiter.
+//!
+//! # Rejections
+//!
+//! A source in reject mode (or past its `max_wait`) refuses with
+//! `reqwest_middleware::Error::Middleware` wrapping a
+//! [`RateLimited`], before anything is sent:
+//!
+//! ```
+//! # fn check(err: reqwest_middleware::Error) {
+//! use tollgate::RateLimited;
+//! if let reqwest_middleware::Error::Middleware(e) = &err {
+//!     if let Some(limited) = e.downcast_ref::<RateLimited>() {
+//!         println!("retry after {:?}", limited.retry_after());
+//!     }
+//! }
+//! # }
+//! ```
+//! Behind `RetryTransientMiddleware` the rejection arrives wrapped once more
+//! (in reqwest-retry's `RetryError`); [`rate_limited`] looks through both:
+//!
+//! ```
+//! # fn check(err: reqwest_middleware::Error) {
+//! if let Some(limited) = tollgate::reqwest::rate_limited(&err) {
+//!     println!("source {:?}: retry after {:?}", limited.source(), limited.retry_after());
+//! }
+//! # }
+//! ```
+//! [`RateLimitStrategy`] treats such a rejection as fatal, so the retry
+//! middleware hands it straight back.
+
+mod middleware;
+mod retry;
+
+pub use middleware::RateLimitMiddleware;
+pub use retry::{Backoff, RateLimitStrategy};
+
+use crate::{Error, RateLimited};
+
+/// The rate limiter's refusal inside a reqwest-middleware error, directly
+/// or wrapped by reqwest-retry.
+pub fn rate_limited(err: &reqwest_middleware::Error) -> Option<&RateLimited> {
+    let reqwest_middleware::Error::Middleware(e) = err else {
+        return None;
+    };
+    if let Some(r) = e.downcast_ref::<RateLimited>() {
+        return Some(r);
+    }
+    match e.downcast_ref::<reqwest_retry::RetryError>()? {
+        reqwest_retry::RetryError::Error(inner)
+        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => rate_limited(inner),
+    }
+}
+
+/// tollgate's other refusals (an unknown host, a bad token count) inside a
+/// reqwest-middleware error, directly or wrapped by reqwest-retry.
+pub fn tollgate_error(err: &reqwest_middleware::Error) -> Option<&Error> {
+    let reqwest_middleware::Error::Middleware(e) = err else {
+        return None;
+    };
+    if let Some(r) = e.downcast_ref::<Error>() {
+        return Some(r);
+    }
+    match e.downcast_ref::<reqwest_retry::RetryError>()? {
+        reqwest_retry::RetryError::Error(inner)
+        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => tollgate_error(inner),
+    }
+}
