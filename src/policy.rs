@@ -123,7 +123,9 @@ impl Period {
 }
 
 impl Policy {
-    /// No limit: every request is admitted at once.
+    /// No limit: every request is admitted at once. A server's `Retry-After`
+    /// still defers such a bucket (the limit is ours, the server's word is
+    /// not), so a source with no limit of its own still backs off when told.
     pub const fn unlimited() -> Policy {
         Policy {
             kind: Kind::Unlimited,
@@ -375,6 +377,9 @@ impl Policy {
                 format!("{self} scaled by {factor}"),
                 "the factor must be above 0 and at most 1 (never faster than configured)",
             ));
+        }
+        if factor == 1.0 {
+            return Ok(*self); // as written, window form included
         }
         match self.kind {
             Kind::Unlimited => Ok(*self),

@@ -66,13 +66,14 @@ pub fn discogs_unauthenticated() -> Source {
         .host("api.discogs.com")
 }
 
-/// AcoustID: 3 requests a second, burst 3, for `api.acoustid.org`.
+/// AcoustID: at most 3 requests in any second, for `api.acoustid.org`.
 ///
 /// Source: acoustid.org/webservice, read November 2026: "Do not make more
-/// than 3 requests per second."
+/// than 3 requests per second." A burst of 3 at 3/s could send 5 within one
+/// second, so the preset keeps burst 1 (3/s, `Policy::window(3, 1 s)`).
 pub fn acoustid() -> Source {
     Source::new("acoustid")
-        .limit(policy("3/s burst 3"))
+        .limit(window(3, 1))
         .host("api.acoustid.org")
 }
 
@@ -207,7 +208,10 @@ mod tests {
             discogs_unauthenticated().limits()[0].max_in_window(minute),
             25.0
         );
-        assert_eq!(acoustid().limits()[0].capacity(), 3.0);
+        assert_eq!(
+            acoustid().limits()[0].max_in_window(Duration::from_secs(1)),
+            3.0
+        );
         assert_eq!(acoustid().limits()[0].tokens_per_second(), 3.0);
         assert_eq!(anilist().limits()[0].max_in_window(minute), 90.0);
         assert_eq!(jikan().limits().len(), 2);

@@ -30,8 +30,8 @@ pub struct SignalConfig {
     pub max_wait: Duration,
     /// The wait after a 429 or 503 that gives no hint of its own (default 1 s).
     pub default_wait: Duration,
-    /// A server's rate is used at this fraction (default 0.9), so that a
-    /// client lowered to it stays clear of the edge.
+    /// A server's rate below a configured limit is used at this fraction
+    /// (default 0.9), so that a client lowered to it stays clear of the edge.
     pub safety: f64,
     /// A server's rate never lowers a limit below this fraction of its
     /// configured rate (default 0.05): a bogus `q=0` cannot stop a source.

@@ -371,3 +371,30 @@ async fn requests_already_waiting_also_wait_out_a_retry_after() {
         assert!(pair[1] - pair[0] >= ms(250), "paced after it: {a:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_quota_equal_to_the_policy_leaves_it_exact() {
+    let discogs = Policy::window(25, Duration::from_secs(60)).unwrap();
+    let r = registry(vec![Source::new("discogs")
+        .limit(discogs)
+        .host("api.discogs.test")]);
+    let start = Instant::now();
+    let (server, _log) = server(start, |_, n| {
+        Response::builder()
+            .header("x-discogs-ratelimit", "25")
+            .header("x-discogs-ratelimit-used", (n + 1).to_string())
+            .header("x-discogs-ratelimit-remaining", (24 - n).to_string())
+            .body("ok")
+            .unwrap()
+    });
+    let svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(r.clone()))
+        .service(server);
+    svc.clone()
+        .oneshot(get("https://api.discogs.test/releases/1"))
+        .await
+        .unwrap();
+    let snap = &r.snapshot()[0].buckets[0];
+    assert_eq!(snap.limits, [discogs], "unchanged, still a window policy");
+    assert_eq!(snap.server_rate, Some(25.0 / 60.0));
+}

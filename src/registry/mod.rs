@@ -108,23 +108,30 @@ struct SourceConfig {
 
 impl SourceConfig {
     fn effective(&self) -> Vec<Policy> {
+        if self.configured.is_empty() {
+            return vec![Policy::unlimited()];
+        }
         self.configured
             .iter()
             .map(|p| p.scaled(self.factor).unwrap_or(*p))
             .collect()
     }
 
-    /// The effective limits, each lowered to a server's rate when that is
-    /// slower (never below `floor` of its own rate, never raised).
-    fn effective_capped(&self, server_rate: f64, floor: f64) -> Vec<Policy> {
+    /// The effective limits, each lowered when a server announced a slower
+    /// rate: to that rate times `signals.safety`, never below
+    /// `signals.floor` of its own rate, and never raised. A server rate at
+    /// or above a limit leaves it as it is (a window policy that matches
+    /// the server exactly stays exact).
+    fn effective_capped(&self, server_rate: f64, signals: &SignalConfig) -> Vec<Policy> {
         self.effective()
             .into_iter()
             .map(|p| {
                 let rate = p.tokens_per_second();
-                if server_rate >= rate {
+                if server_rate >= rate * (1.0 - 1e-9) {
                     return p;
                 }
-                Policy::new(p.capacity(), server_rate.max(rate * floor)).unwrap_or(p)
+                let lowered = (server_rate * signals.safety).max(rate * signals.floor);
+                Policy::new(p.capacity(), lowered).unwrap_or(p)
             })
             .collect()
     }
@@ -406,7 +413,7 @@ impl Registry {
                     .config
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .effective_capped(f64::INFINITY, self.inner.signals.floor);
+                    .effective_capped(f64::INFINITY, &self.inner.signals);
                 Buckets::new(
                     state.name.clone(),
                     i,
@@ -676,8 +683,8 @@ impl Registry {
     }
 
     fn apply(&self, state: &SourceState, config: &SourceConfig) {
-        let floor = self.inner.signals.floor;
-        let set = |b: &Buckets| b.set_policies(&config.effective_capped(b.server_rate(), floor));
+        let signals = &self.inner.signals;
+        let set = |b: &Buckets| b.set_policies(&config.effective_capped(b.server_rate(), signals));
         set(&state.shared);
         if let Some(table) = &state.hosts {
             table.for_each(set);

@@ -48,11 +48,11 @@ impl Registry {
             );
         }
         if let Some(quota) = signal.quota {
-            let rate = quota.per_second() * self.inner.signals.safety;
+            let rate = quota.per_second();
             let old = f64::from_bits(buckets.server_rate.swap(rate.to_bits(), Ordering::Relaxed));
             if old != rate {
                 let config = state.config.lock().unwrap_or_else(|e| e.into_inner());
-                let policies = config.effective_capped(rate, self.inner.signals.floor);
+                let policies = config.effective_capped(rate, &self.inner.signals);
                 if policies != buckets.policies() {
                     tracing::info!(
                         source = &*state.name,

@@ -36,6 +36,21 @@
 //! [`KeyedRateLimitLayer`] with a key of your choosing (the gRPC service, or
 //! a fixed name). A request with no host at all is handled by the
 //! registry's [`UnknownHost`](crate::UnknownHost) rule.
+//!
+//! # Keys of the keyed form
+//!
+//! [`KeyedRateLimitLayer`] routes a key as if it were a host name, through
+//! the same rules: so a key must look like one. No `/` (map a gRPC path
+//! such as `/echo.Echo/Say` to `echo.Echo.Say`), no `:port`, and keys are
+//! compared without regard to ASCII case. A rule with a path prefix never
+//! matches a key. `examples/tonic_client.rs` shows both forms with tonic.
+//!
+//! # gRPC
+//!
+//! A gRPC error travels in `grpc-status` with HTTP 200, so the layer does
+//! not see it as a server signal; `Retry-After` and rate-limit headers on
+//! the HTTP response still count. A permit ends when the response headers
+//! arrive, which for a streaming call is before the stream ends.
 
 mod future;
 mod layer;
