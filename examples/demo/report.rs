@@ -1,0 +1,176 @@
+//! The plain-text report: one row per source, then notes, then the line
+//! `violations: N` that CI greps.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tollgate::Policy;
+
+/// One source's row.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Source name.
+    pub name: String,
+    /// The API's limits (what the demo configures when limits are on).
+    pub policies: Vec<Policy>,
+    /// Attempts that passed the limiter and reached the server (for
+    /// `local-files`: tag reads).
+    pub sent: u64,
+    /// Requests the server admitted and answered 200.
+    pub ok: u64,
+    /// Requests the server refused for going over its limit (429/503).
+    pub violations: u64,
+    /// Attempts the retry layer made after a call's first.
+    pub retries: u64,
+    /// Mean wait of an attempt inside the rate-limit layer.
+    pub mean_wait: Duration,
+    /// Longest such wait.
+    pub max_wait: Duration,
+}
+
+/// The long-run rate the policies allow (the slowest), per second.
+pub fn policy_rate(policies: &[Policy]) -> f64 {
+    policies
+        .iter()
+        .map(Policy::tokens_per_second)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The most requests the policies admit from a start with full buckets up
+/// to `t` seconds later, both ends included: the envelope `capacity +
+/// rate·t` taken down to whole requests, the tightest policy winning.
+pub fn allowed_by(policies: &[Policy], t: f64) -> f64 {
+    policies
+        .iter()
+        .map(|p| p.capacity() + (p.tokens_per_second() * t + 1e-9).floor())
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// A duration in the unit that reads best.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1e-3 {
+        format!("{:.1} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn number(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.decimals$}")
+    } else {
+        "∞".to_string()
+    }
+}
+
+fn policies_text(policies: &[Policy]) -> String {
+    if policies.is_empty() {
+        return "unlimited".to_string();
+    }
+    policies
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+/// How a source's limit is described in the header lines.
+pub fn allowed_text(policies: &[Policy], limits_on: bool) -> String {
+    let text = policies_text(policies);
+    if limits_on {
+        format!("limit {text}")
+    } else {
+        format!("API limit {text}, not enforced by the client")
+    }
+}
+
+/// Renders the table for a run of `elapsed`; `limits_on` says whether the
+/// limiter enforced the policies (otherwise they are shown as the APIs'
+/// limits the run ignored).
+pub fn table(rows: &[Row], elapsed: Duration, limits_on: bool) -> String {
+    let secs = elapsed.as_secs_f64();
+    let header = [
+        "source",
+        if limits_on {
+            "policy"
+        } else {
+            "API limit (off)"
+        },
+        "sent",
+        "ok",
+        "violations",
+        "retries",
+        "ok/s",
+        "limit/s",
+        "allowed",
+        "wait mean",
+        "wait max",
+    ];
+    let mut cells: Vec<[String; 11]> = vec![header.map(str::to_string)];
+    for r in rows {
+        cells.push([
+            r.name.clone(),
+            policies_text(&r.policies),
+            r.sent.to_string(),
+            r.ok.to_string(),
+            r.violations.to_string(),
+            r.retries.to_string(),
+            number(r.ok as f64 / secs, 2),
+            number(policy_rate(&r.policies), 2),
+            number(allowed_by(&r.policies, secs), 0),
+            human(r.mean_wait),
+            human(r.max_wait),
+        ]);
+    }
+    let mut widths = [0usize; 11];
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in cells.iter().enumerate() {
+        let mut line = String::new();
+        for (j, (c, w)) in row.iter().zip(widths).enumerate() {
+            let pad = w - c.chars().count();
+            if j < 2 {
+                line.push_str(c);
+                line.push_str(&" ".repeat(pad));
+            } else {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(c);
+            }
+            line.push_str("  ");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+            let _ = writeln!(out, "{}", "-".repeat(total));
+        }
+    }
+    out
+}
+
+/// What the columns mean, printed under the table.
+pub const LEGEND: &str = "\
+sent: attempts that passed the limiter and reached the server. ok, violations: what the server
+counted (200; 503/429 for going over its limit). ok/s: ok / elapsed. limit/s, allowed: the
+client policy's long-run rate and the most it admits in the elapsed time (capacity + rate*t,
+whole requests); an API's own moving window may admit a burst beyond that (Discogs: 25 at once).
+wait: time an attempt spent inside the rate-limit layer before it went to the HTTP client.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_counts_both_ends() {
+        let p = [Policy::per_second(1.0).unwrap()];
+        assert_eq!(allowed_by(&p, 15.0), 16.0);
+        let w = [Policy::window(3, Duration::from_secs(1)).unwrap()];
+        assert_eq!(allowed_by(&w, 1.0), 4.0);
+    }
+}

@@ -1,0 +1,384 @@
+//! The embedded upstream: three axum servers on 127.0.0.1, one per API, each
+//! enforcing its API's documented limit itself and answering a violation the
+//! way the real API does.
+//!
+//! | API | route | limit enforced here | violation |
+//! |---|---|---|---|
+//! | MusicBrainz | `GET /ws/2/recording/{mbid}` | 1 in any 1 s | 503, no `Retry-After` |
+//! | Discogs | `GET /releases/{id}` | 25 in any 60 s, 60 with `Authorization: Discogs token=..` | 429 with `X-Discogs-Ratelimit*` |
+//! | AcoustID | `GET /v2/lookup?fingerprint=..&duration=..` | 3 in any 1 s | 429 with a JSON error body |
+//!
+//! Each server keeps, per client IP, a log of the instants at which it
+//! admitted a request ([`SlidingLog`]). A request is admitted when fewer than
+//! `limit` earlier admissions lie within the last `window − TOLERANCE`; so
+//! the window the server checks is [`TOLERANCE`] (50 ms) shorter than the
+//! documented one. That slack absorbs network and scheduling jitter between
+//! a client's send and the server's read (on loopback it is well under a
+//! millisecond, but a 2-core machine under load can delay a task by tens of
+//! milliseconds). A client that spaces its requests exactly as documented
+//! never comes near it; a client that ignores the limit gets no benefit from
+//! it worth mentioning. Refused requests do not enter the log.
+//!
+//! Every answer is counted ([`ApiStats`]) and logged with its instant, for
+//! the report and the plot.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+
+/// The slack every server grants: its window is this much shorter than the
+/// documented one.
+pub const TOLERANCE: Duration = Duration::from_millis(50);
+
+/// The three APIs the upstream plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// MusicBrainz: 1 request a second.
+    MusicBrainz,
+    /// Discogs: 25 (60 authenticated) requests in any minute.
+    Discogs,
+    /// AcoustID: 3 requests in any second.
+    AcoustId,
+}
+
+impl Api {
+    /// Every API, in the order of the report.
+    pub const ALL: [Api; 3] = [Api::MusicBrainz, Api::Discogs, Api::AcoustId];
+
+    /// The tollgate source name of this API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::MusicBrainz => "musicbrainz",
+            Api::Discogs => "discogs",
+            Api::AcoustId => "acoustid",
+        }
+    }
+
+    /// Index into [`Api::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How the upstream answered one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted and answered 200.
+    Ok,
+    /// Refused for going over the limit (503 or 429).
+    Violation,
+    /// Any other refusal (400, 403, 404): a bad request, not a rate problem.
+    Other,
+}
+
+/// What one API's server counted.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    /// Answers 200.
+    ok: AtomicU64,
+    /// Answers 429/503 for the rate.
+    violations: AtomicU64,
+    /// Any other refusal.
+    other: AtomicU64,
+    /// Every answer with its instant.
+    events: Mutex<Vec<(Instant, Outcome)>>,
+}
+
+impl ApiStats {
+    fn record(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::Violation => &self.violations,
+            Outcome::Other => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        lock(&self.events).push((Instant::now(), outcome));
+    }
+
+    /// Requests answered 200.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for going over the limit.
+    pub fn violations(&self) -> u64 {
+        self.violations.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused for another reason.
+    pub fn other(&self) -> u64 {
+        self.other.load(Ordering::Relaxed)
+    }
+
+    /// Every answer with the instant it was given, in order.
+    pub fn events(&self) -> Vec<(Instant, Outcome)> {
+        lock(&self.events).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Admission instants within the last window, oldest first.
+#[derive(Debug, Default)]
+pub struct SlidingLog {
+    admitted: VecDeque<Instant>,
+}
+
+impl SlidingLog {
+    /// Admits a request arriving at `now` if fewer than `limit` admissions
+    /// lie in `(now − (window − TOLERANCE), now]`; returns how many lie
+    /// there after the decision (the request included when admitted).
+    fn admit(&mut self, now: Instant, limit: usize, window: Duration) -> Result<usize, usize> {
+        let span = window.saturating_sub(TOLERANCE);
+        while self
+            .admitted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= span)
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() >= limit {
+            return Err(self.admitted.len());
+        }
+        self.admitted.push_back(now);
+        Ok(self.admitted.len())
+    }
+}
+
+/// One API's server state: its counters and a sliding log per client IP.
+#[derive(Debug)]
+struct ApiState {
+    /// The counters the demo reads.
+    stats: Arc<ApiStats>,
+    /// One admission log per client IP.
+    logs: Mutex<HashMap<IpAddr, SlidingLog>>,
+}
+
+impl ApiState {
+    fn admit(&self, peer: IpAddr, limit: usize, window: Duration) -> Result<usize, usize> {
+        lock(&self.logs)
+            .entry(peer)
+            .or_default()
+            .admit(Instant::now(), limit, window)
+    }
+}
+
+type Shared = Arc<ApiState>;
+
+/// The running upstream: where each API listens and what it counted.
+#[derive(Debug)]
+pub struct Upstream {
+    addrs: [SocketAddr; 3],
+    stats: [Arc<ApiStats>; 3],
+}
+
+impl Upstream {
+    /// Binds three listeners on 127.0.0.1 (ports chosen by the OS) and
+    /// serves each API on its own, in background tasks.
+    pub async fn start() -> std::io::Result<Upstream> {
+        let stats: [Arc<ApiStats>; 3] = Default::default();
+        let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); 3];
+        for api in Api::ALL {
+            let state = Arc::new(ApiState {
+                stats: stats[api.index()].clone(),
+                logs: Mutex::default(),
+            });
+            let app = match api {
+                Api::MusicBrainz => Router::new().route("/ws/2/recording/{mbid}", get(musicbrainz)),
+                Api::Discogs => Router::new().route("/releases/{id}", get(discogs)),
+                Api::AcoustId => Router::new().route("/v2/lookup", get(acoustid)),
+            }
+            .with_state(state);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            addrs[api.index()] = listener.local_addr()?;
+            tokio::spawn(async move {
+                let make = app.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(listener, make).await {
+                    eprintln!("upstream {}: {e}", api.name());
+                }
+            });
+        }
+        Ok(Upstream { addrs, stats })
+    }
+
+    /// Where `api` listens.
+    pub fn addr(&self, api: Api) -> SocketAddr {
+        self.addrs[api.index()]
+    }
+
+    /// What `api`'s server counted.
+    pub fn stats(&self, api: Api) -> &ApiStats {
+        &self.stats[api.index()]
+    }
+
+    /// The same counters, shared (for a task that outlives a borrow).
+    pub fn stats_handle(&self, api: Api) -> Arc<ApiStats> {
+        self.stats[api.index()].clone()
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// MusicBrainz: a real User-Agent is required (403 without), and at most
+/// one request a second per IP, answered 503 with no `Retry-After`.
+async fn musicbrainz(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(mbid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !headers.contains_key(header::USER_AGENT) {
+        s.stats.record(Outcome::Other);
+        let msg = "Requests without a meaningful User-Agent are blocked.";
+        return json_response(StatusCode::FORBIDDEN, json!({ "error": msg }));
+    }
+    if s.admit(peer.ip(), 1, Duration::from_secs(1)).is_err() {
+        s.stats.record(Outcome::Violation);
+        let msg = "Your requests are exceeding the allowable rate limit.";
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": msg }));
+    }
+    // Validity is checked after the rate: a malformed request still costs.
+    let valid = mbid.len() == 36 && mbid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if !valid {
+        s.stats.record(Outcome::Other);
+        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "Invalid mbid." }));
+    }
+    s.stats.record(Outcome::Ok);
+    json_response(
+        StatusCode::OK,
+        json!({ "id": mbid, "title": "Demo Recording", "length": 215_000, "video": false }),
+    )
+}
+
+/// Discogs: 25 requests in any minute per IP, or 60 when the request is
+/// authenticated; every answer says the limit, how many were used and how
+/// many remain; a violation is 429 with the same headers.
+async fn discogs(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let authenticated = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Discogs token=") && v.len() > "Discogs token=".len());
+    let limit = if authenticated { 60 } else { 25 };
+    let decision = s.admit(peer.ip(), limit, Duration::from_secs(60));
+    let used = match decision {
+        Ok(n) | Err(n) => n,
+    };
+    let mut response = match (decision, id.parse::<u64>()) {
+        (Err(_), _) => {
+            s.stats.record(Outcome::Violation);
+            json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "message": "You are making requests too quickly." }),
+            )
+        }
+        (Ok(_), Err(_)) => {
+            s.stats.record(Outcome::Other);
+            json_response(
+                StatusCode::NOT_FOUND,
+                json!({ "message": "Release not found." }),
+            )
+        }
+        (Ok(_), Ok(id)) => {
+            s.stats.record(Outcome::Ok);
+            json_response(
+                StatusCode::OK,
+                json!({ "id": id, "title": "Demo Release", "year": 1991, "status": "Accepted" }),
+            )
+        }
+    };
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-discogs-ratelimit", limit),
+        ("x-discogs-ratelimit-used", used),
+        ("x-discogs-ratelimit-remaining", limit.saturating_sub(used)),
+    ] {
+        h.insert(name, HeaderValue::from(value));
+    }
+    response
+}
+
+/// AcoustID: at most 3 requests in any second per IP; a violation is 429
+/// with AcoustID's JSON error body (code 14, "too many requests"); a
+/// missing parameter is 400 with code 2.
+async fn acoustid(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+) -> Response {
+    if s.admit(peer.ip(), 3, Duration::from_secs(1)).is_err() {
+        s.stats.record(Outcome::Violation);
+        let msg = "rate limit (3 requests per second) exceeded, try again later";
+        return json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({ "status": "error", "error": { "code": 14, "message": msg } }),
+        );
+    }
+    let query = uri.query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(fingerprint), Some(duration)) = (param("fingerprint"), param("duration")) else {
+        s.stats.record(Outcome::Other);
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "status": "error", "error": { "code": 2, "message": "missing required parameter" } }),
+        );
+    };
+    s.stats.record(Outcome::Ok);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "status": "ok",
+            "results": [{
+                "id": format!("demo-{}", fingerprint.len()),
+                "score": 0.97,
+                "duration": duration,
+            }],
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_log_keeps_the_tolerance() {
+        let t0 = Instant::now();
+        let mut log = SlidingLog::default();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(log.admit(at(0), 1, Duration::from_secs(1)), Ok(1));
+        assert!(log.admit(at(949), 1, Duration::from_secs(1)).is_err());
+        assert_eq!(log.admit(at(950), 1, Duration::from_secs(1)), Ok(1));
+    }
+}
