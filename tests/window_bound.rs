@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::max_in_window;
 use proptest::prelude::*;
 use tollgate::{Clock, Error, ManualClock, Policy, Reservation, TokenBucket};
 
@@ -77,23 +80,6 @@ fn run(first: Policy, ops: &[Op]) -> Vec<(u64, f64)> {
     }
     admitted.sort_by_key(|a| a.0);
     admitted
-}
-
-/// The most weight in any half-open window `[t, t + w)`; the worst window
-/// starts at an admission.
-fn max_in_window(admitted: &[(u64, f64)], w: u64) -> f64 {
-    let mut best = 0.0f64;
-    let mut end = 0;
-    let mut sum = 0.0;
-    for start in 0..admitted.len() {
-        while end < admitted.len() && admitted[end].0 < admitted[start].0 + w {
-            sum += admitted[end].1;
-            end += 1;
-        }
-        best = best.max(sum);
-        sum -= admitted[start].1;
-    }
-    best
 }
 
 fn windows(policies: &[Policy]) -> Vec<u64> {

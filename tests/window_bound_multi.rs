@@ -7,6 +7,9 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+mod common;
+
+use common::max_in_window;
 use proptest::prelude::*;
 use tokio_test::task;
 use tollgate::{Clock, Error, ManualClock, Permit, Policy, Registry, Source};
@@ -46,19 +49,6 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         ],
         1..100,
     )
-}
-
-fn max_in_window(admitted: &[(u64, f64)], w: u64) -> f64 {
-    let (mut best, mut end, mut sum) = (0.0f64, 0, 0.0);
-    for start in 0..admitted.len() {
-        while end < admitted.len() && admitted[end].0 < admitted[start].0 + w {
-            sum += admitted[end].1;
-            end += 1;
-        }
-        best = best.max(sum);
-        sum -= admitted[start].1;
-    }
-    best
 }
 
 proptest! {

@@ -75,29 +75,26 @@ use crate::{Error, RateLimited};
 /// The rate limiter's refusal inside a reqwest-middleware error, directly
 /// or wrapped by reqwest-retry.
 pub fn rate_limited(err: &reqwest_middleware::Error) -> Option<&RateLimited> {
-    let reqwest_middleware::Error::Middleware(e) = err else {
-        return None;
-    };
-    if let Some(r) = e.downcast_ref::<RateLimited>() {
-        return Some(r);
-    }
-    match e.downcast_ref::<reqwest_retry::RetryError>()? {
-        reqwest_retry::RetryError::Error(inner)
-        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => rate_limited(inner),
-    }
+    find(err)
 }
 
 /// tollgate's other refusals (an unknown host, a bad token count) inside a
 /// reqwest-middleware error, directly or wrapped by reqwest-retry.
 pub fn tollgate_error(err: &reqwest_middleware::Error) -> Option<&Error> {
+    find(err)
+}
+
+fn find<T: std::error::Error + Send + Sync + 'static>(
+    err: &reqwest_middleware::Error,
+) -> Option<&T> {
     let reqwest_middleware::Error::Middleware(e) = err else {
         return None;
     };
-    if let Some(r) = e.downcast_ref::<Error>() {
-        return Some(r);
+    if let Some(found) = e.downcast_ref::<T>() {
+        return Some(found);
     }
     match e.downcast_ref::<reqwest_retry::RetryError>()? {
         reqwest_retry::RetryError::Error(inner)
-        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => tollgate_error(inner),
+        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => find(inner),
     }
 }
