@@ -23,6 +23,7 @@ pub(crate) enum Admission {
 impl Admission {
     /// The fast path allocates nothing; a request that must wait gets a
     /// boxed wait that owns a copy of its target.
+    #[inline]
     pub(crate) fn new(registry: &Registry, target: &Target<'_>) -> Admission {
         match registry.try_admit(target, 1.0) {
             Ok(Some(permit)) => Admission::Ready(permit),
@@ -100,6 +101,7 @@ pin_project! {
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
+    #[inline]
     pub(crate) fn new(
         registry: &Registry,
         admission: Admission,
