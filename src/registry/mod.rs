@@ -93,15 +93,24 @@ struct SourceState {
     scope: Scope,
     on_limit: OnLimit,
     max_in_flight: Option<usize>,
-    config: Mutex<SourceConfig>,
+    /// Shared with every bucket set of the source, so that a permit alone
+    /// can apply what a response says.
+    context: Arc<SourceContext>,
     /// The source-wide set; for a per-host source, the overflow set and
     /// the set that name-based work uses.
     shared: Arc<Buckets>,
     hosts: Option<HostTable>,
 }
 
+/// What a bucket set needs to apply server signals: its source's
+/// configuration and the registry's signal settings.
+pub(crate) struct SourceContext {
+    pub config: Mutex<SourceConfig>,
+    pub signals: SignalConfig,
+}
+
 #[derive(Clone, Debug)]
-struct SourceConfig {
+pub(crate) struct SourceConfig {
     configured: Vec<Policy>,
     factor: f64,
 }
@@ -122,7 +131,7 @@ impl SourceConfig {
     /// `signals.floor` of its own rate, and never raised. A server rate at
     /// or above a limit leaves it as it is (a window policy that matches
     /// the server exactly stays exact).
-    fn effective_capped(&self, server_rate: f64, signals: &SignalConfig) -> Vec<Policy> {
+    pub(crate) fn effective_capped(&self, server_rate: f64, signals: &SignalConfig) -> Vec<Policy> {
         self.effective()
             .into_iter()
             .map(|p| {
@@ -243,11 +252,16 @@ impl RegistryBuilder {
                 configured: s.limits.clone(),
                 factor: 1.0,
             };
+            let policies = config.effective();
+            let context = Arc::new(SourceContext {
+                config: Mutex::new(config),
+                signals: self.signals,
+            });
             let shared = Arc::new(Buckets::new(
                 name.clone(),
-                i,
+                context.clone(),
                 None,
-                &config.effective(),
+                &policies,
                 &clock,
                 s.max_in_flight,
             ));
@@ -256,7 +270,7 @@ impl RegistryBuilder {
                 scope: s.scope,
                 on_limit: s.on_limit,
                 max_in_flight: s.max_in_flight,
-                config: Mutex::new(config),
+                context,
                 shared,
                 hosts: (s.scope == Scope::PerHost).then(|| HostTable::new(max_hosts)),
             });
@@ -410,13 +424,14 @@ impl Registry {
         table
             .get_or_insert(host, now, |key| {
                 let policies = state
+                    .context
                     .config
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .effective_capped(f64::INFINITY, &self.inner.signals);
                 Buckets::new(
                     state.name.clone(),
-                    i,
+                    state.context.clone(),
                     Some(key),
                     &policies,
                     &self.inner.clock,
@@ -649,7 +664,11 @@ impl Registry {
     pub fn set_limits(&self, name: &str, limits: Vec<Policy>) -> Result<(), Error> {
         let i = self.index(name)?;
         let state = &self.inner.sources[i];
-        let mut config = state.config.lock().unwrap_or_else(|e| e.into_inner());
+        let mut config = state
+            .context
+            .config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let have = config.configured.len().max(1);
         if limits.len() != have {
             return Err(Error::config(
@@ -674,7 +693,11 @@ impl Registry {
             ));
         }
         for state in self.inner.sources.iter() {
-            let mut config = state.config.lock().unwrap_or_else(|e| e.into_inner());
+            let mut config = state
+                .context
+                .config
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             config.factor = factor;
             tracing::info!(source = &*state.name, factor, "rates scaled");
             self.apply(state, &config);
@@ -699,6 +722,7 @@ impl Registry {
             .iter()
             .map(|state| {
                 let config = state
+                    .context
                     .config
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -793,6 +817,7 @@ impl SourceHandle {
     /// The limits in force (after any slow-down).
     pub fn limits(&self) -> Vec<Policy> {
         self.state()
+            .context
             .config
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -22,26 +22,42 @@ impl Registry {
     /// Reads a response's status and headers and applies the signal to the
     /// bucket set that admitted its request. Returns what was read.
     pub fn observe(&self, permit: &Permit, status: StatusCode, headers: &HeaderMap) -> Signal {
-        if permit.buckets.is_none() || !crate::signal::may_signal(status, headers) {
-            return Signal::default();
-        }
-        let signal = Signal::parse(status, headers, SystemTime::now(), &self.inner.signals);
-        self.apply_signal(permit, &signal);
-        signal
+        permit.observe(status, headers)
     }
 
     /// Applies a signal (see [`Registry::observe`]).
     pub fn apply_signal(&self, permit: &Permit, signal: &Signal) {
-        let Some(buckets) = permit.buckets.as_deref() else {
-            return; // passed through: nothing to slow down
+        permit.apply_signal(signal)
+    }
+}
+
+impl Permit {
+    /// [`Registry::observe`], from the permit alone: it knows its bucket set
+    /// and its source.
+    pub fn observe(&self, status: StatusCode, headers: &HeaderMap) -> Signal {
+        let Some(buckets) = self.buckets.as_deref() else {
+            return Signal::default(); // passed through: nothing to slow down
         };
-        let state = &self.inner.sources[buckets.source_index];
+        if !crate::signal::may_signal(status, headers) {
+            return Signal::default();
+        }
+        let signal = Signal::parse(status, headers, SystemTime::now(), &buckets.context.signals);
+        self.apply_signal(&signal);
+        signal
+    }
+
+    /// [`Registry::apply_signal`], from the permit alone.
+    pub fn apply_signal(&self, signal: &Signal) {
+        let Some(buckets) = self.buckets.as_deref() else {
+            return;
+        };
+        let source = &*buckets.source;
         let host = buckets.host.as_deref().unwrap_or("");
         if let Some(wait) = signal.retry_after {
-            let until = self.inner.clock.now() + wait;
+            let until = buckets.clock().now() + wait;
             buckets.defer_until(until);
             tracing::info!(
-                source = &*state.name,
+                source,
                 host,
                 wait_ms = wait.as_secs_f64() * 1e3,
                 "deferred by the server"
@@ -51,11 +67,12 @@ impl Registry {
             let rate = quota.per_second();
             let old = f64::from_bits(buckets.server_rate.swap(rate.to_bits(), Ordering::Relaxed));
             if old != rate {
-                let config = state.config.lock().unwrap_or_else(|e| e.into_inner());
-                let policies = config.effective_capped(rate, &self.inner.signals);
+                let context = &buckets.context;
+                let config = context.config.lock().unwrap_or_else(|e| e.into_inner());
+                let policies = config.effective_capped(rate, &context.signals);
                 if policies != buckets.policies() {
                     tracing::info!(
-                        source = &*state.name,
+                        source,
                         host,
                         server_quota = quota.quota,
                         window_s = quota.window.as_secs_f64(),

@@ -42,17 +42,20 @@ impl<'a> Target<'a> {
     /// The target of a URI: its host, explicit port or the scheme's default,
     /// and path. A URI without a host gives an empty host.
     pub fn from_uri(uri: &'a http::Uri) -> Self {
-        let port = uri
-            .port_u16()
-            .or_else(|| uri.scheme_str().and_then(default_port));
-        Target::new(uri.host().unwrap_or(""), port, uri.path())
+        // One pass over the authority (`[user@]host[:port]`, validated by
+        // `http`), rather than `host()` and `port_u16()` each parsing it.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = split_host_port(host_port);
+        let port = port.or_else(|| uri.scheme_str().and_then(default_port));
+        Target::new(host, port, uri.path())
     }
 
     /// The target of a request: the URI's authority, else its `Host` header
     /// (with the URI's scheme, if any, for the default port).
     pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
         let uri = req.uri();
-        if uri.host().is_some() {
+        if uri.authority().is_some() {
             return Self::from_uri(uri);
         }
         let host_header = req

@@ -183,7 +183,7 @@ impl Source {
 /// The buckets of one source for one host (or for the whole source).
 pub(crate) struct Buckets {
     pub source: Arc<str>,
-    pub source_index: usize,
+    pub context: Arc<super::SourceContext>,
     pub host: Option<Arc<str>>,
     /// The rate a server announced for this set (f64 bits; infinite: none).
     pub server_rate: AtomicU64,
@@ -205,7 +205,7 @@ pub(crate) struct Taken {
 impl Buckets {
     pub fn new(
         source: Arc<str>,
-        source_index: usize,
+        context: Arc<super::SourceContext>,
         host: Option<Arc<str>>,
         policies: &[Policy],
         clock: &SharedClock,
@@ -219,7 +219,7 @@ impl Buckets {
         let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
         Buckets {
             source,
-            source_index,
+            context,
             host,
             server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
             deferred_until: AtomicU64::new(0),

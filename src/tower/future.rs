@@ -62,7 +62,7 @@ pub(crate) struct Waiting<S, R> {
 }
 
 /// Reads a response back into the registry.
-pub(crate) type Observe<Res> = fn(&Registry, &Permit, &Res);
+pub(crate) type Observe<Res> = fn(&Permit, &Res);
 
 pin_project! {
     /// The future of [`RateLimit`](super::RateLimit) and
@@ -73,7 +73,6 @@ pin_project! {
     {
         #[pin]
         state: State<S, R>,
-        registry: Option<Registry>,
         observe: Observe<S::Response>,
     }
 }
@@ -103,42 +102,29 @@ pin_project! {
 impl<S: Service<R>, R> ResponseFuture<S, R> {
     #[inline]
     pub(crate) fn new(
-        registry: &Registry,
         admission: Admission,
         mut inner: S,
         request: R,
         observe: Observe<S::Response>,
     ) -> Self {
-        let (state, registry) = match admission {
+        let state = match admission {
             Admission::Ready(permit) => {
-                // Only a request some source admitted has a response worth reading.
-                let registry = permit.source().map(|_| registry.clone());
                 let call = inner.call(request);
-                (
-                    State::Calling {
-                        call,
-                        permit: Some(permit),
-                    },
-                    registry,
-                )
+                State::Calling {
+                    call,
+                    permit: Some(permit),
+                }
             }
-            Admission::Wait(acquire) => (
-                State::Waiting {
-                    waiting: Box::new(Waiting {
-                        acquire,
-                        inner: Some(inner),
-                        request: Some(request),
-                    }),
-                },
-                Some(registry.clone()),
-            ),
-            Admission::Refused(e) => (State::Refused { error: Some(e) }, None),
+            Admission::Wait(acquire) => State::Waiting {
+                waiting: Box::new(Waiting {
+                    acquire,
+                    inner: Some(inner),
+                    request: Some(request),
+                }),
+            },
+            Admission::Refused(e) => State::Refused { error: Some(e) },
         };
-        ResponseFuture {
-            state,
-            registry,
-            observe,
-        }
+        ResponseFuture { state, observe }
     }
 }
 
@@ -178,10 +164,8 @@ where
                 StateProj::Calling { call, permit } => {
                     let result = ready!(call.poll(cx)).map_err(Into::into);
                     let permit = permit.take();
-                    if let (Ok(response), Some(permit), Some(registry)) =
-                        (&result, &permit, this.registry.as_ref())
-                    {
-                        (this.observe)(registry, permit, response);
+                    if let (Ok(response), Some(permit)) = (&result, &permit) {
+                        (this.observe)(permit, response);
                     }
                     // The permit (and any in-flight slot) ends with the response.
                     drop(permit);

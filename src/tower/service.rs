@@ -39,11 +39,11 @@ impl<S> RateLimit<S> {
     }
 }
 
-fn observe_http<B>(registry: &Registry, permit: &Permit, response: &http::Response<B>) {
-    registry.observe(permit, response.status(), response.headers());
+fn observe_http<B>(permit: &Permit, response: &http::Response<B>) {
+    permit.observe(response.status(), response.headers());
 }
 
-fn observe_nothing<T>(_: &Registry, _: &Permit, _: &T) {}
+fn observe_nothing<T>(_: &Permit, _: &T) {}
 
 impl<S, B, ResB> Service<http::Request<B>> for RateLimit<S>
 where
@@ -62,13 +62,7 @@ where
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         let admission = Admission::new(&self.registry, &Target::from_request(&request));
-        ResponseFuture::new(
-            &self.registry,
-            admission,
-            inner,
-            request,
-            observe_http::<ResB>,
-        )
+        ResponseFuture::new(admission, inner, request, observe_http::<ResB>)
     }
 }
 
@@ -113,12 +107,6 @@ where
         let inner = mem::replace(&mut self.inner, clone);
         let key = (self.key)(&request);
         let admission = Admission::new(&self.registry, &Target::new(key.as_ref(), None, ""));
-        ResponseFuture::new(
-            &self.registry,
-            admission,
-            inner,
-            request,
-            observe_nothing::<S::Response>,
-        )
+        ResponseFuture::new(admission, inner, request, observe_nothing::<S::Response>)
     }
 }
