@@ -41,11 +41,9 @@ impl Middleware for RateLimitMiddleware {
             url.port_or_known_default(),
             url.path(),
         );
-        let permit = match self.registry.try_admit(&target, 1.0) {
-            Ok(Some(permit)) => permit,
-            Ok(None) => self.registry.acquire(&target, 1.0).await.map_err(refusal)?,
-            Err(e) => return Err(refusal(e)),
-        };
+        // `acquire` admits at once without allocating when it can; the
+        // tower layer splits the two steps only to avoid boxing its future.
+        let permit = self.registry.acquire(&target, 1.0).await.map_err(refusal)?;
         let result = next.run(req, extensions).await;
         if let Ok(response) = &result {
             self.registry
