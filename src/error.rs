@@ -116,6 +116,17 @@ pub enum Error {
         /// What is wrong and what to write instead.
         reason: String,
     },
+    /// A source's [`max_in_flight`](crate::Source::max_in_flight) slots were
+    /// all taken, and the source refuses rather than waits (reject mode, or a
+    /// `max_wait` that ran out). Unlike [`Error::RateLimited`] there is no
+    /// exact time to retry at: a slot frees when a response arrives, so
+    /// retries follow their backoff schedule.
+    InFlightFull {
+        /// The source whose slots are taken.
+        source: String,
+        /// How many requests it lets be in flight at once.
+        max_in_flight: usize,
+    },
     /// The state store (for example Redis) failed and the source fails closed.
     Store {
         /// What the store said.
@@ -181,19 +192,23 @@ impl fmt::Display for Error {
             Error::InvalidConfig { location, reason } => {
                 write!(f, "invalid configuration at {location}: {reason}")
             }
+            Error::InFlightFull {
+                source,
+                max_in_flight,
+            } => write!(
+                f,
+                "source `{source}` has all {max_in_flight} of its in-flight slots taken: \
+                 retry once a response arrives, raise max_in_flight, or let the source wait"
+            ),
             Error::Store { message } => write!(f, "rate-limit store failed: {message}"),
         }
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::RateLimited(r) => Some(r),
-            _ => None,
-        }
-    }
-}
+/// The message of [`Error::RateLimited`] is the [`RateLimited`]'s own, so
+/// the error names no `source()`: a reporter that walks the chain (`{:#}` of
+/// `anyhow`) prints it once, not twice.
+impl std::error::Error for Error {}
 
 impl From<RateLimited> for Error {
     fn from(r: RateLimited) -> Self {

@@ -151,12 +151,14 @@ async fn max_in_flight_is_held_until_the_permit_drops() {
 
     let rej = r.source("r").unwrap();
     let _held = rej.try_acquire(1.0).unwrap();
-    assert!(rej
-        .acquire(1.0)
-        .await
-        .unwrap_err()
-        .as_rate_limited()
-        .is_some());
+    // A full in-flight cap is its own refusal: no exact time to retry at.
+    assert_eq!(
+        rej.acquire(1.0).await.unwrap_err(),
+        tollgate::Error::InFlightFull {
+            source: "r".into(),
+            max_in_flight: 1
+        }
+    );
 }
 
 #[test]

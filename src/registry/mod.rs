@@ -47,7 +47,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::clock::{Clock, SharedClock, Timestamp};
-use crate::{Error, Policy, RateLimited, SignalConfig};
+use crate::{Error, Policy, SignalConfig};
 use hosts::HostTable;
 use rules::Router;
 use source::Buckets;
@@ -456,7 +456,7 @@ impl Registry {
                 .as_ref()
                 .is_some_and(|s| s.available_permits() == 0)
             {
-                return Err(Error::RateLimited(RateLimited::new(Duration::ZERO)));
+                return Err(in_flight_full(state));
             }
             b.try_take(tokens)
         };
@@ -482,7 +482,9 @@ impl Registry {
         let buckets = self.buckets_for(i, target.host());
         match self.try_on(i, buckets, tokens) {
             Ok(p) => Ok(Some(p)),
-            Err(Error::RateLimited(_)) if self.inner.sources[i].on_limit != OnLimit::Reject => {
+            Err(Error::RateLimited(_) | Error::InFlightFull { .. })
+                if self.inner.sources[i].on_limit != OnLimit::Reject =>
+            {
                 Ok(None)
             }
             Err(e) => Err(e),
@@ -504,9 +506,11 @@ impl Registry {
         let state = &self.inner.sources[i];
         let in_flight = match &buckets.in_flight {
             None => None,
-            Some(sem) => Some(sem.clone().try_acquire_owned().map_err(|_| {
-                Error::RateLimited(RateLimited::new(Duration::ZERO).with_source(state.name.clone()))
-            })?),
+            Some(sem) => Some(
+                sem.clone()
+                    .try_acquire_owned()
+                    .map_err(|_| in_flight_full(state))?,
+            ),
         };
         let admitted_at = buckets
             .try_take(tokens)
@@ -547,11 +551,7 @@ impl Registry {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
-                Err(_) if max_wait.is_zero() => {
-                    return Err(Error::RateLimited(
-                        RateLimited::new(Duration::ZERO).with_source(state.name.clone()),
-                    ))
-                }
+                Err(_) if max_wait.is_zero() => return Err(in_flight_full(state)),
                 Err(_) => {
                     let mut permit = pin!(sem.clone().acquire_owned());
                     let mut timeout = pin!(clock.sleep_until(deadline));
@@ -567,11 +567,7 @@ impl Registry {
                     .await;
                     match got {
                         Some(p) => Some(p),
-                        None => {
-                            return Err(Error::RateLimited(
-                                RateLimited::new(Duration::ZERO).with_source(state.name.clone()),
-                            ))
-                        }
+                        None => return Err(in_flight_full(state)),
                     }
                 }
             },
@@ -762,6 +758,13 @@ fn bucket_snapshot(b: &Buckets, now: Timestamp) -> BucketSnapshot {
         deferred_for: (deferred > now).then(|| deferred.saturating_duration_since(now)),
         server_rate: server_rate.is_finite().then_some(server_rate),
         in_flight: b.in_flight(),
+    }
+}
+
+fn in_flight_full(state: &SourceState) -> Error {
+    Error::InFlightFull {
+        source: state.name.to_string(),
+        max_in_flight: state.max_in_flight.unwrap_or(0),
     }
 }
 

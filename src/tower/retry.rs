@@ -87,6 +87,8 @@ where
                 let e: &(dyn StdError + Send + Sync) = (*e).borrow();
                 if let Some(r) = e.downcast_ref::<RateLimited>() {
                     Some(r.retry_after())
+                } else if let Some(Error::InFlightFull { .. }) = e.downcast_ref::<Error>() {
+                    None // a slot frees when a response arrives: the schedule decides
                 } else if e.downcast_ref::<Error>().is_some() {
                     return None;
                 } else {
