@@ -7,7 +7,7 @@
 //!
 //! | clock | reads | sleeps | for |
 //! |---|---|---|---|
-//! | [`FastClock`] (the default) | the CPU's time-stamp counter, calibrated (via `quanta`) | tokio timers / `thread::sleep` | production |
+//! | [`FastClock`] (the default) | the CPU's time-stamp counter, calibrated (via `quanta`); tokio's time once it sees it paused | tokio timers / `thread::sleep` | production, and tests with paused time |
 //! | [`MonotonicClock`] | `std::time::Instant` | tokio timers / `thread::sleep` | production, without the TSC |
 //! | [`TokioClock`] | `tokio::time::Instant` | `tokio::time::sleep_until` | tests with paused time |
 //! | [`ManualClock`] | a counter you move | until you move it past the deadline | unit tests |
@@ -118,27 +118,113 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// (through `quanta`, calibrated once a process), since a process-wide epoch.
 /// Sleeps on tokio's timer (inside a runtime) or the thread.
 ///
-/// It does not follow `tokio::time::pause()`; use [`TokioClock`] there.
-#[derive(Clone, Debug)]
+/// # Under tokio's paused time
+///
+/// In a test with `#[tokio::test(start_paused = true)]` (or after
+/// `tokio::time::pause()`), tokio's time stands still until every task
+/// sleeps and then jumps to the next timer, while the counter runs on. A
+/// clock that read the counter there would see a 200 ms sleep end 200 ms of
+/// virtual time later but a few microseconds of its own, and sleep again and
+/// again. So this clock follows tokio's time from the moment it sees it
+/// paused: when it is created inside a runtime whose time is paused, or when
+/// one of its sleeps ends and tokio's time stood still. From then on (for it
+/// and its clones) it reads tokio's clock, never going backwards, and waits
+/// take their own length of virtual time. Outside paused time it never
+/// switches. For exact virtual-time tests that build a bucket before
+/// pausing, choose [`TokioClock`].
+#[derive(Clone)]
 pub struct FastClock {
     // Held by value, not behind a global: `now()` is then one counter read
     // and one multiply.
     clock: quanta::Clock,
     epoch: u64,
+    follow: Arc<Follow>,
+}
+
+/// Whether a [`FastClock`] follows tokio's paused time, and from where.
+#[derive(Default)]
+struct Follow {
+    on: std::sync::atomic::AtomicBool,
+    /// The reading when it switched, and tokio's instant then.
+    anchor: OnceLock<(u64, tokio::time::Instant)>,
+    /// The latest reading, so the time never goes backwards.
+    last: AtomicU64,
 }
 
 impl FastClock {
     /// The process's fast clock (calibrated on first use, about 10 ms once).
+    /// Created inside a runtime whose time is paused, it follows tokio's time.
     pub fn new() -> Self {
-        static CLOCK: OnceLock<FastClock> = OnceLock::new();
-        CLOCK
-            .get_or_init(|| {
-                let clock = quanta::Clock::new();
-                let epoch = clock.raw();
-                FastClock { clock, epoch }
-            })
-            .clone()
+        static CLOCK: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
+        let (clock, epoch) = CLOCK.get_or_init(|| {
+            let clock = quanta::Clock::new();
+            let epoch = clock.raw();
+            (clock, epoch)
+        });
+        let fast = FastClock {
+            clock: clock.clone(),
+            epoch: *epoch,
+            follow: Arc::default(),
+        };
+        if tokio_time_paused() {
+            fast.follow_tokio(fast.counter());
+        }
+        fast
     }
+
+    /// Whether the clock follows tokio's paused time (see the type's docs).
+    pub fn follows_tokio(&self) -> bool {
+        self.follow.on.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn counter(&self) -> u64 {
+        self.clock.delta_as_nanos(self.epoch, self.clock.raw())
+    }
+
+    /// Switches to tokio's time, reading `from` now (once: later calls keep
+    /// the first anchor).
+    fn follow_tokio(&self, from: u64) {
+        self.follow
+            .anchor
+            .get_or_init(|| (from, tokio::time::Instant::now()));
+        self.follow.on.store(true, Ordering::Release);
+    }
+
+    #[cold]
+    fn tokio_now(&self) -> u64 {
+        let Some(&(base, at)) = self.follow.anchor.get() else {
+            return self.counter();
+        };
+        let t = base.saturating_add(duration_nanos(
+            tokio::time::Instant::now().saturating_duration_since(at),
+        ));
+        self.follow.last.fetch_max(t, Ordering::AcqRel).max(t)
+    }
+}
+
+impl fmt::Debug for FastClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FastClock")
+            .field("follows_tokio", &self.follows_tokio())
+            .finish()
+    }
+}
+
+/// Whether tokio's time stands still here: paused, inside a runtime with
+/// `test-util`. Outside a runtime, or with time running, tokio's clock is
+/// the OS clock and two readings differ.
+fn tokio_time_paused() -> bool {
+    let t0 = tokio::time::Instant::now();
+    if tokio::time::Instant::now() != t0 {
+        return false;
+    }
+    // Equal readings: paused, or a coarse OS clock. Let real time pass.
+    let real = std::time::Instant::now();
+    while real.elapsed() < Duration::from_micros(2) {
+        std::hint::spin_loop();
+    }
+    tokio::time::Instant::now() == t0
 }
 
 impl Default for FastClock {
@@ -150,14 +236,33 @@ impl Default for FastClock {
 impl Clock for FastClock {
     #[inline]
     fn now(&self) -> Timestamp {
-        Timestamp(self.clock.delta_as_nanos(self.epoch, self.clock.raw()))
+        if self.follow.on.load(Ordering::Relaxed) {
+            return Timestamp(self.tokio_now());
+        }
+        Timestamp(self.counter())
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {
-        Box::pin(sleep_real_time(self.clone(), deadline))
+        if let (true, Some(&(base, at))) = (self.follows_tokio(), self.follow.anchor.get()) {
+            let since = Duration::from_nanos(deadline.as_nanos().saturating_sub(base));
+            return Box::pin(tokio::time::sleep_until(at + since));
+        }
+        let clock = self.clone();
+        Box::pin(async move {
+            if !sleep_real_time(clock.clone(), deadline).await {
+                // tokio's time ran on while ours stood: follow tokio from
+                // here, where its timer says the deadline has come.
+                clock.follow_tokio(deadline.as_nanos().max(clock.counter()));
+            }
+        })
     }
 
     fn sleep_until_blocking(&self, deadline: Timestamp) {
+        if self.follows_tokio() {
+            // Paused time cannot pass on a blocking thread: sleep its length.
+            std::thread::sleep(deadline.saturating_duration_since(self.now()));
+            return;
+        }
         sleep_real_time_blocking(self, deadline)
     }
 }
@@ -165,7 +270,9 @@ impl Clock for FastClock {
 /// `std::time::Instant` since a process-wide epoch; sleeps on tokio's timer
 /// (inside a runtime) or the thread.
 ///
-/// It does not follow `tokio::time::pause()`; use [`TokioClock`] there.
+/// It does not follow `tokio::time::pause()`; use [`TokioClock`] there. (A
+/// sleep under paused time ends after its length of virtual time, once,
+/// rather than sleeping on while the OS clock catches up.)
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MonotonicClock;
 
@@ -188,7 +295,10 @@ impl Clock for MonotonicClock {
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {
-        Box::pin(sleep_real_time(*self, deadline))
+        let clock = *self;
+        Box::pin(async move {
+            sleep_real_time(clock, deadline).await;
+        })
     }
 
     fn sleep_until_blocking(&self, deadline: Timestamp) {
@@ -197,14 +307,20 @@ impl Clock for MonotonicClock {
 }
 
 /// Sleeps on tokio's timer until `clock` reads `deadline`, checking again on
-/// each wake-up (the timer and the clock may differ by a little).
-async fn sleep_real_time<C: Clock>(clock: C, deadline: Timestamp) {
+/// each wake-up (the timer and the clock may differ by a little). Returns
+/// `false` when tokio's time is paused and the timer has run its length
+/// while `clock` has not: the caller's clock is not tokio's, and sleeping
+/// again would only push virtual time further.
+async fn sleep_real_time<C: Clock>(clock: C, deadline: Timestamp) -> bool {
     loop {
         let wait = deadline.saturating_duration_since(clock.now());
         if wait.is_zero() {
-            return;
+            return true;
         }
         tokio::time::sleep(wait).await;
+        if clock.now() < deadline && tokio_time_paused() {
+            return false;
+        }
     }
 }
 

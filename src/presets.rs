@@ -21,15 +21,17 @@
 
 use std::time::Duration;
 
-use crate::{Policy, Source};
+use crate::{Error, Policy, Source};
 
-fn policy(text: &str) -> Policy {
-    // The texts below are constants checked by the tests of this module.
-    text.parse().unwrap_or_else(|_| Policy::unlimited())
+// The texts below are constants checked by the tests of this module; were
+// one ever wrong, `Source::try_limit` keeps the error and the registry
+// refuses to build, rather than run the source without its limit.
+fn policy(text: &str) -> Result<Policy, Error> {
+    text.parse()
 }
 
-fn window(n: u32, secs: u64) -> Policy {
-    Policy::window(n, Duration::from_secs(secs)).unwrap_or_else(|_| Policy::unlimited())
+fn window(n: u32, secs: u64) -> Result<Policy, Error> {
+    Policy::window(n, Duration::from_secs(secs))
 }
 
 /// MusicBrainz: 1 request a second, burst 1, for `musicbrainz.org` and its
@@ -40,7 +42,7 @@ fn window(n: u32, secs: u64) -> Policy {
 /// answered 503, and a request without a User-Agent gets 403.
 pub fn musicbrainz() -> Source {
     Source::new("musicbrainz")
-        .limit(policy("1/s"))
+        .try_limit(policy("1/s"))
         .host("musicbrainz.org")
         .host("*.musicbrainz.org")
 }
@@ -53,7 +55,7 @@ pub fn musicbrainz() -> Source {
 /// `X-Discogs-Ratelimit*` headers.
 pub fn discogs_authenticated() -> Source {
     Source::new("discogs")
-        .limit(window(60, 60))
+        .try_limit(window(60, 60))
         .host("api.discogs.com")
 }
 
@@ -62,7 +64,7 @@ pub fn discogs_authenticated() -> Source {
 /// Source: as [`discogs_authenticated`]: 25/min unauthenticated.
 pub fn discogs_unauthenticated() -> Source {
     Source::new("discogs")
-        .limit(window(25, 60))
+        .try_limit(window(25, 60))
         .host("api.discogs.com")
 }
 
@@ -73,7 +75,7 @@ pub fn discogs_unauthenticated() -> Source {
 /// second, so the preset keeps burst 1 (3/s, `Policy::window(3, 1 s)`).
 pub fn acoustid() -> Source {
     Source::new("acoustid")
-        .limit(window(3, 1))
+        .try_limit(window(3, 1))
         .host("api.acoustid.org")
 }
 
@@ -86,7 +88,7 @@ pub fn acoustid() -> Source {
 /// server's `X-RateLimit-*` headers lower it.
 pub fn anilist() -> Source {
     Source::new("anilist")
-        .limit(policy("90/min"))
+        .try_limit(policy("90/min"))
         .host("graphql.anilist.co")
 }
 
@@ -97,12 +99,10 @@ pub fn anilist() -> Source {
 /// Source: the Jikan API description, read November 2026: 3/s and 60/min at
 /// once, no daily limit; 429 on violation.
 pub fn jikan() -> Source {
-    let minute = window(60, 60)
-        .burst(3.0)
-        .unwrap_or_else(|_| Policy::unlimited());
+    let minute = window(60, 60).and_then(|p| p.burst(3.0));
     Source::new("jikan")
-        .limit(policy("3/s"))
-        .limit(minute)
+        .try_limit(policy("3/s"))
+        .try_limit(minute)
         .host("api.jikan.moe")
 }
 
@@ -113,7 +113,7 @@ pub fn jikan() -> Source {
 /// required; 429 on violation.
 pub fn mangadex() -> Source {
     Source::new("mangadex")
-        .limit(policy("5/s"))
+        .try_limit(policy("5/s"))
         .host("api.mangadex.org")
 }
 
@@ -124,7 +124,7 @@ pub fn mangadex() -> Source {
 /// `GITHUB_TOKEN`); 403 or 429 with `retry-after` or `x-ratelimit-reset`.
 pub fn github() -> Source {
     Source::new("github")
-        .limit(policy("5000/h"))
+        .try_limit(policy("5000/h"))
         .host("api.github.com")
 }
 
@@ -133,7 +133,7 @@ pub fn github() -> Source {
 /// Source: as [`github`].
 pub fn github_unauthenticated() -> Source {
     Source::new("github")
-        .limit(policy("60/h"))
+        .try_limit(policy("60/h"))
         .host("api.github.com")
 }
 
@@ -145,7 +145,7 @@ pub fn github_unauthenticated() -> Source {
 /// authenticated (10/min unauthenticated), `x-ratelimit-resource: search`.
 pub fn github_search() -> Source {
     Source::new("github-search")
-        .limit(policy("30/min"))
+        .try_limit(policy("30/min"))
         .host("api.github.com")
         .path("/search")
 }
@@ -155,7 +155,7 @@ pub fn github_search() -> Source {
 /// Source: as [`github_search`].
 pub fn github_search_unauthenticated() -> Source {
     Source::new("github-search")
-        .limit(policy("10/min"))
+        .try_limit(policy("10/min"))
         .host("api.github.com")
         .path("/search")
 }

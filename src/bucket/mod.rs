@@ -48,6 +48,14 @@
 //! nothing. This is Go's `Reservation.Cancel` without its partial refund,
 //! which can break the window bound (see `gcra::refund`).
 //!
+//! # Deferrals
+//!
+//! [`defer_until`](TokenBucket::defer_until) (what a server's `Retry-After`
+//! becomes) sets a *floor*: a request that arrives before it is served as
+//! if it arrived at it, so no slot lies before the floor. The floor is kept
+//! apart from `tat` and the policy, and only ever rises: no policy change,
+//! rescale or refund lowers it.
+//!
 //! # Concurrency
 //!
 //! `tat` changes only by compare-and-swap. The policy (three numbers) sits
@@ -93,6 +101,10 @@ use crate::{Error, Policy, RateLimited};
 /// ```
 pub struct TokenBucket<C: Clock = FastClock> {
     tat: AtomicU64,
+    /// The deferral floor: no slot lies before it. Raised by
+    /// [`defer_until`](Self::defer_until) only, never lowered, and read apart
+    /// from the policy, so no policy change or rescale can move it.
+    floor: AtomicU64,
     /// Even while the policy is stable, odd while `set_policy` rewrites it.
     seq: AtomicU64,
     interval: AtomicU64,
@@ -130,6 +142,7 @@ impl<C: Clock> TokenBucket<C> {
         let p = Params::from_policy(&policy);
         TokenBucket {
             tat: AtomicU64::new(0),
+            floor: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             interval: AtomicU64::new(p.interval),
             tau: AtomicU64::new(p.tau),
@@ -193,10 +206,12 @@ impl<C: Clock> TokenBucket<C> {
     #[inline]
     pub(crate) fn try_acquire_now(&self, tokens: f64) -> Result<Timestamp, Error> {
         let now = self.clock.now().as_nanos();
+        // A request that arrives before the floor is served as if it arrived at it.
+        let arrival = now.max(self.floor.load(Ordering::Acquire));
         loop {
             let v = self.view();
             let cost = v.params.cost(tokens)?;
-            let g = gcra::grant(v.params, v.tat, now, cost);
+            let g = gcra::grant(v.params, v.tat, arrival, cost);
             if g.slot > now {
                 return Err(refused(g.slot - now));
             }
@@ -239,7 +254,7 @@ impl<C: Clock> TokenBucket<C> {
         max_wait: Duration,
     ) -> Result<Ticket, Error> {
         let now = at.unwrap_or_else(|| self.clock.now()).as_nanos();
-        let arrival = now;
+        let arrival = now.max(self.floor.load(Ordering::Acquire));
         let max_wait = duration_nanos(max_wait);
         loop {
             let v = self.view();
@@ -263,11 +278,11 @@ impl<C: Clock> TokenBucket<C> {
     /// The earliest time `tokens` could go if reserved at `now`, without
     /// taking them.
     pub(crate) fn peek_slot(&self, tokens: f64, now: Timestamp) -> Result<Timestamp, Error> {
-        let now = now.as_nanos();
+        let arrival = now.as_nanos().max(self.floor.load(Ordering::Acquire));
         let v = self.view();
         let cost = v.params.cost(tokens)?;
         Ok(Timestamp::from_nanos(
-            gcra::grant(v.params, v.tat, now, cost).slot,
+            gcra::grant(v.params, v.tat, arrival, cost).slot,
         ))
     }
 
@@ -354,7 +369,12 @@ impl<C: Clock> TokenBucket<C> {
     /// No one-token request is admitted before `deadline`, and one is at it;
     /// then the bucket refills at its rate. A later deferral is never moved
     /// earlier. This is what a server's `Retry-After` does.
+    ///
+    /// The deadline is a floor under every slot, kept apart from the policy:
+    /// no [`set_policy`](Self::set_policy) (to a faster rate, or to
+    /// unlimited) lowers it.
     pub fn defer_until(&self, deadline: Timestamp) {
+        self.floor.fetch_max(deadline.as_nanos(), Ordering::AcqRel);
         loop {
             let v = self.view();
             let new_tat = gcra::defer(v.params, v.tat, deadline.as_nanos());
@@ -362,6 +382,25 @@ impl<C: Clock> TokenBucket<C> {
                 return;
             }
         }
+    }
+
+    /// The deferral in force: no request is admitted before it (the epoch
+    /// when there is none).
+    pub fn deferred_until(&self) -> Timestamp {
+        Timestamp::from_nanos(self.floor.load(Ordering::Acquire))
+    }
+
+    /// Takes on another bucket's debt and deferral (its `tat` and floor)
+    /// where they are later than this one's: for a set that replaces
+    /// another, so that it starts no fuller and no earlier.
+    pub(crate) fn inherit(&self, other_tat: u64, other_floor: u64) {
+        self.floor.fetch_max(other_floor, Ordering::AcqRel);
+        self.tat.fetch_max(other_tat, Ordering::AcqRel);
+    }
+
+    /// The raw state, for [`inherit`](Self::inherit): `(tat, floor)`.
+    pub(crate) fn raw_state(&self) -> (u64, u64) {
+        (self.view().tat, self.floor.load(Ordering::Acquire))
     }
 
     /// [`defer_until`](Self::defer_until) the clock's now plus `wait`.
@@ -373,6 +412,9 @@ impl<C: Clock> TokenBucket<C> {
     /// not deferred).
     pub fn available(&self) -> f64 {
         let now = self.clock.now().as_nanos();
+        if now < self.floor.load(Ordering::Acquire) {
+            return 0.0;
+        }
         let v = self.view();
         gcra::available(v.params, v.tat, now)
     }
@@ -380,16 +422,23 @@ impl<C: Clock> TokenBucket<C> {
     /// When one token will next be available (now, if it is).
     pub fn next_available(&self) -> Timestamp {
         let now = self.clock.now().as_nanos();
+        let arrival = now.max(self.floor.load(Ordering::Acquire));
         let v = self.view();
         let cost = v.params.interval.min(v.params.tau);
-        Timestamp::from_nanos(gcra::grant(v.params, v.tat, now, cost).slot)
+        Timestamp::from_nanos(gcra::grant(v.params, v.tat, arrival, cost).slot)
     }
 
     /// Whether the bucket is full (and not deferred): such a bucket is the
     /// same as a fresh one, which lets a registry drop it.
     pub fn is_full(&self) -> bool {
-        let now = self.clock.now().as_nanos();
-        self.view().tat <= now
+        self.is_full_at(self.clock.now())
+    }
+
+    /// [`is_full`](Self::is_full) at a time read before (so a caller holding
+    /// a lock reads no clock under it).
+    pub(crate) fn is_full_at(&self, now: Timestamp) -> bool {
+        let now = now.as_nanos();
+        self.view().tat <= now && self.floor.load(Ordering::Acquire) <= now
     }
 }
 

@@ -27,7 +27,9 @@ impl Ticket {
 /// Keep the tokens by waiting for the slot ([`wait`](Self::wait),
 /// [`wait_blocking`](Self::wait_blocking)) or by [`commit`](Self::commit)ting.
 /// Dropping it, or calling [`cancel`](Self::cancel), before its slot gives
-/// the tokens back, less any that later reservations depend on.
+/// the tokens back if no reservation was made after it; once a later one
+/// is queued behind it, nothing comes back (see
+/// [Refunds](super#refunds)).
 #[must_use = "a Reservation dropped before its slot refunds its tokens: `.wait().await` for the slot, or `.commit()` to keep them"]
 pub struct Reservation<'a, C: Clock> {
     bucket: &'a TokenBucket<C>,
@@ -82,8 +84,8 @@ impl<'a, C: Clock> Reservation<'a, C> {
     }
 
     /// Gives the tokens back now (what dropping does), returning how many
-    /// came back: all of them if nothing was reserved after this one, fewer
-    /// if later reservations depend on them, none once the slot has come.
+    /// came back: all of them if nothing was reserved after this one, none
+    /// if a later reservation was made or once the slot has come.
     pub fn cancel(mut self) -> f64 {
         self.armed = false;
         self.bucket.cancel_ticket(&self.ticket)

@@ -7,13 +7,18 @@
 //! flood cannot turn every request into a sweep). If the table is still full
 //! of busy sets, a new host shares the source's overflow set: stricter for
 //! that host, never looser, and memory stays under the cap.
+//!
+//! Nothing but the map itself is touched under the table's write lock: no
+//! other lock, no clock, no closure. The set to insert is made before the
+//! lock is taken, and the time a sweep judges idleness by is read before it
+//! too (see the lock order in [`registry`](super)).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::buckets::Buckets;
 use super::rules::HostMap;
-use super::source::Buckets;
 use crate::clock::Timestamp;
 
 /// The least time between two sweeps of a full table.
@@ -56,17 +61,16 @@ impl HostTable {
             .map(|b| f(b))
     }
 
-    /// The set for `host`, made by `make` if new; `None` when the table is
-    /// full of busy sets.
-    pub fn get_or_insert(
-        &self,
-        host: &str,
-        now: Timestamp,
-        make: impl FnOnce(Arc<str>) -> Buckets,
-    ) -> Option<Arc<Buckets>> {
-        if let Some(b) = self.get(host) {
-            return Some(b);
-        }
+    /// Whether a new host could get a set at `now`: there is room, or a
+    /// sweep may make some. Lets a caller skip making a set that could not
+    /// be kept.
+    pub fn has_room(&self, now: Timestamp) -> bool {
+        self.len() < self.cap || now.as_nanos() >= self.next_sweep.load(Ordering::Relaxed)
+    }
+
+    /// The set for `host`: the one in the table, else `made` (inserted);
+    /// `None` when the table is full of busy sets. `now` was read before.
+    pub fn insert(&self, host: &str, now: Timestamp, made: Arc<Buckets>) -> Option<Arc<Buckets>> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = map.get(host) {
             return Some(b.clone());
@@ -77,7 +81,7 @@ impl HostTable {
                 return None;
             }
             let before = map.len();
-            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle());
+            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now));
             tracing::debug!(
                 evicted = before - map.len(),
                 kept = map.len(),
@@ -89,10 +93,8 @@ impl HostTable {
                 return None;
             }
         }
-        let key: Arc<str> = host.into();
-        let b = Arc::new(make(key.clone()));
-        map.insert(key.as_ref().into(), b.clone());
-        Some(b)
+        map.insert(host.into(), made.clone());
+        Some(made)
     }
 
     pub fn len(&self) -> usize {

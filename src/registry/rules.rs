@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::Error;
 
@@ -222,41 +221,11 @@ struct Route {
     source: usize,
 }
 
-/// A small, fast hasher for host names (FNV-1a over 8-byte words): the
-/// router hashes every request's host, and SipHash's DoS resistance buys
-/// nothing for a table the application itself fills with its rules.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct HostHasher(u64);
-
-impl Hasher for HostHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
-        }
-        for &b in chunks.remainder() {
-            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        // Final avalanche so that the low bits the table uses depend on every byte.
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^ (x >> 33)
-    }
-}
-
-pub(crate) type HostMap<V> = HashMap<Box<str>, V, BuildHasherDefault<HostHasher>>;
+/// A map keyed by host names, hashed with a seeded hasher (foldhash's,
+/// seeded per map): per-host tables are filled from request URIs, which an
+/// attacker may choose, so an unseeded hash would let them aim every name at
+/// one bucket of the table.
+pub(crate) type HostMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 /// The routes of one host pattern; the first inline, so that a lookup
 /// follows no pointer beyond the table's own entry.

@@ -1,19 +1,10 @@
-//! [`Source`]: a named set of limits and the rules that route requests to
-//! it; and the bucket sets that enforce them.
-//!
-//! A source may carry several limits at once (Jikan allows 3/s *and*
-//! 60/min). A request then waits for the latest slot among them and takes
-//! from all of them at that slot; a refusal or a cancel takes from none.
+//! [`Source`]: the public description of a named source — its limits, the
+//! rules that route requests to it, and how it behaves at its limit. The
+//! registry turns each into bucket sets ([`buckets`](super::buckets)).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-
-use crate::bucket::Ticket;
-use crate::clock::{duration_nanos, Clock, SharedClock, Timestamp};
-use crate::{Error, Policy, RateLimited, TokenBucket};
+use crate::{Error, Policy};
 
 /// What a source does with a request that has to wait for its slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +74,9 @@ pub struct Source {
     pub(crate) scope: Scope,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) on_limit: OnLimit,
+    /// A limit that could not be built (by a preset): the registry refuses
+    /// to build rather than run the source looser than meant.
+    pub(crate) invalid: Option<Error>,
 }
 
 impl Source {
@@ -96,12 +90,26 @@ impl Source {
             scope: Scope::PerSource,
             max_in_flight: None,
             on_limit: OnLimit::default(),
+            invalid: None,
         }
     }
 
     /// Adds a limit; every limit applies at once.
     pub fn limit(mut self, policy: Policy) -> Self {
         self.limits.push(policy);
+        self
+    }
+
+    /// Adds a limit that may have failed to build; a failure is kept and
+    /// reported by [`RegistryBuilder::build`](crate::RegistryBuilder::build),
+    /// so the source never runs with fewer limits than meant.
+    pub fn try_limit(mut self, policy: Result<Policy, Error>) -> Self {
+        match policy {
+            Ok(p) => self.limits.push(p),
+            Err(e) => {
+                self.invalid.get_or_insert(e);
+            }
+        }
         self
     }
 
@@ -177,176 +185,5 @@ impl Source {
     /// The in-flight cap, if any.
     pub fn in_flight_cap(&self) -> Option<usize> {
         self.max_in_flight
-    }
-}
-
-/// The buckets of one source for one host (or for the whole source).
-pub(crate) struct Buckets {
-    pub source: Arc<str>,
-    pub context: Arc<super::SourceContext>,
-    pub host: Option<Arc<str>>,
-    /// The rate a server announced for this set (f64 bits; infinite: none).
-    pub server_rate: AtomicU64,
-    /// The latest deferral a server asked for (nanoseconds on the clock).
-    pub deferred_until: AtomicU64,
-    /// The first limit inline (most sources have one), the rest behind it.
-    first: TokenBucket<SharedClock>,
-    rest: Box<[TokenBucket<SharedClock>]>,
-    pub in_flight: Option<Arc<Semaphore>>,
-    in_flight_max: usize,
-}
-
-/// Tickets taken from every limit of a bucket set, all for one slot.
-pub(crate) struct Taken {
-    pub slot: Timestamp,
-    pub tickets: Vec<Ticket>,
-}
-
-impl Buckets {
-    pub fn new(
-        source: Arc<str>,
-        context: Arc<super::SourceContext>,
-        host: Option<Arc<str>>,
-        policies: &[Policy],
-        clock: &SharedClock,
-        max_in_flight: Option<usize>,
-    ) -> Self {
-        let policies: &[Policy] = if policies.is_empty() {
-            &[Policy::unlimited()]
-        } else {
-            policies
-        };
-        let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
-        Buckets {
-            source,
-            context,
-            host,
-            server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
-            deferred_until: AtomicU64::new(0),
-            first: bucket(&policies[0]),
-            rest: policies[1..].iter().map(bucket).collect(),
-            in_flight: max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
-            in_flight_max: max_in_flight.unwrap_or(0),
-        }
-    }
-
-    pub fn clock(&self) -> &SharedClock {
-        self.first.clock()
-    }
-
-    fn limits(&self) -> impl Iterator<Item = &TokenBucket<SharedClock>> {
-        std::iter::once(&self.first).chain(self.rest.iter())
-    }
-
-    /// Takes `tokens` from every limit now, or from none; returns the time
-    /// of admission.
-    #[inline]
-    pub fn try_take(&self, tokens: f64) -> Result<Timestamp, Error> {
-        if self.rest.is_empty() {
-            return self.first.try_acquire_now(tokens);
-        }
-        Ok(self.reserve(tokens, Duration::ZERO)?.slot)
-    }
-
-    /// Takes the latest slot among all limits, if within `max_wait`, from
-    /// every limit at that slot; otherwise takes nothing.
-    pub fn reserve(&self, tokens: f64, max_wait: Duration) -> Result<Taken, Error> {
-        if self.rest.is_empty() {
-            let t = self.first.reserve_ticket(tokens, None, max_wait)?;
-            return Ok(Taken {
-                slot: t.slot(),
-                tickets: vec![t],
-            });
-        }
-        let max_wait_ns = duration_nanos(max_wait);
-        'retry: loop {
-            let now = self.clock().now();
-            let mut slot = now;
-            for b in self.limits() {
-                slot = slot.max(b.peek_slot(tokens, now)?);
-            }
-            let wait = slot.as_nanos() - now.as_nanos();
-            if wait > max_wait_ns {
-                return Err(Error::RateLimited(RateLimited::from_nanos(wait)));
-            }
-            let mut tickets = Vec::with_capacity(1 + self.rest.len());
-            for b in self.limits() {
-                match b.reserve_ticket(tokens, Some(slot), Duration::MAX) {
-                    Ok(t) if t.slot() == slot => tickets.push(t),
-                    other => {
-                        // Another caller moved a bucket between the look and
-                        // the take: undo and look again.
-                        if let Ok(t) = other {
-                            b.rollback_ticket(&t);
-                        }
-                        for (b, t) in self.limits().zip(&tickets) {
-                            b.rollback_ticket(t);
-                        }
-                        continue 'retry;
-                    }
-                }
-            }
-            return Ok(Taken { slot, tickets });
-        }
-    }
-
-    /// Gives back what a pending multi-limit reservation may still give back.
-    pub fn cancel(&self, tickets: &[Ticket]) {
-        for (b, t) in self.limits().zip(tickets) {
-            b.cancel_ticket(t);
-        }
-    }
-
-    pub fn defer_until(&self, t: Timestamp) {
-        self.deferred_until
-            .fetch_max(t.as_nanos(), Ordering::Relaxed);
-        for b in self.limits() {
-            b.defer_until(t);
-        }
-    }
-
-    pub fn policies(&self) -> Vec<Policy> {
-        self.limits().map(|b| b.policy()).collect()
-    }
-
-    pub fn server_rate(&self) -> f64 {
-        f64::from_bits(self.server_rate.load(Ordering::Relaxed))
-    }
-
-    pub fn set_policies(&self, policies: &[Policy]) {
-        for (b, p) in self.limits().zip(policies) {
-            b.set_policy(*p);
-        }
-    }
-
-    /// Full and nobody in flight: equal to a fresh set, safe to drop.
-    pub fn is_idle(&self) -> bool {
-        self.limits().all(|b| b.is_full())
-            && self
-                .in_flight
-                .as_ref()
-                .is_none_or(|s| s.available_permits() == self.in_flight_max)
-    }
-
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-            .as_ref()
-            .map_or(0, |s| self.in_flight_max - s.available_permits())
-    }
-
-    /// Tokens available now in the tightest limit.
-    pub fn available(&self) -> f64 {
-        self.limits()
-            .map(|b| b.available())
-            .fold(f64::INFINITY, f64::min)
-    }
-
-    /// When a one-token request could next go.
-    pub fn next_available(&self) -> Timestamp {
-        self.limits()
-            .map(|b| b.next_available())
-            .max()
-            .unwrap_or_default()
     }
 }

@@ -1,4 +1,23 @@
-//! The response future: wait for the slot if needed, call, observe.
+//! The response future: an explicit state machine from admission to
+//! response.
+//!
+//! ```text
+//! Waiting ──slot──▶ Readying ──inner ready──▶ Calling ──response──▶ Done
+//!    │                                   ▲
+//!    └────────── admitted at call ───────┘
+//! ```
+//!
+//! * **Waiting** holds the [`Acquire`] future (routed once, at `call`), an
+//!   unready clone of the inner service, and the request.
+//! * **Readying** holds the [`Permit`] and polls the clone's `poll_ready`
+//!   until it is ready; an inner service that is not always ready (a pool,
+//!   a `ConcurrencyLimit`, a `Buffer`) makes the request wait here with its
+//!   permit kept.
+//! * **Calling** holds the inner future and the permit until the response,
+//!   which it hands to the registry ([`Permit::observe`]).
+//!
+//! Each state is left before the next is entered, so no inner future is
+//! polled after it completed, and the permit lives until the response.
 
 use std::fmt;
 use std::future::Future;
@@ -9,41 +28,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::BoxError;
-use crate::{Error, Permit, Registry, Target};
-
-type Acquire = Pin<Box<dyn Future<Output = Result<Permit, Error>> + Send>>;
-
-/// What admission decided at `call` time.
-pub(crate) enum Admission {
-    Ready(Permit),
-    Wait(Acquire),
-    Refused(BoxError),
-}
-
-impl Admission {
-    /// The fast path allocates nothing; a request that must wait gets a
-    /// boxed wait that owns a copy of its target.
-    #[inline]
-    pub(crate) fn new(registry: &Registry, target: &Target<'_>) -> Admission {
-        match registry.try_admit(target, 1.0) {
-            Ok(Some(permit)) => Admission::Ready(permit),
-            Ok(None) => {
-                let registry = registry.clone();
-                let (host, port, path) = (
-                    target.host().to_owned(),
-                    target.port(),
-                    target.path().to_owned(),
-                );
-                Admission::Wait(Box::pin(async move {
-                    registry
-                        .acquire(&Target::new(&host, port, &path), 1.0)
-                        .await
-                }))
-            }
-            Err(e) => Admission::Refused(rejection(e)),
-        }
-    }
-}
+use crate::{Acquire, Error, Permit};
 
 /// A refusal as tower errors go: the [`RateLimited`](crate::RateLimited)
 /// itself for rejections (so `downcast_ref::<RateLimited>()` finds it), the
@@ -55,14 +40,21 @@ pub(crate) fn rejection(e: Error) -> BoxError {
     }
 }
 
-pub(crate) struct Waiting<S, R> {
-    acquire: Acquire,
-    inner: Option<S>,
+/// Reads a response back into the registry.
+pub(crate) type Observe<Res> = fn(&Permit, &Res);
+
+/// What a request that must wait carries: boxed, because the request and
+/// the service are large and only a request that waits needs them here.
+struct Waiting<S, R> {
+    phase: Phase,
+    inner: S,
     request: Option<R>,
 }
 
-/// Reads a response back into the registry.
-pub(crate) type Observe<Res> = fn(&Permit, &Res);
+enum Phase {
+    Acquiring(Acquire),
+    Readying(Option<Permit>),
+}
 
 pin_project! {
     /// The future of [`RateLimit`](super::RateLimit) and
@@ -83,8 +75,6 @@ pin_project! {
     where
         S: Service<R>,
     {
-        // Boxed: the request and the service are large, and only a request
-        // that waits (and allocates anyway) needs them here.
         Waiting {
             waiting: Box<Waiting<S, R>>,
         },
@@ -96,35 +86,56 @@ pin_project! {
         Refused {
             error: Option<BoxError>,
         },
+        Done,
     }
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
+    /// Admitted at `call`: the service that was polled ready calls now.
     #[inline]
-    pub(crate) fn new(
-        admission: Admission,
-        mut inner: S,
+    pub(crate) fn calling(
+        permit: Permit,
+        mut ready: S,
         request: R,
         observe: Observe<S::Response>,
     ) -> Self {
-        let state = match admission {
-            Admission::Ready(permit) => {
-                let call = inner.call(request);
-                State::Calling {
-                    call,
-                    permit: Some(permit),
-                }
-            }
-            Admission::Wait(acquire) => State::Waiting {
+        let call = ready.call(request);
+        ResponseFuture {
+            state: State::Calling {
+                call,
+                permit: Some(permit),
+            },
+            observe,
+        }
+    }
+
+    /// Must wait for its slot: `unready` is a clone that has not been polled
+    /// ready, so the wait holds none of the inner service's capacity.
+    pub(crate) fn waiting(
+        acquire: Acquire,
+        unready: S,
+        request: R,
+        observe: Observe<S::Response>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
                 waiting: Box::new(Waiting {
-                    acquire,
-                    inner: Some(inner),
+                    phase: Phase::Acquiring(acquire),
+                    inner: unready,
                     request: Some(request),
                 }),
             },
-            Admission::Refused(e) => State::Refused { error: Some(e) },
-        };
-        ResponseFuture { state, observe }
+            observe,
+        }
+    }
+
+    pub(crate) fn refused(error: Error, observe: Observe<S::Response>) -> Self {
+        ResponseFuture {
+            state: State::Refused {
+                error: Some(rejection(error)),
+            },
+            observe,
+        }
     }
 }
 
@@ -140,40 +151,48 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Waiting { waiting } => {
-                    let Waiting {
-                        acquire,
-                        inner,
-                        request,
-                    } = &mut **waiting;
-                    let permit = match ready!(acquire.as_mut().poll(cx)) {
-                        Ok(p) => p,
-                        Err(e) => return Poll::Ready(Err(rejection(e))),
-                    };
-                    let svc = inner.as_mut().expect("polled after completion");
-                    // Ready once for `call`; the wait may have been long.
-                    if let Err(e) = ready!(svc.poll_ready(cx)) {
-                        return Poll::Ready(Err(e.into()));
+                    let w = &mut **waiting;
+                    match &mut w.phase {
+                        Phase::Acquiring(acquire) => match ready!(Pin::new(acquire).poll(cx)) {
+                            Ok(permit) => w.phase = Phase::Readying(Some(permit)),
+                            Err(e) => {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(rejection(e)));
+                            }
+                        },
+                        Phase::Readying(permit) => {
+                            if let Err(e) = ready!(w.inner.poll_ready(cx)) {
+                                this.state.set(State::Done);
+                                return Poll::Ready(Err(e.into()));
+                            }
+                            let permit = permit.take();
+                            let request = w.request.take();
+                            let (Some(permit), Some(request)) = (permit, request) else {
+                                unreachable!("a request is called once");
+                            };
+                            let call = w.inner.call(request);
+                            this.state.set(State::Calling {
+                                call,
+                                permit: Some(permit),
+                            });
+                        }
                     }
-                    let mut svc = inner.take().expect("polled after completion");
-                    let call = svc.call(request.take().expect("polled after completion"));
-                    this.state.set(State::Calling {
-                        call,
-                        permit: Some(permit),
-                    });
                 }
                 StateProj::Calling { call, permit } => {
                     let result = ready!(call.poll(cx)).map_err(Into::into);
-                    let permit = permit.take();
-                    if let (Ok(response), Some(permit)) = (&result, &permit) {
+                    if let (Ok(response), Some(permit)) = (&result, permit.as_ref()) {
                         (this.observe)(permit, response);
                     }
                     // The permit (and any in-flight slot) ends with the response.
-                    drop(permit);
+                    this.state.set(State::Done);
                     return Poll::Ready(result);
                 }
                 StateProj::Refused { error } => {
-                    return Poll::Ready(Err(error.take().expect("polled after completion")));
+                    let error = error.take();
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error.unwrap_or_else(|| "refused".into())));
                 }
+                StateProj::Done => panic!("`ResponseFuture` polled after it completed"),
             }
         }
     }

@@ -5,17 +5,20 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use super::future::{Admission, ResponseFuture};
+use super::future::{Observe, ResponseFuture};
 use super::BoxError;
-use crate::{Permit, Registry, Target};
+use crate::{Admission, Permit, Registry, Target};
 
 /// Admits each `http::Request` through a [`Registry`], then calls the inner
 /// service; the response's status and headers feed back into the registry.
 ///
-/// `poll_ready` is the inner service's. `call` moves the service that was
-/// polled ready into the response future and leaves a clone in its place
-/// (tower's clone-and-replace pattern), so a request waiting for its slot
-/// never holds up others.
+/// `poll_ready` is the inner service's. A request admitted at `call` takes
+/// the service that was polled ready and leaves a clone in its place
+/// (tower's clone-and-replace pattern). A request that must wait for its
+/// slot holds no readiness while it waits: it takes an unready clone, polls
+/// it ready once its slot has come, and the readiness `poll_ready` reserved
+/// is given back at once, so a waiting request never holds up others (a
+/// `ConcurrencyLimit` slot, a pooled connection).
 #[derive(Clone, Debug)]
 pub struct RateLimit<S> {
     inner: S,
@@ -59,10 +62,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
-        let admission = Admission::new(&self.registry, &Target::from_request(&request));
-        ResponseFuture::new(admission, inner, request, observe_http::<ResB>)
+        let admission = self.registry.admit(&Target::from_request(&request), 1.0);
+        respond(&mut self.inner, admission, request, observe_http::<ResB>)
     }
 }
 
@@ -103,10 +104,47 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = mem::replace(&mut self.inner, clone);
         let key = (self.key)(&request);
-        let admission = Admission::new(&self.registry, &Target::new(key.as_ref(), None, ""));
-        ResponseFuture::new(admission, inner, request, observe_nothing::<S::Response>)
+        let admission = self
+            .registry
+            .admit(&Target::new(key.as_ref(), None, ""), 1.0);
+        respond(
+            &mut self.inner,
+            admission,
+            request,
+            observe_nothing::<S::Response>,
+        )
+    }
+}
+
+/// The future for an admission. `ready` is the service `poll_ready` made
+/// ready: it calls now if the request may go; otherwise it is replaced by a
+/// fresh clone (giving back what its readiness reserved) and the future
+/// waits with a clone of its own.
+#[inline]
+fn respond<S, R>(
+    ready: &mut S,
+    admission: Result<Admission, crate::Error>,
+    request: R,
+    observe: Observe<S::Response>,
+) -> ResponseFuture<S, R>
+where
+    S: Service<R> + Clone,
+{
+    let fresh = ready.clone();
+    match admission {
+        Ok(Admission::Ready(permit)) => {
+            let ready = mem::replace(ready, fresh);
+            ResponseFuture::calling(permit, ready, request, observe)
+        }
+        Ok(Admission::Wait(acquire)) => {
+            let unready = fresh.clone();
+            drop(mem::replace(ready, fresh));
+            ResponseFuture::waiting(acquire, unready, request, observe)
+        }
+        Err(e) => {
+            drop(mem::replace(ready, fresh));
+            ResponseFuture::refused(e, observe)
+        }
     }
 }

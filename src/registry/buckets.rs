@@ -1,0 +1,355 @@
+//! The bucket sets that enforce a source's limits, and the per-source state
+//! they share.
+//!
+//! A source may carry several limits at once (Jikan allows 3/s *and*
+//! 60/min). A request then waits for the latest slot among them and takes
+//! from all of them at that slot; a refusal or a cancel takes from none.
+//!
+//! What a server said is part of a set's state, never recomputed from the
+//! configuration alone: a deferral is each bucket's floor
+//! ([`TokenBucket::defer_until`]), and an announced rate is kept beside the
+//! buckets (`server_rate`), so every policy change applies the configuration
+//! *capped by* it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::source::OnLimit;
+use crate::bucket::Ticket;
+use crate::clock::{duration_nanos, Clock, SharedClock, Timestamp};
+use crate::{Error, Policy, RateLimited, SignalConfig, TokenBucket};
+
+/// What every bucket set of a source shares: its settings, its
+/// configuration (behind the first lock of the registry's lock order), and
+/// the registry's signal settings.
+pub(crate) struct SourceContext {
+    pub name: Arc<str>,
+    pub on_limit: OnLimit,
+    pub max_in_flight: Option<usize>,
+    pub signals: SignalConfig,
+    config: Mutex<SourceConfig>,
+    /// Bumped under `config` after every change, so a set made from an
+    /// older configuration can tell and catch up.
+    version: AtomicU64,
+}
+
+impl SourceContext {
+    pub fn new(
+        name: Arc<str>,
+        on_limit: OnLimit,
+        max_in_flight: Option<usize>,
+        signals: SignalConfig,
+        config: SourceConfig,
+    ) -> Self {
+        SourceContext {
+            name,
+            on_limit,
+            max_in_flight,
+            signals,
+            config: Mutex::new(config),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// The configuration lock: first in the registry's lock order.
+    pub fn config(&self) -> MutexGuard<'_, SourceConfig> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the configuration (under its lock) and bumps the version.
+    pub fn replace(&self, guard: &mut MutexGuard<'_, SourceConfig>, config: SourceConfig) {
+        **guard = config;
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+/// A source's limits as configured, the slow-down factor, and the limits
+/// in force, which are checked when made: a configuration that cannot be
+/// built is refused, never replaced by a looser one.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SourceConfig {
+    pub configured: Vec<Policy>,
+    pub factor: f64,
+    effective: Vec<Policy>,
+}
+
+impl SourceConfig {
+    /// `configured` slowed to `factor`, or why that cannot be built.
+    pub fn new(configured: Vec<Policy>, factor: f64) -> Result<Self, Error> {
+        let effective = if configured.is_empty() {
+            vec![Policy::unlimited()]
+        } else {
+            configured
+                .iter()
+                .map(|p| p.scaled(factor))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(SourceConfig {
+            configured,
+            factor,
+            effective,
+        })
+    }
+
+    /// The limits in force, before any server's word.
+    pub fn effective(&self) -> &[Policy] {
+        &self.effective
+    }
+
+    /// The limits in force for a set whose server announced `server_rate`
+    /// (infinite: none): each limit faster than it is lowered to the rate
+    /// times `signals.safety`, never below `signals.floor` of its own rate,
+    /// and never raised. A server rate at or above a limit leaves it as it
+    /// is, so a window policy that matches the server stays exact.
+    pub fn for_server_rate(&self, server_rate: f64, signals: &SignalConfig) -> Vec<Policy> {
+        self.effective
+            .iter()
+            .map(|p| {
+                let rate = p.tokens_per_second();
+                if p.is_unlimited() || server_rate >= rate * (1.0 - 1e-9) {
+                    return *p;
+                }
+                let lowered = (server_rate * signals.safety).max(rate * signals.floor);
+                // The floor's policy is valid whenever the lowered one is not
+                // (it is the faster of the two); a limit too slow for either
+                // stays as it is, which is never looser than before.
+                Policy::new(p.capacity(), lowered)
+                    .or_else(|_| p.scaled(signals.floor))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(limit = %p, server_rate, error = %e, "a server's lower rate cannot be held; the limit stays");
+                        *p
+                    })
+            })
+            .collect()
+    }
+}
+
+/// The buckets of one source for one host (or for the whole source).
+pub(crate) struct Buckets {
+    pub context: Arc<SourceContext>,
+    pub host: Option<Arc<str>>,
+    /// The rate a server announced for this set (f64 bits; infinite: none).
+    /// Written under the source's configuration lock only.
+    server_rate: AtomicU64,
+    /// Whether that rate lowers the limits below the configuration: such a
+    /// set holds a server's word and is not evicted.
+    lowered: AtomicBool,
+    /// The first limit inline (most sources have one), the rest behind it.
+    first: TokenBucket<SharedClock>,
+    rest: Box<[TokenBucket<SharedClock>]>,
+    pub in_flight: Option<Arc<Semaphore>>,
+}
+
+/// Tickets taken from every limit of a bucket set, all for one slot.
+pub(crate) struct Taken {
+    pub slot: Timestamp,
+    first: Ticket,
+    rest: Vec<Ticket>,
+}
+
+impl Buckets {
+    pub fn new(
+        context: Arc<SourceContext>,
+        host: Option<Arc<str>>,
+        policies: &[Policy],
+        clock: &SharedClock,
+    ) -> Self {
+        let policies: &[Policy] = if policies.is_empty() {
+            &[Policy::unlimited()]
+        } else {
+            policies
+        };
+        let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
+        Buckets {
+            host,
+            server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
+            lowered: AtomicBool::new(false),
+            first: bucket(&policies[0]),
+            rest: policies[1..].iter().map(bucket).collect(),
+            in_flight: context.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            context,
+        }
+    }
+
+    /// A set for `host` that replaces `previous` (the overflow set that
+    /// served it): it starts no fuller, no earlier and no faster.
+    pub fn successor(
+        context: Arc<SourceContext>,
+        host: Arc<str>,
+        config: &SourceConfig,
+        previous: &Buckets,
+        clock: &SharedClock,
+    ) -> Self {
+        let server_rate = previous.server_rate();
+        let policies = config.for_server_rate(server_rate, &context.signals);
+        let set = Buckets::new(context, Some(host), &policies, clock);
+        set.server_rate
+            .store(server_rate.to_bits(), Ordering::Relaxed);
+        set.lowered
+            .store(previous.lowered.load(Ordering::Relaxed), Ordering::Relaxed);
+        for (mine, theirs) in set.limits().zip(previous.limits()) {
+            let (tat, floor) = theirs.raw_state();
+            mine.inherit(tat, floor);
+        }
+        set
+    }
+
+    pub fn source(&self) -> &Arc<str> {
+        &self.context.name
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        self.first.clock()
+    }
+
+    fn limits(&self) -> impl Iterator<Item = &TokenBucket<SharedClock>> {
+        std::iter::once(&self.first).chain(self.rest.iter())
+    }
+
+    /// Takes `tokens` from every limit now, or from none; returns the time
+    /// of admission.
+    #[inline]
+    pub fn try_take(&self, tokens: f64) -> Result<Timestamp, Error> {
+        if self.rest.is_empty() {
+            return self.first.try_acquire_now(tokens);
+        }
+        Ok(self.reserve(tokens, Duration::ZERO)?.slot)
+    }
+
+    /// Takes the latest slot among all limits, if within `max_wait`, from
+    /// every limit at that slot; otherwise takes nothing.
+    pub fn reserve(&self, tokens: f64, max_wait: Duration) -> Result<Taken, Error> {
+        if self.rest.is_empty() {
+            let t = self.first.reserve_ticket(tokens, None, max_wait)?;
+            return Ok(Taken {
+                slot: t.slot(),
+                first: t,
+                rest: Vec::new(),
+            });
+        }
+        let max_wait_ns = duration_nanos(max_wait);
+        'retry: loop {
+            let now = self.clock().now();
+            let mut slot = now;
+            for b in self.limits() {
+                slot = slot.max(b.peek_slot(tokens, now)?);
+            }
+            let wait = slot.as_nanos() - now.as_nanos();
+            if wait > max_wait_ns {
+                return Err(Error::RateLimited(RateLimited::from_nanos(wait)));
+            }
+            let mut tickets = Vec::with_capacity(1 + self.rest.len());
+            for b in self.limits() {
+                match b.reserve_ticket(tokens, Some(slot), Duration::MAX) {
+                    Ok(t) if t.slot() == slot => tickets.push(t),
+                    other => {
+                        // Another caller moved a bucket between the look and
+                        // the take: undo and look again.
+                        if let Ok(t) = other {
+                            b.rollback_ticket(&t);
+                        }
+                        for (b, t) in self.limits().zip(&tickets) {
+                            b.rollback_ticket(t);
+                        }
+                        continue 'retry;
+                    }
+                }
+            }
+            let first = tickets.remove(0);
+            return Ok(Taken {
+                slot,
+                first,
+                rest: tickets,
+            });
+        }
+    }
+
+    /// Gives back what a pending reservation may still give back.
+    pub fn cancel(&self, taken: &Taken) {
+        let tickets = std::iter::once(&taken.first).chain(&taken.rest);
+        for (b, t) in self.limits().zip(tickets) {
+            b.cancel_ticket(t);
+        }
+    }
+
+    /// No request before `t` (the floor of every limit), one at it.
+    pub fn defer_until(&self, t: Timestamp) {
+        for b in self.limits() {
+            b.defer_until(t);
+        }
+    }
+
+    /// The deferral in force (the epoch when none).
+    pub fn deferred_until(&self) -> Timestamp {
+        self.first.deferred_until()
+    }
+
+    pub fn policies(&self) -> Vec<Policy> {
+        self.limits().map(|b| b.policy()).collect()
+    }
+
+    pub fn server_rate(&self) -> f64 {
+        f64::from_bits(self.server_rate.load(Ordering::Acquire))
+    }
+
+    /// Records a server's rate and applies `config` capped by it. The
+    /// caller holds the source's configuration lock (`config` is under it),
+    /// so two responses cannot leave the rate of one and the limits of the
+    /// other.
+    pub fn set_server_rate(&self, rate: f64, config: &SourceConfig) -> Vec<Policy> {
+        self.server_rate.store(rate.to_bits(), Ordering::Release);
+        self.apply(config)
+    }
+
+    /// Applies `config` capped by this set's server rate; the caller holds
+    /// the source's configuration lock. Returns the limits now in force.
+    pub fn apply(&self, config: &SourceConfig) -> Vec<Policy> {
+        let policies = config.for_server_rate(self.server_rate(), &self.context.signals);
+        for (b, p) in self.limits().zip(&policies) {
+            if b.policy() != *p {
+                b.set_policy(*p);
+            }
+        }
+        self.lowered
+            .store(policies.as_slice() != config.effective(), Ordering::Relaxed);
+        policies
+    }
+
+    /// Full, undeferred, nobody in flight, and no server-lowered rate at
+    /// `now` (read before any lock): equal to a fresh set, safe to drop.
+    pub fn is_idle_at(&self, now: Timestamp) -> bool {
+        !self.lowered.load(Ordering::Relaxed)
+            && self.limits().all(|b| b.is_full_at(now))
+            && self.in_flight() == 0
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        match (&self.in_flight, self.context.max_in_flight) {
+            (Some(s), Some(max)) => max - s.available_permits(),
+            _ => 0,
+        }
+    }
+
+    /// Tokens available now in the tightest limit.
+    pub fn available(&self) -> f64 {
+        self.limits()
+            .map(|b| b.available())
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// When a one-token request could next go.
+    pub fn next_available(&self) -> Timestamp {
+        self.limits()
+            .map(|b| b.next_available())
+            .max()
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,184 @@
+//! [`RegistryBuilder`]: checks every source and rule, then builds the
+//! [`Registry`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::buckets::{Buckets, SourceConfig, SourceContext};
+use super::hosts::{HostTable, DEFAULT_MAX_HOSTS};
+use super::rules::Router;
+use super::{names, Inner, Registry, Scope, Source, SourceState, Unknown};
+use crate::clock::{Clock, SharedClock};
+use crate::{Error, SignalConfig};
+
+/// What the registry does with a request that no rule matches (or that
+/// names no host).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownHost {
+    /// Send it without limit (the default).
+    #[default]
+    PassThrough,
+    /// Use the named source.
+    Default(String),
+    /// Refuse it with [`Error::UnknownHost`].
+    Reject,
+}
+
+/// Builds a [`Registry`]; see [`Registry::builder`].
+#[derive(Default)]
+pub struct RegistryBuilder {
+    pub(super) sources: Vec<Source>,
+    pub(super) unknown: UnknownHost,
+    clock: Option<SharedClock>,
+    pub(super) max_hosts: Option<usize>,
+    signals: SignalConfig,
+}
+
+impl fmt::Debug for RegistryBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryBuilder")
+            .field("sources", &self.sources)
+            .field("unknown", &self.unknown)
+            .finish()
+    }
+}
+
+impl RegistryBuilder {
+    /// Adds a source.
+    pub fn source(mut self, source: Source) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Adds several sources.
+    pub fn sources(mut self, sources: impl IntoIterator<Item = Source>) -> Self {
+        self.sources.extend(sources);
+        self
+    }
+
+    /// What to do with requests no rule matches.
+    pub fn unknown_hosts(mut self, unknown: UnknownHost) -> Self {
+        self.unknown = unknown;
+        self
+    }
+
+    /// The clock every bucket reads and sleeps on (default
+    /// [`FastClock`](crate::FastClock), which follows tokio's paused time in
+    /// tests); [`TokioClock`](crate::TokioClock) for exact paused-time tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(SharedClock::new(clock));
+        self
+    }
+
+    /// How many per-host bucket sets each per-host source keeps at most
+    /// (default [`DEFAULT_MAX_HOSTS`]).
+    pub fn max_hosts(mut self, n: usize) -> Self {
+        self.max_hosts = Some(n);
+        self
+    }
+
+    /// How server signals are read and applied (caps, safety factor, floor).
+    pub fn signals(mut self, config: SignalConfig) -> Self {
+        self.signals = config;
+        self
+    }
+
+    /// Checks every source and rule and builds the registry.
+    pub fn build(self) -> Result<Registry, Error> {
+        let clock = self.clock.unwrap_or_default();
+        let max_hosts = self.max_hosts.unwrap_or(DEFAULT_MAX_HOSTS);
+        if max_hosts == 0 {
+            return Err(Error::config(
+                "max_hosts",
+                "keep at least one host per source",
+            ));
+        }
+        let mut router = Router::default();
+        let mut states = Vec::with_capacity(self.sources.len());
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = || format!("source `{}`", s.name);
+            check(s, &self.sources[..i], i, at)?;
+            for h in &s.hosts {
+                router.add(h, s.path.as_deref(), i).map_err(|e| match e {
+                    Error::InvalidConfig { location, reason } => {
+                        Error::config(format!("{} in {}", location, at()), reason)
+                    }
+                    e => e,
+                })?;
+            }
+            let config = SourceConfig::new(s.limits.clone(), 1.0)?;
+            let policies = config.effective().to_vec();
+            let context = Arc::new(SourceContext::new(
+                s.name.as_str().into(),
+                s.on_limit,
+                s.max_in_flight,
+                self.signals,
+                config,
+            ));
+            let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
+            states.push(SourceState {
+                scope: s.scope,
+                context,
+                shared,
+                hosts: (s.scope == Scope::PerHost).then(|| HostTable::new(max_hosts)),
+            });
+        }
+        let unknown = match &self.unknown {
+            UnknownHost::PassThrough => Unknown::PassThrough,
+            UnknownHost::Reject => Unknown::Reject,
+            UnknownHost::Default(name) => match states.iter().position(|s| s.name() == name) {
+                Some(i) => Unknown::Source(i),
+                None => {
+                    return Err(Error::config(
+                        "unknown_hosts",
+                        format!(
+                            "the default source `{name}` is not registered; registered: [{}]",
+                            names(&states).join(", ")
+                        ),
+                    ))
+                }
+            },
+        };
+        Ok(Registry {
+            inner: Arc::new(Inner {
+                sources: states.into_boxed_slice(),
+                router,
+                unknown,
+                clock,
+            }),
+        })
+    }
+}
+
+/// The checks of one source against those before it.
+fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Result<(), Error> {
+    if s.name.trim().is_empty() {
+        return Err(Error::config(
+            format!("source #{}", i + 1),
+            "the name is empty",
+        ));
+    }
+    if before.iter().any(|o| o.name == s.name) {
+        return Err(Error::config(
+            at(),
+            "the name is used twice; give each source its own",
+        ));
+    }
+    if let Some(e) = &s.invalid {
+        return Err(Error::config(
+            at(),
+            format!("a limit could not be built: {e}"),
+        ));
+    }
+    if s.max_in_flight == Some(0) {
+        return Err(Error::config(at(), "max_in_flight must be at least 1"));
+    }
+    if s.path.is_some() && s.hosts.is_empty() {
+        return Err(Error::config(
+            at(),
+            "a path prefix needs a host; add `.host(..)`",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Runtime control: changing a source's limits ([`Registry::set_policy`],
+//! [`Registry::set_limits`]), slowing every source down
+//! ([`Registry::slow_down`]), and [`SourceHandle`] for work that is not an
+//! HTTP request.
+//!
+//! A change is checked whole before any of it applies: a limit that cannot
+//! be built is an error and leaves every source as it was, never a looser
+//! limit. It is applied under the source's configuration lock (first in the
+//! lock order), to each bucket set capped by what its server said.
+
+use std::fmt;
+
+use super::admission::Acquire;
+use super::buckets::SourceConfig;
+use super::{Permit, Registry, SourceState};
+use crate::{Error, Policy};
+
+impl Registry {
+    /// A source by name, for work that is not an HTTP request. For a
+    /// per-host source this is its source-wide bucket set.
+    pub fn source(&self, name: &str) -> Result<SourceHandle, Error> {
+        Ok(SourceHandle {
+            registry: self.clone(),
+            index: self.index(name)?,
+        })
+    }
+
+    /// Replaces the one limit of source `name`, keeping every bucket's level
+    /// and every server's deferral and rate.
+    pub fn set_policy(&self, name: &str, policy: Policy) -> Result<(), Error> {
+        self.set_limits(name, vec![policy])
+    }
+
+    /// Replaces the limits of source `name` (as many as it has), keeping
+    /// every bucket's level and every server's deferral and rate.
+    pub fn set_limits(&self, name: &str, limits: Vec<Policy>) -> Result<(), Error> {
+        let state = &self.inner.sources[self.index(name)?];
+        let mut config = state.context.config();
+        let have = config.configured.len().max(1);
+        if limits.len() != have {
+            return Err(Error::config(
+                format!("source `{name}`"),
+                format!("it has {have} limit(s); give exactly {have} policies"),
+            ));
+        }
+        let next = SourceConfig::new(limits, config.factor)?;
+        tracing::info!(source = name, from = ?config.configured, to = ?next.configured, "policy changed");
+        state.context.replace(&mut config, next);
+        apply(state, &config);
+        Ok(())
+    }
+
+    /// Slows every source to `factor` of its configured rates (burst kept):
+    /// `factor` in (0, 1], and 1 restores the configuration. Never faster
+    /// than configured. If any source's slower limits cannot be built, no
+    /// source changes and the error says which.
+    pub fn slow_down(&self, factor: f64) -> Result<(), Error> {
+        if !(factor > 0.0 && factor <= 1.0) {
+            return Err(Error::config(
+                "slow_down",
+                format!("the factor must be above 0 and at most 1 (never faster than configured), not {factor}"),
+            ));
+        }
+        // Check every source first, so a refusal changes none.
+        let mut next = Vec::with_capacity(self.inner.sources.len());
+        for state in self.inner.sources.iter() {
+            let configured = state.context.config().configured.clone();
+            next.push(SourceConfig::new(configured, factor).map_err(|e| {
+                Error::config(
+                    format!("source `{}`", state.name()),
+                    format!("cannot slow down by {factor}: {e}"),
+                )
+            })?);
+        }
+        for (state, next) in self.inner.sources.iter().zip(next) {
+            let mut config = state.context.config();
+            // Limits set meanwhile win; scale them instead.
+            let next = if next.configured == config.configured {
+                next
+            } else {
+                SourceConfig::new(config.configured.clone(), factor)?
+            };
+            state.context.replace(&mut config, next);
+            tracing::info!(source = state.name(), factor, "rates scaled");
+            apply(state, &config);
+        }
+        Ok(())
+    }
+}
+
+/// Applies `config` (under its lock) to every bucket set of the source.
+fn apply(state: &SourceState, config: &SourceConfig) {
+    state.shared.apply(config);
+    if let Some(table) = &state.hosts {
+        table.for_each(|b| {
+            b.apply(config);
+        });
+    }
+}
+
+/// A source picked by name: acquire from it directly.
+#[derive(Clone)]
+pub struct SourceHandle {
+    registry: Registry,
+    index: usize,
+}
+
+impl SourceHandle {
+    fn state(&self) -> &SourceState {
+        &self.registry.inner.sources[self.index]
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        self.state().name()
+    }
+
+    /// Waits for `tokens` as the source says (see [`Registry::acquire`]).
+    pub fn acquire(&self, tokens: f64) -> Acquire {
+        self.registry.acquire_on(self.index, tokens)
+    }
+
+    /// Takes `tokens` now or refuses.
+    pub fn try_acquire(&self, tokens: f64) -> Result<Permit, Error> {
+        self.registry.try_acquire_on(self.index, tokens)
+    }
+
+    /// Tokens available now in the tightest limit.
+    pub fn available(&self) -> f64 {
+        self.state().shared.available()
+    }
+
+    /// The limits in force (after any slow-down), before any server's word.
+    pub fn limits(&self) -> Vec<Policy> {
+        self.state().context.config().effective().to_vec()
+    }
+}
+
+impl fmt::Debug for SourceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceHandle")
+            .field("name", &self.name())
+            .finish()
+    }
+}

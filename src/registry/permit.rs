@@ -1,0 +1,157 @@
+//! [`Permit`]: one admitted request, held until its response arrives; and
+//! applying what that response says ([`Signal`]) to the bucket set that
+//! admitted it, so every later request to that host slows down together.
+//!
+//! * `Retry-After`, or `remaining = 0` with a reset: the set is deferred
+//!   ([`TokenBucket::defer_until`](crate::TokenBucket::defer_until)): a floor
+//!   under every slot that no later policy change lowers.
+//! * An announced quota slower than the set's limits lowers their rate to
+//!   the quota times [`SignalConfig::safety`](crate::SignalConfig), never below
+//!   [`SignalConfig::floor`](crate::SignalConfig) of it and never above the
+//!   configuration; a later, faster quota raises it back, at most to the
+//!   configuration. The rate is recorded and applied under the source's
+//!   configuration lock, so two responses read at once leave the rate and the
+//!   limits of the same one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::buckets::Buckets;
+use super::Registry;
+use crate::clock::{Clock, Timestamp};
+use crate::Signal;
+
+/// Admission of one request: held until its response arrives, it keeps the
+/// source's `max_in_flight` slot and tells [`observe`](Self::observe) which
+/// buckets a server signal belongs to.
+#[must_use = "the permit holds the in-flight slot until the response arrives"]
+pub struct Permit {
+    buckets: Option<Arc<Buckets>>,
+    _in_flight: Option<OwnedSemaphorePermit>,
+    waited: Duration,
+    admitted_at: Timestamp,
+}
+
+impl Permit {
+    pub(super) fn new(
+        buckets: Arc<Buckets>,
+        in_flight: Option<OwnedSemaphorePermit>,
+        waited: Duration,
+        admitted_at: Timestamp,
+    ) -> Self {
+        Permit {
+            buckets: Some(buckets),
+            _in_flight: in_flight,
+            waited,
+            admitted_at,
+        }
+    }
+
+    pub(super) fn pass_through(now: Timestamp) -> Self {
+        Permit {
+            buckets: None,
+            _in_flight: None,
+            waited: Duration::ZERO,
+            admitted_at: now,
+        }
+    }
+
+    /// The slot the request was admitted at, on the registry's clock.
+    pub fn admitted_at(&self) -> Timestamp {
+        self.admitted_at
+    }
+
+    /// The source that admitted the request; `None` when it passed through.
+    pub fn source(&self) -> Option<&str> {
+        self.buckets.as_deref().map(|b| &**b.source())
+    }
+
+    /// The host whose own bucket set admitted it (per-host sources only).
+    pub fn host(&self) -> Option<&str> {
+        self.buckets.as_deref().and_then(|b| b.host.as_deref())
+    }
+
+    /// How long the request waited for its slot.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    /// Reads a response's status and headers and applies the signal to the
+    /// bucket set that admitted this request. Returns what was read.
+    pub fn observe(&self, status: StatusCode, headers: &HeaderMap) -> Signal {
+        let Some(buckets) = self.buckets.as_deref() else {
+            return Signal::default(); // passed through: nothing to slow down
+        };
+        if !crate::signal::may_signal(status, headers) {
+            return Signal::default();
+        }
+        let signal = Signal::parse(status, headers, SystemTime::now(), &buckets.context.signals);
+        self.apply_signal(&signal);
+        signal
+    }
+
+    /// Applies a signal read elsewhere (see [`observe`](Self::observe)).
+    pub fn apply_signal(&self, signal: &Signal) {
+        let Some(buckets) = self.buckets.as_deref() else {
+            return;
+        };
+        let source = &**buckets.source();
+        let host = buckets.host.as_deref().unwrap_or("");
+        if let Some(wait) = signal.retry_after {
+            let until = buckets.clock().now() + wait;
+            buckets.defer_until(until);
+            tracing::info!(
+                source,
+                host,
+                wait_ms = wait.as_secs_f64() * 1e3,
+                "deferred by the server"
+            );
+        }
+        if let Some(quota) = signal.quota {
+            let rate = quota.per_second();
+            // Most responses repeat the rate on record: nothing to do.
+            if rate.is_finite() && rate > 0.0 && buckets.server_rate() != rate {
+                let before = buckets.policies();
+                let config = buckets.context.config();
+                let policies = buckets.set_server_rate(rate, &config);
+                if policies != before {
+                    tracing::info!(
+                        source,
+                        host,
+                        server_quota = quota.quota,
+                        window_s = quota.window.as_secs_f64(),
+                        limits = ?policies,
+                        "rate set from the server's quota"
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("source", &self.source())
+            .field("host", &self.host())
+            .field("waited", &self.waited)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// Reads a response's status and headers and applies the signal to the
+    /// bucket set that admitted its request ([`Permit::observe`]).
+    pub fn observe(&self, permit: &Permit, status: StatusCode, headers: &HeaderMap) -> Signal {
+        permit.observe(status, headers)
+    }
+
+    /// Applies a signal ([`Permit::apply_signal`]).
+    pub fn apply_signal(&self, permit: &Permit, signal: &Signal) {
+        permit.apply_signal(signal)
+    }
+}
