@@ -10,13 +10,13 @@ use crate::{Error, Policy};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnLimit {
-    /// Wait for the slot, or refuse with [`RateLimited`] if it lies further
+    /// Wait for the slot, or refuse with [`RateLimited`](crate::RateLimited) if it lies further
     /// than `max_wait` (when set). The default, with no `max_wait`.
     Wait {
         /// The longest wait accepted; `None` waits as long as it takes.
         max_wait: Option<Duration>,
     },
-    /// Refuse at once with [`RateLimited`] instead of waiting.
+    /// Refuse at once with [`RateLimited`](crate::RateLimited) instead of waiting.
     Reject,
 }
 
