@@ -41,22 +41,33 @@ fn op(max_weight: f64) -> impl Strategy<Value = Op> {
 
 /// Runs a schedule; returns the admissions as (time ns, weight).
 fn run(first: Policy, ops: &[Op]) -> Vec<(u64, f64)> {
+    run_checked(first, ops, |_, _| {})
+}
+
+/// Runs a schedule, showing `check` each admission (its time) with the
+/// latest deferral asked for before it was taken.
+fn run_checked(first: Policy, ops: &[Op], mut check: impl FnMut(u64, u64)) -> Vec<(u64, f64)> {
     let clock = ManualClock::new();
     clock.advance(Duration::from_secs(1));
     let bucket = TokenBucket::with_clock(first, clock.clone());
     let mut admitted = Vec::new();
     let mut pending: Vec<(Reservation<'_, ManualClock>, f64)> = Vec::new();
+    let mut deferred = 0;
     for op in ops {
         let now = clock.now().as_nanos();
         match op {
             Op::Advance(ns) => clock.advance(Duration::from_nanos(*ns)),
             Op::Try(w) => match bucket.try_acquire(*w) {
-                Ok(()) => admitted.push((now, *w)),
+                Ok(()) => {
+                    check(now, deferred);
+                    admitted.push((now, *w))
+                }
                 Err(Error::RateLimited(_) | Error::InsufficientCapacity { .. }) => {}
                 Err(e) => panic!("{e}"),
             },
             Op::Reserve { tokens, max_wait } => {
                 if let Ok(r) = bucket.reserve(*tokens, Duration::from_nanos(*max_wait)) {
+                    check(r.ready_at().as_nanos(), deferred);
                     pending.push((r, *tokens));
                 }
             }
@@ -71,7 +82,10 @@ fn run(first: Policy, ops: &[Op]) -> Vec<(u64, f64)> {
             }
             Op::Commit(_) | Op::Cancel(_) => {}
             Op::SetPolicy(p) => bucket.set_policy(*p),
-            Op::Defer(ns) => bucket.defer_for(Duration::from_nanos(*ns)),
+            Op::Defer(ns) => {
+                deferred = deferred.max(now + ns);
+                bucket.defer_for(Duration::from_nanos(*ns))
+            }
         }
     }
     for (r, w) in pending {
@@ -135,6 +149,28 @@ proptest! {
             let bound = cap + rate * w as f64 / 1e9;
             prop_assert!(got <= bound + 1e-9, "window {w} ns: admitted {got} > bound {bound}; {admitted:?}");
         }
+    }
+
+    #[test]
+    fn nothing_is_admitted_before_a_deferral_whatever_the_policy_changes(
+        first in policy(),
+        ops in prop::collection::vec(op(1.0), 1..120),
+        unlimited in prop::collection::vec(any::<bool>(), 120),
+    ) {
+        // Some policy changes go to unlimited: a deferral must outlive them too.
+        let ops: Vec<Op> = ops.into_iter().zip(unlimited).map(|(o, u)| match o {
+            Op::SetPolicy(_) if u => Op::SetPolicy(Policy::unlimited()),
+            Op::Try(f) => Op::Try(f * 0.5),
+            Op::Reserve { tokens, max_wait } => Op::Reserve { tokens: tokens * 0.5, max_wait },
+            o => o,
+        }).collect();
+        let mut early = None;
+        run_checked(first, &ops, |at, deferred| {
+            if at < deferred && early.is_none() {
+                early = Some((at, deferred));
+            }
+        });
+        prop_assert!(early.is_none(), "admitted at {:?} before the deferral", early);
     }
 
     #[test]
