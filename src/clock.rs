@@ -141,6 +141,11 @@ pub struct FastClock {
     follow: Arc<Follow>,
 }
 
+/// Whether any [`FastClock`] of the process follows tokio's paused time:
+/// a static, so that in production (where none does) `now()` checks one
+/// always-cached flag and no per-clock state.
+static ANY_FOLLOWS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Whether a [`FastClock`] follows tokio's paused time, and from where.
 #[derive(Default)]
 struct Follow {
@@ -189,9 +194,20 @@ impl FastClock {
             .anchor
             .get_or_init(|| (from, tokio::time::Instant::now()));
         self.follow.on.store(true, Ordering::Release);
+        ANY_FOLLOWS.store(true, Ordering::Release);
     }
 
+    /// `now()` once some clock of the process follows tokio: this one may not.
     #[cold]
+    #[inline(never)]
+    fn now_when_any_follows(&self) -> u64 {
+        if self.follow.on.load(Ordering::Acquire) {
+            self.tokio_now()
+        } else {
+            self.counter()
+        }
+    }
+
     fn tokio_now(&self) -> u64 {
         let Some(&(base, at)) = self.follow.anchor.get() else {
             return self.counter();
@@ -236,8 +252,8 @@ impl Default for FastClock {
 impl Clock for FastClock {
     #[inline]
     fn now(&self) -> Timestamp {
-        if self.follow.on.load(Ordering::Relaxed) {
-            return Timestamp(self.tokio_now());
+        if ANY_FOLLOWS.load(Ordering::Relaxed) {
+            return Timestamp(self.now_when_any_follows());
         }
         Timestamp(self.counter())
     }
