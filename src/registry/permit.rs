@@ -80,6 +80,21 @@ impl Permit {
         self.waited
     }
 
+    /// Tokens available now in the tightest limit of the set that admitted
+    /// the request (infinite when it passed through): what a server answers
+    /// as its remaining quota.
+    pub fn available(&self) -> f64 {
+        self.buckets
+            .as_deref()
+            .map_or(f64::INFINITY, |b| b.available())
+    }
+
+    /// The limits in force for the set that admitted the request (after
+    /// slow-downs and any server's rate); empty when it passed through.
+    pub fn limits(&self) -> Vec<crate::Policy> {
+        self.buckets.as_deref().map_or_else(Vec::new, |b| b.policies())
+    }
+
     /// Reads a response's status and headers and applies the signal to the
     /// bucket set that admitted this request. Returns what was read.
     pub fn observe(&self, status: StatusCode, headers: &HeaderMap) -> Signal {
