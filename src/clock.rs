@@ -334,9 +334,34 @@ async fn sleep_real_time<C: Clock>(clock: C, deadline: Timestamp) -> bool {
             return true;
         }
         tokio::time::sleep(wait).await;
-        if clock.now() < deadline && tokio_time_paused() {
+        let left = deadline.saturating_duration_since(clock.now());
+        if left.is_zero() {
+            return true;
+        }
+        if left <= SPIN_BELOW {
+            // Woken by a timer whose clock runs a few microseconds apart from
+            // this one: spin them out rather than pay another timer tick (a
+            // millisecond) and another wake-up.
+            spin_until(&clock, deadline);
+            return true;
+        }
+        if tokio_time_paused() {
             return false;
         }
+    }
+}
+
+/// What is left of a wait after the timer fired is spun out when at most
+/// this: tokio's timer ticks in milliseconds, and the counter behind
+/// [`FastClock`] runs a few microseconds apart from the OS clock that
+/// tokio's timer reads.
+const SPIN_BELOW: Duration = Duration::from_micros(20);
+
+fn spin_until<C: Clock>(clock: &C, deadline: Timestamp) {
+    let started = std::time::Instant::now();
+    // Bounded by real time too, should `clock` stand still.
+    while clock.now() < deadline && started.elapsed() <= SPIN_BELOW {
+        std::hint::spin_loop();
     }
 }
 
@@ -347,6 +372,10 @@ fn sleep_real_time_blocking<C: Clock>(clock: &C, deadline: Timestamp) {
             return;
         }
         std::thread::sleep(wait);
+        let left = deadline.saturating_duration_since(clock.now());
+        if !left.is_zero() && left <= SPIN_BELOW {
+            spin_until(clock, deadline);
+        }
     }
 }
 

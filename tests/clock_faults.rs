@@ -44,7 +44,11 @@ fn policy() -> Policy {
 }
 
 /// Tries `tokens` at each step of `times`; returns the admissions.
-fn drive(bucket: &TokenBucket<Jumpy>, clock: &Jumpy, times: impl IntoIterator<Item = u64>) -> Vec<(u64, f64)> {
+fn drive(
+    bucket: &TokenBucket<Jumpy>,
+    clock: &Jumpy,
+    times: impl IntoIterator<Item = u64>,
+) -> Vec<(u64, f64)> {
     let mut admitted = Vec::new();
     for t in times {
         clock.set(t);
@@ -96,7 +100,11 @@ fn a_stalled_clock_refuses_with_the_wait_and_resumes() {
                 .retry_after()
         })
         .collect();
-    assert!(waits.iter().all(|w| *w == Duration::from_millis(100)), "{:?}", &waits[..3]);
+    assert!(
+        waits.iter().all(|w| *w == Duration::from_millis(100)),
+        "{:?}",
+        &waits[..3]
+    );
     // A reservation made while stalled waits only its slot.
     let r = bucket.reserve(1.0, Duration::from_secs(1)).unwrap();
     assert_eq!(r.delay(), Duration::from_millis(100));
