@@ -34,8 +34,9 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    /// Every dialect, in the order they are read.
-    pub const ALL: [Dialect; 7] = [
+    /// Every dialect, in the order they are read. A slice, so that a
+    /// dialect added later is not a breaking change.
+    pub const ALL: &'static [Dialect] = &[
         Dialect::RetryAfter,
         Dialect::Ietf,
         Dialect::IetfLegacy,
@@ -75,7 +76,8 @@ impl FromStr for Dialect {
     /// Reads a [`Dialect::name`]; case does not matter.
     fn from_str(s: &str) -> Result<Self, Error> {
         Dialect::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|d| d.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| {
                 let names: Vec<&str> = Dialect::ALL.iter().map(|d| d.name()).collect();
@@ -123,6 +125,11 @@ impl Dialects {
         Dialects(self.0 & !dialect.bit())
     }
 
+    /// The dialects in both sets.
+    pub const fn intersect(self, other: Dialects) -> Dialects {
+        Dialects(self.0 & other.0)
+    }
+
     /// Whether the set is empty.
     pub const fn is_empty(self) -> bool {
         self.0 == 0
@@ -130,7 +137,10 @@ impl Dialects {
 
     /// The dialects in the set, in [`Dialect::ALL`]'s order.
     pub fn iter(self) -> impl Iterator<Item = Dialect> {
-        Dialect::ALL.into_iter().filter(move |d| self.contains(*d))
+        Dialect::ALL
+            .iter()
+            .copied()
+            .filter(move |d| self.contains(*d))
     }
 }
 
@@ -308,7 +318,7 @@ mod tests {
         assert!(Dialects::NONE.is_empty() && Dialects::NONE.iter().next().is_none());
         let two: Dialects = [Dialect::Ietf, Dialect::RetryAfter].into_iter().collect();
         assert_eq!(format!("{two:?}"), r#"{"retry-after", "ietf"}"#);
-        for d in Dialect::ALL {
+        for &d in Dialect::ALL {
             assert_eq!(d.name().parse::<Dialect>(), Ok(d));
         }
         let e = "opneai".parse::<Dialect>().unwrap_err().to_string();

@@ -7,9 +7,12 @@
 //! # Dialects
 //!
 //! Each family of headers is a [`Dialect`] that [`SignalConfig`] can switch
-//! off. Sources: RFC 9110, draft-ietf-httpapi-ratelimit-headers (-00 to -11,
-//! the last of May 2026), and each vendor's public API documentation, as
-//! collected in the project's notes on published limits (read November 2026).
+//! off. Sources (read November 2026): RFC 9110 §10.2.3 (`Retry-After`);
+//! draft-ietf-httpapi-ratelimit-headers, revisions -00 to -11 (May 2026);
+//! docs.github.com (REST API rate limits); Reddit's API announcements on
+//! r/redditdev (2023); discord.com/developers (rate limits);
+//! envoyproxy.io (local rate limit filter); platform.openai.com (rate-limit
+//! guide); docs.anthropic.com (API rate limits); discogs.com/developers.
 //!
 //! | dialect | headers | example | read as |
 //! |---|---|---|---|
@@ -165,7 +168,8 @@ impl Signal {
         now: SystemTime,
         config: &SignalConfig,
     ) -> Signal {
-        let on = config.dialects;
+        // Only the dialects whose headers are present cost any lookups.
+        let on = config.dialects.intersect(present(headers));
         let mut s = Signal {
             limited: status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::SERVICE_UNAVAILABLE,
@@ -258,14 +262,54 @@ pub fn may_signal(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::SERVICE_UNAVAILABLE
         || headers.keys().any(|k| {
+            // By first letter: most names leave at the first comparison.
             let k = k.as_str();
-            k == "retry-after"
-                || k.starts_with("ratelimit")
-                || k.starts_with("x-ratelimit")
-                || k.starts_with("x-rate-limit")
-                || k.starts_with("x-discogs-ratelimit")
-                || k.starts_with("anthropic-ratelimit")
+            match k.as_bytes().first() {
+                Some(b'r') => k == "retry-after" || k.starts_with("ratelimit"),
+                Some(b'x') => {
+                    k.starts_with("x-ratelimit-")
+                        || k.starts_with("x-rate-limit-")
+                        || k.starts_with("x-discogs-ratelimit")
+                }
+                Some(b'a') => k.starts_with("anthropic-ratelimit-"),
+                _ => false,
+            }
         })
+}
+
+/// The dialects with at least one header in `headers`.
+fn present(headers: &HeaderMap) -> Dialects {
+    headers
+        .keys()
+        .filter_map(|k| dialect_of(k.as_str()))
+        .collect()
+}
+
+/// The dialect a (lowercase) header name belongs to, if any.
+fn dialect_of(name: &str) -> Option<Dialect> {
+    if let Some(rest) = name.strip_prefix("x-ratelimit-") {
+        return Some(match rest.ends_with("-requests") {
+            true => Dialect::OpenAi,
+            false => Dialect::XRateLimit,
+        });
+    }
+    if let Some(rest) = name.strip_prefix("ratelimit") {
+        return Some(match rest {
+            "" | "-policy" => Dialect::Ietf,
+            _ => Dialect::IetfLegacy,
+        });
+    }
+    if name == "retry-after" {
+        Some(Dialect::RetryAfter)
+    } else if name.starts_with("x-rate-limit-") {
+        Some(Dialect::XRateLimit)
+    } else if name.starts_with("x-discogs-ratelimit") {
+        Some(Dialect::Discogs)
+    } else if name.starts_with("anthropic-ratelimit-") {
+        Some(Dialect::Anthropic)
+    } else {
+        None
+    }
 }
 
 /// A single-valued header: its line, or its lines when they all agree.
@@ -302,4 +346,39 @@ fn combined<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pre_check_sees_every_dialect() {
+        let names = [
+            ("retry-after", Some(Dialect::RetryAfter)),
+            ("ratelimit", Some(Dialect::Ietf)),
+            ("ratelimit-policy", Some(Dialect::Ietf)),
+            ("ratelimit-remaining", Some(Dialect::IetfLegacy)),
+            ("x-ratelimit-reset-after", Some(Dialect::XRateLimit)),
+            ("x-rate-limit-reset", Some(Dialect::XRateLimit)),
+            ("x-ratelimit-reset-requests", Some(Dialect::OpenAi)),
+            (
+                "anthropic-ratelimit-requests-reset",
+                Some(Dialect::Anthropic),
+            ),
+            ("x-discogs-ratelimit-used", Some(Dialect::Discogs)),
+            ("x-request-id", None),
+            ("accept-ranges", None),
+            ("retry", None),
+        ];
+        for (name, dialect) in names {
+            assert_eq!(dialect_of(name), dialect, "{name}");
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static("1"),
+            );
+            assert_eq!(may_signal(StatusCode::OK, &h), dialect.is_some(), "{name}");
+        }
+    }
 }
