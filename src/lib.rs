@@ -21,6 +21,7 @@
 //! | [`policy`] | [`Policy`]: capacity and rate, parsing, validation |
 //! | [`bucket`] | [`TokenBucket`], [`Reservation`]: admission and refunds |
 //! | [`clock`] | [`Clock`]: reading the time and sleeping on the same timeline |
+//! | [`signal`] | [`Signal`], [`SignalConfig`]: what servers say in status and headers |
 //! | [`error`] | [`Error`], [`RateLimited`] |
 //!
 //! # Features

@@ -162,3 +162,35 @@ async fn a_request_that_cannot_be_cloned_is_not_retried() {
     assert_eq!(result.unwrap().status(), 503);
     assert_eq!(times.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_403_is_retried_and_a_plain_one_is_not() {
+    let forbidden = |header: Option<(&'static str, &'static str)>| {
+        move |n: usize| match n {
+            0 => {
+                let mut r = Response::builder().status(403);
+                if let Some((k, v)) = header {
+                    r = r.header(k, v);
+                }
+                Ok(r.body("").unwrap())
+            }
+            _ => status(200),
+        }
+    };
+    let policy = || RetryPolicy::new(Backoff::default().jitter(Jitter::None));
+    // GitHub's secondary limit: the server's wait wins.
+    let (result, times) = run(policy(), (), forbidden(Some(("retry-after", "7")))).await;
+    assert_eq!(result.unwrap().status(), 200);
+    assert_eq!(gaps(&times), [Duration::from_secs(7)]);
+    // A spent primary quota: retried on the schedule.
+    let spent = Some(("x-ratelimit-remaining", "0"));
+    let (result, times) = run(policy(), (), forbidden(spent)).await;
+    assert_eq!(result.unwrap().status(), 200);
+    assert_eq!(gaps(&times), [Duration::from_secs(1)]);
+    // Quota left, or no rate-limit header at all: a real refusal.
+    for header in [Some(("x-ratelimit-remaining", "12")), None] {
+        let (result, times) = run(policy(), (), forbidden(header)).await;
+        assert_eq!(result.unwrap().status(), 403);
+        assert_eq!(times.len(), 1, "{header:?}");
+    }
+}

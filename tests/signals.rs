@@ -143,7 +143,7 @@ fn header_table() {
         (
             429,
             vec![h("retry-after", "1.5")],
-            s(1.0),
+            s(1.5),
             None,
             None,
             None,
@@ -373,7 +373,7 @@ fn header_table() {
             Some(60.0),
             s(42.0),
             None,
-            false,
+            true,
         ),
         (
             200,

@@ -86,6 +86,7 @@ impl RegistryBuilder {
 
     /// Checks every source and rule and builds the registry.
     pub fn build(self) -> Result<Registry, Error> {
+        self.signals.validate()?;
         let clock = self.clock.unwrap_or_default();
         let max_hosts = self.max_hosts.unwrap_or(DEFAULT_MAX_HOSTS);
         if max_hosts == 0 {

@@ -8,10 +8,12 @@ use reqwest_retry::{
 };
 
 use crate::backoff;
+use crate::Signal;
 
 /// Which outcomes are worth another try: 429, 503, 408, 502 and 504,
-/// connection errors and timeouts, other 5xx, and a 403 that says the quota
-/// is spent (`x-ratelimit-remaining: 0`, as GitHub answers) are transient;
+/// connection errors and timeouts, other 5xx, and a 403 that says it is a
+/// rate limit (`Retry-After`, or a spent quota such as
+/// `x-ratelimit-remaining: 0`, as GitHub answers) are transient;
 /// other 4xx are fatal, and so is a rejection by the rate limiter itself.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RateLimitStrategy;
@@ -25,14 +27,10 @@ impl RateLimitStrategy {
         if backoff::is_transient(status) || status.is_server_error() {
             return Some(Retryable::Transient);
         }
-        let spent = [
-            "x-ratelimit-remaining",
-            "x-rate-limit-remaining",
-            "ratelimit-remaining",
-        ]
-        .iter()
-        .any(|h| headers.get(*h).and_then(|v| v.to_str().ok()).map(str::trim) == Some("0"));
-        if code == 403 && spent {
+        // GitHub answers rate limits with 403 too; the signal reader knows
+        // which 403s those are.
+        let config = crate::SignalConfig::default();
+        if code == 403 && Signal::parse(status, headers, SystemTime::now(), &config).limited {
             return Some(Retryable::Transient);
         }
         Some(Retryable::Fatal)
@@ -105,10 +103,27 @@ mod tests {
                 "{code}"
             );
         }
-        assert!(matches!(
-            RateLimitStrategy::classify(StatusCode::FORBIDDEN, &spent),
-            Some(Retryable::Transient)
-        ));
+        let mut secondary = HeaderMap::new();
+        secondary.insert("retry-after", HeaderValue::from_static("60"));
+        let mut reddit = HeaderMap::new();
+        reddit.insert("x-ratelimit-remaining", HeaderValue::from_static("0.0"));
+        let mut left = HeaderMap::new();
+        left.insert("x-ratelimit-remaining", HeaderValue::from_static("12"));
+        for (headers, transient) in [
+            (&spent, true),
+            (&secondary, true),
+            (&reddit, true),
+            (&left, false),
+        ] {
+            assert_eq!(
+                matches!(
+                    RateLimitStrategy::classify(StatusCode::FORBIDDEN, headers),
+                    Some(Retryable::Transient)
+                ),
+                transient,
+                "{headers:?}"
+            );
+        }
         assert!(RateLimitStrategy::classify(StatusCode::OK, &none).is_none());
     }
 

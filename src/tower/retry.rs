@@ -6,10 +6,12 @@ use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
 
 use crate::backoff::{is_transient, Backoff};
+use crate::signal::Dialect;
 use crate::{Error, RateLimited, Signal, SignalConfig};
 
-/// Retries transient failures: responses 429, 503, 502, 504 and 408, and
-/// errors (connection failures, timeouts, and a source's rate-limit
+/// Retries transient failures: responses 429, 503, 502, 504 and 408, a
+/// 403 that [`Signal`] reads as a rate limit (GitHub's `Retry-After` or
+/// spent quota), and errors (connection failures, timeouts, and a source's rate-limit
 /// rejection), but not tollgate's configuration errors. The delay is the
 /// server's `Retry-After` (or the rejection's `retry_after`) when given,
 /// capped by [`SignalConfig::max_wait`], else [`Backoff`]'s
@@ -67,18 +69,23 @@ where
         result: &mut Result<http::Response<ResB>, E>,
     ) -> Option<Self::Future> {
         let server_wait = match result {
-            Ok(response) if is_transient(response.status()) => {
+            Ok(response)
+                if is_transient(response.status())
+                    || response.status() == http::StatusCode::FORBIDDEN =>
+            {
                 let s = Signal::parse(
                     response.status(),
                     response.headers(),
                     SystemTime::now(),
                     &self.signals,
                 );
+                if response.status() == http::StatusCode::FORBIDDEN && !s.limited {
+                    return None; // a 403 that is not about rate limits
+                }
                 // Only an explicit wait wins over the schedule; the default
                 // wait of a bare 429 is the registry's business.
-                response
-                    .headers()
-                    .contains_key(http::header::RETRY_AFTER)
+                s.dialects
+                    .contains(Dialect::RetryAfter)
                     .then_some(s.retry_after)
                     .flatten()
             }

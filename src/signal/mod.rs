@@ -1,0 +1,384 @@
+//! What servers say about their limits, read from a status and headers into
+//! a [`Signal`]. This module owns the reading only: no HTTP client is
+//! involved (the adapters pass in what they received), and
+//! [`Registry::observe`](crate::Registry::observe) applies the result to
+//! buckets.
+//!
+//! # Dialects
+//!
+//! Each family of headers is a [`Dialect`] that [`SignalConfig`] can switch
+//! off. Sources (read November 2026): RFC 9110 §10.2.3 (`Retry-After`);
+//! draft-ietf-httpapi-ratelimit-headers, revisions -00 to -11 (May 2026);
+//! docs.github.com (REST API rate limits); Reddit's API announcements on
+//! r/redditdev (2023); discord.com/developers (rate limits);
+//! envoyproxy.io (local rate limit filter); platform.openai.com (rate-limit
+//! guide); docs.anthropic.com (API rate limits); discogs.com/developers.
+//!
+//! | dialect | headers | example | read as |
+//! |---|---|---|---|
+//! | [`RetryAfter`](Dialect::RetryAfter) | `Retry-After` (RFC 9110 §10.2.3) | `120`, `Tue, 14 Nov 2023 22:13:50 GMT`; in practice also `1.5`, `1700000030` | the wait; wins over every other hint |
+//! | [`Ietf`](Dialect::Ietf) | `RateLimit-Policy` (drafts -05 to -11) | `"burst";q=100;w=60, "daily";q=1000;w=86400`; `burst;q=100;w=60` (-08); `10;w=1, 50;w=60` (-05 to -07) | one quota per policy: `q` per `w` seconds; only `qu="requests"` (the default) paces requests; `pk` and unknown parameters ignored |
+//! | [`Ietf`](Dialect::Ietf) | `RateLimit` (drafts -07 to -11) | `"default";r=50;t=30`; `limit=100, remaining=50, reset=30` (-07) | `r` available, restored in `t` seconds; `r=0` defers `t` |
+//! | [`IetfLegacy`](Dialect::IetfLegacy) | `RateLimit-Limit`, `-Remaining`, `-Reset` (drafts -00 to -06) | `10`, `1`, `7`; `10, 10;w=1, 50;w=60` | limit (and quotas), remaining, reset |
+//! | [`XRateLimit`](Dialect::XRateLimit) | `X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Reset-After`, `-Used`; `X-Rate-Limit-*` | GitHub `5000`, `0`, `1655120964`; Reddit `598.0`, reset `371`; Envoy `10, 10;w=1;name="per-ip", 1000;w=3600`; Discord reset-after `1.123` | limit (Envoy: first member, then quotas), remaining (decimals allowed), reset by the size rule; Discord's `Reset-After` (always a delta) wins over `Reset`; `-Used` and GitHub's `-Resource` are not needed |
+//! | [`OpenAi`](Dialect::OpenAi) | `x-ratelimit-{limit,remaining,reset}-requests` | `60`, `59`, `6m0s`, `1.5s`, `12ms` | reset as a Go duration; the `-tokens` twins do not pace requests and are not read |
+//! | [`Anthropic`](Dialect::Anthropic) | `anthropic-ratelimit-requests-{limit,remaining,reset}` | `50`, `0`, `2023-11-14T22:13:50Z` | reset as an RFC 3339 time; the token headers are not read |
+//! | [`Discogs`](Dialect::Discogs) | `X-Discogs-Ratelimit`, `-Used`, `-Remaining` | `60`, `12`, `48` | a quota per 60 s (Discogs counts a moving minute) |
+//!
+//! # Epoch or delta
+//!
+//! Reset times written as a bare number (`X-RateLimit-Reset`,
+//! `RateLimit-Reset`, the IETF `t` and `reset`, and a numeric
+//! `Retry-After`) are read by size: at or above
+//! [`EPOCH_THRESHOLD_SECS`] (10⁹, 2001-09-09T01:46:40Z) they are UNIX
+//! timestamps, below it seconds from now. No delta that large means
+//! anything (it is 31.7 years, far beyond any cap), and no timestamp that
+//! small is in the future, so the two readings cannot be confused for any
+//! value a server means. A timestamp in the past is a wait of zero.
+//! Discord's `Reset-After` and OpenAI's durations are deltas by name.
+//!
+//! # Rules
+//!
+//! * Structured fields are parsed with `sfv` (RFC 9651), HTTP-dates with
+//!   `httpdate`. A structured field split over several header lines is
+//!   read as one (the lines joined with commas, RFC 9110 §5.3); a field
+//!   that breaks its grammar is ignored entirely, never half-applied.
+//! * Numbers are `digits[.digits]`: signs, exponents, `inf` and `NaN` are
+//!   ignored, so Azure's `-1` ("unknown") is ignored. A single-valued header
+//!   sent twice with different values is ignored.
+//! * `Retry-After` wins. Otherwise, when some dialect says fewer than one
+//!   request remains, the wait is its reset; otherwise a limited response
+//!   without a hint waits [`SignalConfig::default_wait`]. Every wait is
+//!   capped at [`SignalConfig::max_wait`].
+//! * Limited: a 429; a 503; a 403 that carries `Retry-After` or an exhausted
+//!   quota (GitHub answers its secondary limits so). A bare 403 is not a
+//!   rate-limit signal.
+//! * Several dialects at once: the tightest wins (the least remaining and
+//!   its reset, the latest reset among those equally exhausted, the least
+//!   limit); every request quota is kept in [`Signal::quotas`], the slowest
+//!   in [`Signal::quota`]. Quotas are always finite and above zero.
+
+mod config;
+mod ietf;
+mod values;
+mod vendor;
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+
+pub use config::{Dialect, Dialects, SignalConfig};
+pub use values::EPOCH_THRESHOLD_SECS;
+
+/// A quota a server announced: `quota` requests per `window`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerQuota {
+    /// Requests allowed per window.
+    pub quota: f64,
+    /// The window.
+    pub window: Duration,
+}
+
+impl ServerQuota {
+    /// The quota as a rate.
+    pub fn per_second(&self) -> f64 {
+        self.quota / self.window.as_secs_f64()
+    }
+
+    /// A quota that paces: finite and above zero, over a window above zero.
+    fn checked(quota: f64, window: Duration) -> Option<ServerQuota> {
+        let q = ServerQuota { quota, window };
+        (quota.is_finite() && quota > 0.0 && !window.is_zero() && q.per_second() > 0.0).then_some(q)
+    }
+}
+
+/// What one response says about the server's limit.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Signal {
+    /// The response said the client is over its limit: a 429, a 503, or a
+    /// 403 with `Retry-After` or an exhausted quota.
+    pub limited: bool,
+    /// How long to wait before the next request, capped: from `Retry-After`,
+    /// else from an exhausted quota's reset, else the default wait of a
+    /// limited response.
+    pub retry_after: Option<Duration>,
+    /// Requests left in the current window (the least any dialect gave).
+    pub remaining: Option<f64>,
+    /// The limit the server announced (the least any dialect gave).
+    pub limit: Option<f64>,
+    /// Time until the quota is restored, capped.
+    pub reset_after: Option<Duration>,
+    /// The tightest request quota announced (the lowest rate among
+    /// [`quotas`](Self::quotas)).
+    pub quota: Option<ServerQuota>,
+    /// Every request quota announced with a window, in the order read,
+    /// without repeats.
+    pub quotas: Vec<ServerQuota>,
+    /// The dialects that said something readable.
+    pub dialects: Dialects,
+}
+
+/// Remaining, limit and reset as one dialect (or one policy) gives them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reading {
+    remaining: Option<f64>,
+    limit: Option<f64>,
+    reset_after: Option<Duration>,
+}
+
+impl Reading {
+    fn is_empty(&self) -> bool {
+        self.remaining.is_none() && self.limit.is_none() && self.reset_after.is_none()
+    }
+
+    /// Folds `other` in, keeping the tightest: the least remaining with its
+    /// reset (a known remaining beats an unknown one; on a tie the later
+    /// reset), and the least limit.
+    fn merge(&mut self, other: Reading) {
+        use std::cmp::Ordering::*;
+        let order = match (other.remaining, self.remaining) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            (Some(_), None) => Less,
+            (None, Some(_)) => Greater,
+            (None, None) => Equal,
+        };
+        match order {
+            Less => {
+                self.remaining = other.remaining;
+                self.reset_after = other.reset_after;
+            }
+            Equal => self.reset_after = self.reset_after.max(other.reset_after),
+            Greater => {}
+        }
+        self.limit = match (self.limit, other.limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+impl Signal {
+    /// Reads `status` and `headers` received at `now` (the wall clock, for
+    /// HTTP-dates and epoch resets), with the dialects `config` enables.
+    pub fn parse(
+        status: StatusCode,
+        headers: &HeaderMap,
+        now: SystemTime,
+        config: &SignalConfig,
+    ) -> Signal {
+        // Only the dialects whose headers are present cost any lookups.
+        let on = config.dialects.intersect(present(headers));
+        let mut s = Signal {
+            limited: status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE,
+            ..Signal::default()
+        };
+        let header_wait = on
+            .contains(Dialect::RetryAfter)
+            .then(|| single(headers, "retry-after"))
+            .flatten()
+            .and_then(|v| values::retry_after(v, now));
+        if header_wait.is_some() {
+            s.dialects = s.dialects.with(Dialect::RetryAfter);
+        }
+
+        let mut reading = Reading::default();
+        // What a dialect said: its reading merged, its quotas already pushed.
+        let mut heard = |s: &mut Signal, d: Dialect, r: Option<Reading>, before: usize| {
+            if let Some(r) = r {
+                reading.merge(r);
+            }
+            if r.is_some_and(|r| !r.is_empty()) || s.quotas.len() > before {
+                s.dialects = s.dialects.with(d);
+            }
+        };
+        if on.contains(Dialect::Ietf) {
+            let policies = combined(headers, "ratelimit-policy").and_then(|v| ietf::policies(&v));
+            if let Some(p) = &policies {
+                s.quotas.extend_from_slice(&p.quotas);
+            }
+            let r = combined(headers, "ratelimit")
+                .and_then(|v| ietf::ratelimit(&v, policies.as_ref(), now));
+            heard(&mut s, Dialect::Ietf, r, 0);
+        }
+        let families = [
+            (Dialect::IetfLegacy, &vendor::DRAFT),
+            (Dialect::XRateLimit, &vendor::X),
+            (Dialect::XRateLimit, &vendor::X_HYPHEN),
+            (Dialect::OpenAi, &vendor::OPENAI),
+            (Dialect::Anthropic, &vendor::ANTHROPIC),
+        ];
+        for (dialect, family) in families {
+            if on.contains(dialect) {
+                let before = s.quotas.len();
+                let r = vendor::family(headers, family, now, &mut s.quotas);
+                heard(&mut s, dialect, r, before);
+            }
+        }
+        if on.contains(Dialect::Discogs) {
+            let before = s.quotas.len();
+            let r = vendor::discogs(headers, &mut s.quotas);
+            heard(&mut s, Dialect::Discogs, r, before);
+        }
+        if s.quotas.len() > 1 {
+            let mut unique = Vec::with_capacity(s.quotas.len());
+            for q in s.quotas.drain(..) {
+                if !unique.contains(&q) {
+                    unique.push(q);
+                }
+            }
+            s.quotas = unique;
+        }
+
+        let cap = |d: Duration| d.min(config.max_wait);
+        s.remaining = reading.remaining;
+        s.limit = reading.limit;
+        s.reset_after = reading.reset_after.map(cap);
+        s.quota = s
+            .quotas
+            .iter()
+            .copied()
+            .min_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+        let exhausted = s.remaining.is_some_and(|r| r < 1.0);
+        if status == StatusCode::FORBIDDEN && (header_wait.is_some() || exhausted) {
+            s.limited = true;
+        }
+        let quota_wait = exhausted.then_some(reading.reset_after).flatten();
+        s.retry_after = header_wait
+            .or(quota_wait)
+            .or(s.limited.then_some(config.default_wait))
+            .map(cap);
+        s
+    }
+}
+
+/// Whether a response could carry a signal at all: a 429 or 503, or a
+/// header of one of the dialects read here (a 403 is a signal only with
+/// such headers). Most responses carry none, and this look, which
+/// allocates nothing, is all they cost.
+pub fn may_signal(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE
+        || headers.keys().any(|k| {
+            // By first letter: most names leave at the first comparison.
+            let k = k.as_str();
+            match k.as_bytes().first() {
+                Some(b'r') => k == "retry-after" || k.starts_with("ratelimit"),
+                Some(b'x') => {
+                    k.starts_with("x-ratelimit-")
+                        || k.starts_with("x-rate-limit-")
+                        || k.starts_with("x-discogs-ratelimit")
+                }
+                Some(b'a') => k.starts_with("anthropic-ratelimit-"),
+                _ => false,
+            }
+        })
+}
+
+/// The dialects with at least one header in `headers`.
+fn present(headers: &HeaderMap) -> Dialects {
+    headers
+        .keys()
+        .filter_map(|k| dialect_of(k.as_str()))
+        .collect()
+}
+
+/// The dialect a (lowercase) header name belongs to, if any.
+fn dialect_of(name: &str) -> Option<Dialect> {
+    if let Some(rest) = name.strip_prefix("x-ratelimit-") {
+        return Some(match rest.ends_with("-requests") {
+            true => Dialect::OpenAi,
+            false => Dialect::XRateLimit,
+        });
+    }
+    if let Some(rest) = name.strip_prefix("ratelimit") {
+        return Some(match rest {
+            "" | "-policy" => Dialect::Ietf,
+            _ => Dialect::IetfLegacy,
+        });
+    }
+    if name == "retry-after" {
+        Some(Dialect::RetryAfter)
+    } else if name.starts_with("x-rate-limit-") {
+        Some(Dialect::XRateLimit)
+    } else if name.starts_with("x-discogs-ratelimit") {
+        Some(Dialect::Discogs)
+    } else if name.starts_with("anthropic-ratelimit-") {
+        Some(Dialect::Anthropic)
+    } else {
+        None
+    }
+}
+
+/// A single-valued header: its line, or its lines when they all agree.
+/// Lines that disagree, or are not visible ASCII, make it unreadable.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut lines = headers.get_all(name).iter();
+    let first = lines.next()?.to_str().ok()?.trim();
+    for line in lines {
+        if line.to_str().ok()?.trim() != first {
+            return None;
+        }
+    }
+    Some(first)
+}
+
+/// A list field's lines joined with commas (RFC 9110 §5.3), borrowed when
+/// there is one; empty lines add nothing, and a line that is not visible
+/// ASCII makes the field unreadable.
+fn combined<'h>(headers: &'h HeaderMap, name: &str) -> Option<Cow<'h, str>> {
+    let mut out: Option<Cow<'h, str>> = None;
+    for line in headers.get_all(name) {
+        let line = line.to_str().ok()?.trim();
+        if line.is_empty() {
+            continue;
+        }
+        out = Some(match out {
+            None => Cow::Borrowed(line),
+            Some(prev) => {
+                let mut joined = prev.into_owned();
+                joined.push_str(", ");
+                joined.push_str(line);
+                Cow::Owned(joined)
+            }
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pre_check_sees_every_dialect() {
+        let names = [
+            ("retry-after", Some(Dialect::RetryAfter)),
+            ("ratelimit", Some(Dialect::Ietf)),
+            ("ratelimit-policy", Some(Dialect::Ietf)),
+            ("ratelimit-remaining", Some(Dialect::IetfLegacy)),
+            ("x-ratelimit-reset-after", Some(Dialect::XRateLimit)),
+            ("x-rate-limit-reset", Some(Dialect::XRateLimit)),
+            ("x-ratelimit-reset-requests", Some(Dialect::OpenAi)),
+            (
+                "anthropic-ratelimit-requests-reset",
+                Some(Dialect::Anthropic),
+            ),
+            ("x-discogs-ratelimit-used", Some(Dialect::Discogs)),
+            ("x-request-id", None),
+            ("accept-ranges", None),
+            ("retry", None),
+        ];
+        for (name, dialect) in names {
+            assert_eq!(dialect_of(name), dialect, "{name}");
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static("1"),
+            );
+            assert_eq!(may_signal(StatusCode::OK, &h), dialect.is_some(), "{name}");
+        }
+    }
+}
