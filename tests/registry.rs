@@ -285,3 +285,33 @@ fn presets_route_their_hosts() {
         .build()
         .is_err());
 }
+
+#[test]
+fn a_source_can_switch_a_signal_dialect_off() {
+    use tollgate::signal::Dialect;
+    use tollgate::SignalConfig;
+    let deaf = Source::new("deaf")
+        .host("deaf.test")
+        .signals(SignalConfig::default().without(Dialect::RetryAfter));
+    let (r, _clock) = registry(vec![deaf, Source::new("hears").host("hears.test")]);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("retry-after", http::HeaderValue::from_static("30"));
+    for host in ["deaf.test", "hears.test"] {
+        let p = r.try_acquire(&Target::new(host, None, "/"), 1.0).unwrap();
+        p.observe(http::StatusCode::SERVICE_UNAVAILABLE, &headers);
+    }
+    let snap = r.snapshot();
+    // Without the dialect, a 503 is only a bare refusal: the default wait.
+    assert_eq!(
+        snap[0].buckets[0].deferred_for,
+        Some(SignalConfig::default().default_wait),
+        "the deaf source ignored Retry-After"
+    );
+    assert_eq!(
+        snap[1].buckets[0].deferred_for,
+        Some(Duration::from_secs(30))
+    );
+    // A bad per-source setting is refused when the registry is built.
+    let bad = Source::new("bad").signals(SignalConfig::default().with_safety(f64::NAN));
+    assert!(Registry::builder().source(bad).build().is_err());
+}

@@ -114,7 +114,7 @@ impl RegistryBuilder {
                 s.name.as_str().into(),
                 s.on_limit,
                 s.max_in_flight,
-                self.signals,
+                s.signals.unwrap_or(self.signals),
                 config,
             ));
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
@@ -165,6 +165,11 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
             at(),
             "the name is used twice; give each source its own",
         ));
+    }
+    if let Some(signals) = &s.signals {
+        signals
+            .validate()
+            .map_err(|e| Error::config(at(), format!("its signal settings: {e}")))?;
     }
     if let Some(e) = &s.invalid {
         return Err(Error::config(

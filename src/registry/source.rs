@@ -77,6 +77,8 @@ pub struct Source {
     /// A limit that could not be built (by a preset): the registry refuses
     /// to build rather than run the source looser than meant.
     pub(crate) invalid: Option<Error>,
+    /// How this source reads servers' signals, when not the registry's way.
+    pub(crate) signals: Option<crate::SignalConfig>,
 }
 
 impl Source {
@@ -91,6 +93,7 @@ impl Source {
             max_in_flight: None,
             on_limit: OnLimit::default(),
             invalid: None,
+            signals: None,
         }
     }
 
@@ -143,6 +146,16 @@ impl Source {
     /// response arrives); per bucket set.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = Some(n);
+        self
+    }
+
+    /// How this source reads and applies what its servers say, instead of
+    /// the registry's [`RegistryBuilder::signals`](crate::RegistryBuilder::signals):
+    /// for example with a dialect switched off
+    /// (`SignalConfig::default().without(Dialect::OpenAi)`). Checked when the
+    /// registry is built.
+    pub fn signals(mut self, config: crate::SignalConfig) -> Self {
+        self.signals = Some(config);
         self
     }
 
