@@ -22,6 +22,7 @@
 //! | [`bucket`] | [`TokenBucket`], [`Reservation`]: admission and refunds |
 //! | [`clock`] | [`Clock`]: reading the time and sleeping on the same timeline |
 //! | [`error`] | [`Error`], [`RateLimited`] |
+//! | [`retry`] | which failures the retry adapters repeat, and the [`retry::RetryBudget`] |
 //!
 //! # Features
 //!
@@ -47,6 +48,7 @@ pub mod presets;
 pub mod registry;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+pub mod retry;
 pub mod signal;
 #[cfg(feature = "tower")]
 pub mod tower;

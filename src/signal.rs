@@ -230,6 +230,13 @@ pub fn may_signal(status: StatusCode, headers: &HeaderMap) -> bool {
         })
 }
 
+/// The server's own `Retry-After` alone (seconds or an HTTP-date, read at
+/// `now`), not capped: `None` when the header is absent or malformed. The
+/// retry rules use it to tell "503 with `Retry-After`" from a bare 503.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    header(headers, "retry-after").and_then(|v| parse_retry_after(v, now))
+}
+
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name)?.to_str().ok().map(str::trim)
 }

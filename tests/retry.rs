@@ -12,7 +12,8 @@ use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
 
 type Times = Arc<Mutex<Vec<Duration>>>;
 
-/// A service that answers every call with `answer(n)` and logs when it was called.
+/// A GET through a service that answers every call with `answer(n)` and
+/// logs when it was called. (`tests/retry_matrix.rs` covers the methods.)
 async fn run<B: TryCloneBody + Send + 'static>(
     policy: RetryPolicy,
     body: B,
@@ -32,7 +33,7 @@ async fn run<B: TryCloneBody + Send + 'static>(
         .layer(RetryLayer::new(policy))
         .service(svc);
     let result = svc
-        .oneshot(Request::post("https://x.test/").body(body).unwrap())
+        .oneshot(Request::get("https://x.test/").body(body).unwrap())
         .await;
     let times = times.lock().unwrap().clone();
     (result, times)
@@ -161,4 +162,21 @@ async fn a_request_that_cannot_be_cloned_is_not_retried() {
     let (result, times) = run(RetryPolicy::default(), Stream, |_| status(503)).await;
     assert_eq!(result.unwrap().status(), 503);
     assert_eq!(times.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hyper_bodies_are_replayed_without_conversion() {
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
+
+    let policy = || RetryPolicy::new(Backoff::default().jitter(Jitter::None));
+    let (_, times) = run(policy(), Full::new(Bytes::from_static(b"{}")), |_| {
+        status(503)
+    })
+    .await;
+    assert_eq!(times.len(), 4, "Full<Bytes>");
+    let (_, times) = run(policy(), Empty::<Bytes>::new(), |_| status(503)).await;
+    assert_eq!(times.len(), 4, "Empty<Bytes>");
+    let (_, times) = run(policy(), Bytes::from_static(b"{}"), |_| status(503)).await;
+    assert_eq!(times.len(), 4, "Bytes");
 }

@@ -66,11 +66,23 @@
 
 mod middleware;
 mod retry;
+mod retry_middleware;
 
 pub use middleware::RateLimitMiddleware;
 pub use retry::{Backoff, RateLimitStrategy};
+pub use retry_middleware::RetryMiddleware;
 
-use crate::{Error, RateLimited};
+use crate::{Error, RateLimited, Target};
+
+/// The routing target of a URL: its host, port (explicit or the scheme's
+/// default) and path.
+fn target(url: &reqwest::Url) -> Target<'_> {
+    Target::new(
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default(),
+        url.path(),
+    )
+}
 
 /// The rate limiter's refusal inside a reqwest-middleware error, directly
 /// or wrapped by reqwest-retry.
