@@ -332,4 +332,44 @@ mod reqwest_adapters {
             |r, c| results[r][c],
         );
     }
+
+    /// A POST answered 502 once, through both reqwest retry layers: how
+    /// many attempts, with and without the `SafeToRetry` extension.
+    #[tokio::test(start_paused = true)]
+    async fn safe_to_retry_opts_a_post_in() {
+        use tollgate::retry::SafeToRetry;
+
+        for marked in [false, true] {
+            let mut attempts = Vec::new();
+            for tollgate_retry in [true, false] {
+                let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+                let fake = Fake {
+                    fail: Fail::Status(502, None),
+                    starts: starts.clone(),
+                };
+                let b = ClientBuilder::new(inner());
+                let b = if tollgate_retry {
+                    b.with(RetryMiddleware::new(RetryRules::new(schedule())))
+                } else {
+                    b.with(RetryTransientMiddleware::new_with_policy_and_strategy(
+                        tollgate::reqwest::Backoff(schedule()),
+                        RateLimitStrategy,
+                    ))
+                };
+                let client = b
+                    .with(RateLimitMiddleware::new(registry()))
+                    .with(fake)
+                    .build();
+                let mut req = client.post("http://127.0.0.1:9/items").body("{}");
+                if marked {
+                    req = req.with_extension(SafeToRetry);
+                }
+                let _ = req.send().await;
+                let n = starts.lock().unwrap().len();
+                attempts.push(n);
+            }
+            let want = if marked { 2 } else { 1 };
+            assert_eq!(attempts, [want, want], "marked: {marked}");
+        }
+    }
 }

@@ -1,23 +1,6 @@
 //! [`RateLimitStrategy`] (reqwest-retry's `RetryableStrategy`), [`Backoff`]
-//! (its `RetryPolicy`), and how reqwest's results read as a [`Failure`].
-//!
-//! reqwest-retry's strategy sees only the result, never the request. So
-//! [`RateLimitMiddleware`](super::RateLimitMiddleware) tags every response
-//! with whether its request was safe to repeat, and the strategy applies
-//! [`tollgate::retry`](crate::retry)'s table to it:
-//!
-//! | failure | GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with `Idempotency-Key` or [`SafeToRetry`](crate::retry::SafeToRetry) | POST, PATCH, other, or untagged |
-//! |---|---|---|
-//! | connect error | transient | transient |
-//! | timeout, other transport error | **fatal** (the request is unknown) | fatal |
-//! | 408, 502, 504, 503 without `Retry-After` | transient | fatal |
-//! | 429, 503 with `Retry-After`, 403 with `remaining: 0` | transient | transient |
-//! | the limiter's own refusal, anything else | fatal | fatal |
-//!
-//! An error carries no tag, so through reqwest-retry a timeout is never
-//! retried, even for a GET; [`RetryMiddleware`](super::RetryMiddleware)
-//! sees the request and retries it. The limiter's refusal is fatal here
-//! because reqwest-retry's policy cannot wait its exact `retry_after`.
+//! (its `RetryPolicy`), and how reqwest's results read as a
+//! [`Failure`]: the one place both reqwest retry layers classify results.
 
 use std::time::{Duration, SystemTime};
 
@@ -67,9 +50,25 @@ pub(crate) fn failure_of_response(
 }
 
 /// reqwest-retry's `RetryableStrategy` with [`tollgate::retry`](crate::retry)'s
-/// table; the [module docs](self) show what it can apply without seeing
-/// the request. Keep [`RateLimitMiddleware`](super::RateLimitMiddleware)
-/// after the retry middleware: it tags the responses this strategy reads.
+/// table, as far as it can be applied without seeing the request.
+///
+/// reqwest-retry's strategy sees only the result. So
+/// [`RateLimitMiddleware`](super::RateLimitMiddleware), which must come
+/// after the retry middleware, tags every response with whether its
+/// request was safe to repeat, and the strategy reads the tag:
+///
+/// | failure | GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with `Idempotency-Key` or [`SafeToRetry`](crate::retry::SafeToRetry) | POST, PATCH, other, or untagged |
+/// |---|---|---|
+/// | connect error (`is_connect`: no byte sent) | transient | transient |
+/// | timeout, other transport error | **fatal** (an error carries no tag) | fatal |
+/// | 408, 502, 504, 503 without `Retry-After` | transient | fatal |
+/// | 429, 503 with `Retry-After`, 403 with `remaining: 0` | transient | transient |
+/// | the limiter's own refusal, anything else | fatal | fatal |
+///
+/// So through reqwest-retry a timeout is never retried, even for a GET;
+/// [`RetryMiddleware`](super::RetryMiddleware) sees the request and
+/// retries it. The limiter's refusal is fatal here because reqwest-retry's
+/// policy cannot wait its exact `retry_after`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RateLimitStrategy;
 

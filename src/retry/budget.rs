@@ -140,16 +140,16 @@ impl RetryBudget {
     /// negative, NaN or infinite, or `window` is under 10 ms.
     pub fn new(ratio: f64, min_per_second: f64, window: Duration) -> Result<Self, Error> {
         let bad = |reason: String| Err(Error::config("retry budget", reason));
-        if !(ratio.is_finite() && ratio >= 0.0 && ratio <= 1e6) {
+        if !(0.0..=1e6).contains(&ratio) {
             return bad(format!(
-                "ratio {ratio} is not a number of retries per request: give a finite number \
-                 from 0 (no retries but the minimum) up, such as 0.2"
+                "ratio {ratio} is not a number of retries per request: give a number \
+                 from 0 (no retries but the minimum) to 1000000, such as 0.2"
             ));
         }
-        if !(min_per_second.is_finite() && min_per_second >= 0.0 && min_per_second <= 1e9) {
+        if !(0.0..=1e9).contains(&min_per_second) {
             return bad(format!(
-                "min_per_second {min_per_second} is not a rate: give a finite number of \
-                 retries a second from 0 up, such as 10"
+                "min_per_second {min_per_second} is not a rate: give a number of \
+                 retries a second from 0 to 10⁹, such as 10"
             ));
         }
         if window < Duration::from_millis(10) {

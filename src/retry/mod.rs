@@ -53,4 +53,5 @@ pub use budget::RetryBudget;
 pub use rules::{decide, is_idempotent, is_safe_to_repeat, Failure, SafeToRetry, Wait};
 pub use settings::RetryRules;
 
+#[cfg(any(feature = "tower", feature = "reqwest"))]
 pub(crate) use settings::Attempted;

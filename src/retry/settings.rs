@@ -79,6 +79,7 @@ impl fmt::Debug for RetryRules {
 
 /// One request as the rules see it; the adapters build it from their own
 /// request type.
+#[cfg_attr(not(any(feature = "tower", feature = "reqwest")), allow(dead_code))]
 pub(crate) struct Attempted<'a> {
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
@@ -87,6 +88,8 @@ pub(crate) struct Attempted<'a> {
     pub marked: bool,
 }
 
+// The crate-private half is for the adapters, which features may leave out.
+#[cfg_attr(not(any(feature = "tower", feature = "reqwest")), allow(dead_code))]
 impl RetryRules {
     /// Rules with this backoff schedule and the other defaults.
     pub fn new(backoff: Backoff) -> Self {

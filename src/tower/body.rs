@@ -52,7 +52,7 @@ impl<D: Clone> TryCloneBody for http_body_util::Full<D> {
 
 impl<D> TryCloneBody for http_body_util::Empty<D> {
     fn try_clone_body(&self) -> Option<Self> {
-        Some(self.clone())
+        Some(*self)
     }
 }
 
