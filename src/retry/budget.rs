@@ -173,11 +173,14 @@ impl RetryBudget {
 
     /// Keys requests by the source `registry` routes them to (a source's
     /// hosts share one budget); hosts no source claims keep one each.
+    /// A setting for building: the result is a new, empty budget, shared
+    /// only by its own clones.
     pub fn per_source(self, registry: Registry) -> Self {
         self.rebuild(|i| i.registry = Some(registry))
     }
 
-    /// How many keys are kept at most (default 10,000; at least 1).
+    /// How many keys are kept at most (default 10,000; at least 1). Like
+    /// [`per_source`](Self::per_source), this gives a new, empty budget.
     pub fn max_keys(self, n: usize) -> Self {
         self.rebuild(|i| i.max_keys = n.max(1))
     }
