@@ -61,8 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .layer(RetryLayer::new(RetryPolicy::default()))
         .layer(RateLimitLayer::new(registry.clone()))
         .layer(TimeoutLayer::new(Duration::from_secs(10)))
-        // The retry clones `String` bodies; hyper wants `Full<Bytes>`.
-        .map_request(|req: Request<String>| req.map(|b| Full::new(Bytes::from(b))))
+        // The retry replays `Full<Bytes>` bodies, so requests go as they are.
         .service(client);
 
     let start = Instant::now();
@@ -71,7 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             let svc = svc.clone();
             let uri = format!("http://{addr}/items/{i}");
             tokio::spawn(async move {
-                let response = svc.oneshot(Request::get(uri).body(String::new())?).await?;
+                let request = Request::get(uri).body(Full::new(Bytes::new()))?;
+                let response = svc.oneshot(request).await?;
                 let status = response.status();
                 let body = response.into_body().collect().await?.to_bytes();
                 Ok::<_, tower::BoxError>((i, status, body, start.elapsed()))

@@ -1,6 +1,7 @@
-//! Exponential backoff with full jitter, shared by both retry adapters
-//! ([`tower::RetryPolicy`](crate::tower::RetryPolicy) and the reqwest-retry
-//! policy).
+//! Exponential backoff with full jitter, shared by the retry adapters
+//! ([`tower::RetryPolicy`](crate::tower::RetryPolicy), the reqwest
+//! `RetryMiddleware` and reqwest-retry's policy). Which failures are
+//! retried at all is [`retry`](crate::retry)'s business.
 //!
 //! The delay before retry `n` (counting from 0) is drawn uniformly from
 //! `[0, min(cap, base · 2ⁿ)]` ("full jitter"), so that clients that failed
@@ -10,8 +11,9 @@
 use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Status codes worth another try in both retry adapters: 408, 429, 502,
-/// 503 and 504.
+/// The statuses the retry adapters may repeat: 408, 429, 502, 503 and 504.
+/// Whether they do depends on the request as well (a POST is not repeated
+/// after a 502); [`retry::decide`](crate::retry::decide) has the whole table.
 pub fn is_transient(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 502 | 503 | 504)
 }

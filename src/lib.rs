@@ -23,6 +23,7 @@
 //! | [`clock`] | [`Clock`]: reading the time and sleeping on the same timeline |
 //! | [`signal`] | [`Signal`], [`SignalConfig`]: what servers say in status and headers |
 //! | [`error`] | [`Error`], [`RateLimited`] |
+//! | [`retry`] | which failures the retry adapters repeat, and the [`retry::RetryBudget`] |
 //!
 //! # Features
 //!
@@ -48,6 +49,7 @@ pub mod presets;
 pub mod registry;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+pub mod retry;
 pub mod signal;
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -12,7 +12,8 @@ use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
 
 type Times = Arc<Mutex<Vec<Duration>>>;
 
-/// A service that answers every call with `answer(n)` and logs when it was called.
+/// A GET through a service that answers every call with `answer(n)` and
+/// logs when it was called. (`tests/retry_matrix.rs` covers the methods.)
 async fn run<B: TryCloneBody + Send + 'static>(
     policy: RetryPolicy,
     body: B,
@@ -32,7 +33,7 @@ async fn run<B: TryCloneBody + Send + 'static>(
         .layer(RetryLayer::new(policy))
         .service(svc);
     let result = svc
-        .oneshot(Request::post("https://x.test/").body(body).unwrap())
+        .oneshot(Request::get("https://x.test/").body(body).unwrap())
         .await;
     let times = times.lock().unwrap().clone();
     (result, times)
@@ -193,4 +194,67 @@ async fn a_rate_limit_403_is_retried_and_a_plain_one_is_not() {
         assert_eq!(result.unwrap().status(), 403);
         assert_eq!(times.len(), 1, "{header:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn hyper_bodies_are_replayed_without_conversion() {
+    use bytes::Bytes;
+    use http_body_util::{Empty, Full};
+
+    let policy = || RetryPolicy::new(Backoff::default().jitter(Jitter::None));
+    let (_, times) = run(policy(), Full::new(Bytes::from_static(b"{}")), |_| {
+        status(503)
+    })
+    .await;
+    assert_eq!(times.len(), 4, "Full<Bytes>");
+    let (_, times) = run(policy(), Empty::<Bytes>::new(), |_| status(503)).await;
+    assert_eq!(times.len(), 4, "Empty<Bytes>");
+    let (_, times) = run(policy(), Bytes::from_static(b"{}"), |_| status(503)).await;
+    assert_eq!(times.len(), 4, "Bytes");
+}
+
+/// How many calls a POST to `host` makes against a service that answers 502
+/// once, then 200.
+async fn post_calls(policy: RetryPolicy, host: &str, marked: bool) -> usize {
+    let calls = Arc::new(Mutex::new(0));
+    let c = calls.clone();
+    let svc = service_fn(move |_req: Request<String>| {
+        let n = {
+            let mut c = c.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        async move { status(if n == 1 { 502 } else { 200 }) }
+    });
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(policy))
+        .service(svc);
+    let mut req = Request::post(format!("https://{host}/items"))
+        .body(String::from("{}"))
+        .unwrap();
+    if marked {
+        req.extensions_mut().insert(tollgate::retry::SafeToRetry);
+    }
+    svc.oneshot(req).await.unwrap();
+    let n = *calls.lock().unwrap();
+    n
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_is_repeated_after_a_502_only_when_opted_in() {
+    use tollgate::retry::RetryRules;
+
+    assert_eq!(post_calls(RetryPolicy::default(), "x.test", false).await, 1);
+    assert_eq!(
+        post_calls(RetryPolicy::default(), "x.test", true).await,
+        2,
+        "SafeToRetry on the request"
+    );
+    let all = RetryPolicy::with_rules(RetryRules::default().retry_non_idempotent(true));
+    assert_eq!(post_calls(all, "x.test", false).await, 2);
+    let some = RetryPolicy::with_rules(
+        RetryRules::default().retry_non_idempotent_when(|_, t| t.host() == "uploads.test"),
+    );
+    assert_eq!(post_calls(some.clone(), "uploads.test", false).await, 2);
+    assert_eq!(post_calls(some, "x.test", false).await, 1);
 }

@@ -3,11 +3,19 @@
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next, Result};
 
-use crate::{Error, Registry, Target};
+use super::retry::SafeRequest;
+use crate::retry::{is_safe_to_repeat, SafeToRetry};
+use crate::{Error, Registry};
 
 /// Admits each request through a [`Registry`] (waiting or refusing as its
 /// source says), then observes the response. See the [module docs](super)
 /// for where it goes in a chain.
+///
+/// It also tags each response with whether its request was safe to repeat
+/// (an idempotent method, an `Idempotency-Key`, or
+/// [`SafeToRetry`]), which is how
+/// [`RateLimitStrategy`](super::RateLimitStrategy) learns what
+/// reqwest-retry does not tell it.
 #[derive(Clone, Debug)]
 pub struct RateLimitMiddleware {
     registry: Registry,
@@ -35,19 +43,17 @@ impl Middleware for RateLimitMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<reqwest::Response> {
-        let url = req.url();
-        let target = Target::new(
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default(),
-            url.path(),
-        );
+        let target = super::target(req.url());
         // `acquire` admits at once without allocating when it can; the
         // tower layer splits the two steps only to avoid boxing its future.
         let permit = self.registry.acquire(&target, 1.0).await.map_err(refusal)?;
-        let result = next.run(req, extensions).await;
-        if let Ok(response) = &result {
+        let safe = extensions.get::<SafeToRetry>().is_some()
+            || is_safe_to_repeat(req.method(), req.headers());
+        let mut result = next.run(req, extensions).await;
+        if let Ok(response) = &mut result {
             self.registry
                 .observe(&permit, response.status(), response.headers());
+            response.extensions_mut().insert(SafeRequest(safe));
         }
         drop(permit); // the in-flight slot ends with the response
         result

@@ -1,10 +1,35 @@
 //! reqwest-middleware and reqwest-retry adapters (feature `reqwest`):
-//! [`RateLimitMiddleware`], [`RateLimitStrategy`] and [`Backoff`].
+//! [`RateLimitMiddleware`], [`RetryMiddleware`], and for reqwest-retry
+//! [`RateLimitStrategy`] and [`Backoff`].
 //!
-//! The middleware is thin, like the tower layer: it reads the request's URL,
-//! asks the [`Registry`](crate::Registry) for admission, sends, and hands the
-//! response back to the registry. reqwest is compiled with
-//! `default-features = false`, so you choose its TLS.
+//! The rate-limit middleware is thin, like the tower layer: it reads the
+//! request's URL, asks the [`Registry`](crate::Registry) for admission,
+//! sends, and hands the response back to the registry. reqwest is compiled
+//! with `default-features = false`, so you choose its TLS.
+//!
+//! # Retrying
+//!
+//! [`RetryMiddleware`] is the recommended retry layer: it sees each request,
+//! so it applies every rule of [`tollgate::retry`](crate::retry) (a POST
+//! is repeated only when the server cannot have processed it; a GET is
+//! repeated after a timeout too), waits a server's `Retry-After`, and
+//! spends a [`RetryBudget`](crate::retry::RetryBudget) per host or source.
+//!
+//! ```
+//! use reqwest_middleware::ClientBuilder;
+//! use tollgate::reqwest::{RateLimitMiddleware, RetryMiddleware};
+//! use tollgate::{presets, Registry};
+//!
+//! # fn main() -> Result<(), tollgate::Error> {
+//! let registry = Registry::builder().source(presets::musicbrainz()).build()?;
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(RetryMiddleware::default())
+//!     .with(RateLimitMiddleware::new(registry))
+//!     .build();
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! reqwest-retry works too, with [`RateLimitStrategy`] and [`Backoff`]:
 //!
 //! ```
 //! use reqwest_middleware::ClientBuilder;
@@ -23,6 +48,12 @@
 //!     .build();
 //! # let _ = client; Ok(()) }
 //! ```
+//!
+//! but reqwest-retry's strategy only sees the result, never the request.
+//! [`RateLimitMiddleware`] tags each response with whether its request was
+//! safe to repeat, so statuses follow the same table; an error carries no
+//! tag, so through reqwest-retry a timeout is never retried, not even for a
+//! GET. reqwest-retry has no budget either.
 //!
 //! # Why the order matters
 //!
@@ -61,16 +92,30 @@
 //! }
 //! # }
 //! ```
-//! [`RateLimitStrategy`] treats such a rejection as fatal, so the retry
-//! middleware hands it straight back.
+//! [`RateLimitStrategy`] treats such a rejection as fatal, so reqwest-retry
+//! hands it straight back. [`RetryMiddleware`], like the tower policy, waits
+//! the rejection's exact `retry_after` and tries again (within its retries
+//! and budget); nothing was sent, so this holds for a POST too.
 
 mod middleware;
 mod retry;
+mod retry_middleware;
 
 pub use middleware::RateLimitMiddleware;
 pub use retry::{Backoff, RateLimitStrategy};
+pub use retry_middleware::RetryMiddleware;
 
-use crate::{Error, RateLimited};
+use crate::{Error, RateLimited, Target};
+
+/// The routing target of a URL: its host, port (explicit or the scheme's
+/// default) and path.
+fn target(url: &reqwest::Url) -> Target<'_> {
+    Target::new(
+        url.host_str().unwrap_or(""),
+        url.port_or_known_default(),
+        url.path(),
+    )
+}
 
 /// The rate limiter's refusal inside a reqwest-middleware error, directly
 /// or wrapped by reqwest-retry.

@@ -1,51 +1,99 @@
-//! [`RateLimitStrategy`] (reqwest-retry's `RetryableStrategy`) and
-//! [`Backoff`] (its `RetryPolicy`).
+//! [`RateLimitStrategy`] (reqwest-retry's `RetryableStrategy`), [`Backoff`]
+//! (its `RetryPolicy`), and how reqwest's results read as a
+//! [`Failure`]: the one place both reqwest retry layers classify results.
 
 use std::time::{Duration, SystemTime};
 
-use reqwest_retry::{
-    default_on_request_failure, RetryDecision, RetryPolicy, Retryable, RetryableStrategy,
-};
+use reqwest_retry::{RetryDecision, RetryPolicy, Retryable, RetryableStrategy};
 
 use crate::backoff;
-use crate::Signal;
+use crate::retry::{decide, Failure};
+use crate::SignalConfig;
 
-/// Which outcomes are worth another try: 429, 503, 408, 502 and 504,
-/// connection errors and timeouts, other 5xx, and a 403 that says it is a
-/// rate limit (`Retry-After`, or a spent quota such as
-/// `x-ratelimit-remaining: 0`, as GitHub answers) are transient;
-/// other 4xx are fatal, and so is a rejection by the rate limiter itself.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RateLimitStrategy;
+/// Whether a response's request was safe to repeat, as
+/// [`RateLimitMiddleware`](super::RateLimitMiddleware) saw it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SafeRequest(pub bool);
 
-impl RateLimitStrategy {
-    fn classify(status: http::StatusCode, headers: &http::HeaderMap) -> Option<Retryable> {
-        if status.is_success() || status.is_redirection() || status.is_informational() {
-            return None;
+/// The failure a reqwest-middleware error stands for. reqwest's own
+/// `is_connect` comes first (no byte was sent, even when the connect timed
+/// out), then `is_timeout`; errors of other middleware are permanent unless
+/// they are tollgate's refusals.
+pub(crate) fn failure_of(err: &reqwest_middleware::Error) -> Failure {
+    match err {
+        reqwest_middleware::Error::Middleware(e) => match Failure::from_error(&**e) {
+            Failure::Transport => Failure::Permanent,
+            f => f,
+        },
+        reqwest_middleware::Error::Reqwest(e) if e.is_connect() => Failure::Connect,
+        reqwest_middleware::Error::Reqwest(e) if e.is_timeout() => Failure::Timeout,
+        reqwest_middleware::Error::Reqwest(e)
+            if e.is_builder() || e.is_body() || e.is_decode() || e.is_redirect() =>
+        {
+            Failure::Permanent
         }
-        let code = status.as_u16();
-        if backoff::is_transient(status) || status.is_server_error() {
-            return Some(Retryable::Transient);
-        }
-        // GitHub answers rate limits with 403 too; the signal reader knows
-        // which 403s those are.
-        let config = crate::SignalConfig::default();
-        if code == 403 && Signal::parse(status, headers, SystemTime::now(), &config).limited {
-            return Some(Retryable::Transient);
-        }
-        Some(Retryable::Fatal)
+        reqwest_middleware::Error::Reqwest(_) => Failure::Transport,
     }
 }
+
+/// The failure a response stands for, or `None` for a success.
+pub(crate) fn failure_of_response(
+    response: &reqwest::Response,
+    signals: &SignalConfig,
+) -> Option<Failure> {
+    Failure::from_response(
+        response.status(),
+        response.headers(),
+        SystemTime::now(),
+        signals,
+    )
+}
+
+/// reqwest-retry's `RetryableStrategy` with [`tollgate::retry`](crate::retry)'s
+/// table, as far as it can be applied without seeing the request.
+///
+/// reqwest-retry's strategy sees only the result. So
+/// [`RateLimitMiddleware`](super::RateLimitMiddleware), which must come
+/// after the retry middleware, tags every response with whether its
+/// request was safe to repeat, and the strategy reads the tag:
+///
+/// | failure | GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with `Idempotency-Key` or [`SafeToRetry`](crate::retry::SafeToRetry) | POST, PATCH, other, or untagged |
+/// |---|---|---|
+/// | connect error (`is_connect`: no byte sent) | transient | transient |
+/// | timeout, other transport error | **fatal** (an error carries no tag) | fatal |
+/// | 408, 502, 504, 503 without `Retry-After` | transient | fatal |
+/// | 429, 503 with `Retry-After`, 403 with `remaining: 0` | transient | transient |
+/// | the limiter's own refusal, anything else | fatal | fatal |
+///
+/// So through reqwest-retry a timeout is never retried, even for a GET;
+/// [`RetryMiddleware`](super::RetryMiddleware) sees the request and
+/// retries it. The limiter's refusal is fatal here because reqwest-retry's
+/// policy cannot wait its exact `retry_after`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateLimitStrategy;
 
 impl RetryableStrategy for RateLimitStrategy {
     fn handle(
         &self,
         res: &Result<reqwest::Response, reqwest_middleware::Error>,
     ) -> Option<Retryable> {
-        match res {
-            Ok(response) => Self::classify(response.status(), response.headers()),
-            Err(e) => default_on_request_failure(e),
+        let (failure, safe) = match res {
+            Ok(response) => (
+                failure_of_response(response, &SignalConfig::default())?,
+                response
+                    .extensions()
+                    .get::<SafeRequest>()
+                    .is_some_and(|s| s.0),
+            ),
+            Err(e) => (failure_of(e), false),
+        };
+        if matches!(failure, Failure::Refused(_) | Failure::InFlightFull) {
+            return Some(Retryable::Fatal);
         }
+        Some(match decide(&failure, safe) {
+            Some(_) => Retryable::Transient,
+            None => Retryable::Fatal,
+        })
     }
 }
 
@@ -76,55 +124,58 @@ impl RetryPolicy for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn response(code: u16, headers: &[(&str, &str)], safe: Option<bool>) -> reqwest::Response {
+        let mut b = http::Response::builder().status(code);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut r = reqwest::Response::from(b.body("").unwrap());
+        if let Some(s) = safe {
+            r.extensions_mut().insert(SafeRequest(s));
+        }
+        r
+    }
+
+    /// The strategy's answer by name (`Retryable` has no `Debug`).
+    fn verdict(r: reqwest::Response) -> &'static str {
+        match RateLimitStrategy.handle(&Ok(r)) {
+            Some(Retryable::Transient) => "transient",
+            Some(Retryable::Fatal) => "fatal",
+            None => "success",
+        }
+    }
 
     #[test]
-    fn classification() {
-        let none = HeaderMap::new();
-        let mut spent = HeaderMap::new();
-        spent.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
-        for code in [429, 503, 408, 502, 504, 500] {
-            let s = StatusCode::from_u16(code).unwrap();
-            assert!(
-                matches!(
-                    RateLimitStrategy::classify(s, &none),
-                    Some(Retryable::Transient)
-                ),
+    fn classification_follows_the_tag() {
+        for code in [408, 502, 503, 504] {
+            assert_eq!(
+                verdict(response(code, &[], Some(true))),
+                "transient",
                 "{code}"
             );
-        }
-        for code in [400, 401, 403, 404, 410, 422] {
-            let s = StatusCode::from_u16(code).unwrap();
-            assert!(
-                matches!(
-                    RateLimitStrategy::classify(s, &none),
-                    Some(Retryable::Fatal)
-                ),
-                "{code}"
+            assert_eq!(verdict(response(code, &[], Some(false))), "fatal", "{code}");
+            assert_eq!(
+                verdict(response(code, &[], None)),
+                "fatal",
+                "untagged {code}"
             );
         }
-        let mut secondary = HeaderMap::new();
-        secondary.insert("retry-after", HeaderValue::from_static("60"));
-        let mut reddit = HeaderMap::new();
-        reddit.insert("x-ratelimit-remaining", HeaderValue::from_static("0.0"));
-        let mut left = HeaderMap::new();
-        left.insert("x-ratelimit-remaining", HeaderValue::from_static("12"));
-        for (headers, transient) in [
-            (&spent, true),
-            (&secondary, true),
-            (&reddit, true),
-            (&left, false),
+        for (code, headers) in [
+            (429, &[][..]),
+            (503, &[("retry-after", "2")][..]),
+            (403, &[("x-ratelimit-remaining", "0")][..]),
         ] {
             assert_eq!(
-                matches!(
-                    RateLimitStrategy::classify(StatusCode::FORBIDDEN, headers),
-                    Some(Retryable::Transient)
-                ),
-                transient,
-                "{headers:?}"
+                verdict(response(code, headers, Some(false))),
+                "transient",
+                "{code}"
             );
         }
-        assert!(RateLimitStrategy::classify(StatusCode::OK, &none).is_none());
+        for code in [400, 401, 403, 404, 410, 422, 500, 501] {
+            assert_eq!(verdict(response(code, &[], Some(true))), "fatal", "{code}");
+        }
+        assert_eq!(verdict(response(200, &[], Some(true))), "success");
     }
 
     #[test]

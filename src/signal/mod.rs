@@ -277,6 +277,19 @@ pub fn may_signal(status: StatusCode, headers: &HeaderMap) -> bool {
         })
 }
 
+/// The server's own `Retry-After` alone (delay-seconds, an HTTP-date, or the
+/// forms met in practice, read at `now`), not capped: `None` when the header
+/// is absent, malformed, or given twice with different values. The retry
+/// rules use it to tell "503 with `Retry-After`" from a bare 503.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let mut values = headers.get_all(http::header::RETRY_AFTER).iter();
+    let first = values.next()?.to_str().ok()?.trim();
+    if values.any(|v| v.to_str().map(str::trim).ok() != Some(first)) {
+        return None;
+    }
+    values::retry_after(first, now)
+}
+
 /// The dialects with at least one header in `headers`.
 fn present(headers: &HeaderMap) -> Dialects {
     headers

@@ -28,6 +28,12 @@
 //! the limiter and waits for its slot (and for any `Retry-After` the server
 //! sent, which the layer turned into a deferral of the host's buckets).
 //!
+//! [`RetryPolicy`] repeats a POST or a PATCH only when the server cannot
+//! have processed it (a connect error, 429, 503 with `Retry-After`), never
+//! after a timeout, 502 or 504; it spends at most a
+//! [`RetryBudget`](crate::retry::RetryBudget) of retries per host. The table
+//! is in [`tollgate::retry`](crate::retry).
+//!
 //! # The request's host
 //!
 //! The layer routes by the URI's authority, else the `Host` header. A tonic
@@ -52,14 +58,16 @@
 //! the HTTP response still count. A permit ends when the response headers
 //! arrive, which for a streaming call is before the stream ends.
 
+mod body;
 mod future;
 mod layer;
 mod retry;
 mod service;
 
+pub use body::TryCloneBody;
 pub use future::ResponseFuture;
 pub use layer::{KeyedRateLimitLayer, RateLimitLayer};
-pub use retry::{RetryPolicy, TryCloneBody};
+pub use retry::RetryPolicy;
 pub use service::{KeyedRateLimit, RateLimit};
 
 /// The boxed error of tower services: a rejection is a

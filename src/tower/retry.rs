@@ -1,45 +1,80 @@
-//! [`RetryPolicy`]: a `tower::retry::Policy` with exponential backoff that
-//! honours `Retry-After`.
+//! [`RetryPolicy`]: a `tower::retry::Policy` that repeats only what is safe
+//! to repeat, within a budget, honouring `Retry-After`.
+//!
+//! It follows [`tollgate::retry`](crate::retry)'s table, which it shares
+//! with the reqwest adapters:
+//!
+//! | failure | GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with `Idempotency-Key` | POST, PATCH, other |
+//! |---|---|---|
+//! | connect error, `RateLimited`, `InFlightFull` | retry | retry |
+//! | timeout (`tower::timeout::error::Elapsed`, I/O `TimedOut`), other transport error | retry | no |
+//! | 408, 502, 504, 503 without `Retry-After` | retry | no |
+//! | 429, 503 with `Retry-After`, 403 with `remaining: 0` | retry | retry |
+//! | anything else | no | no |
+//!
+//! Errors are read along their `source()` chain: an I/O `ConnectionRefused`
+//! (or `AddrNotAvailable`, `HostUnreachable`, `NetworkUnreachable`), as
+//! hyper-util's connector reports a failed connect, is a connect error;
+//! an error the policy does not recognise counts as a transport error.
 
 use std::borrow::Borrow;
 use std::error::Error as StdError;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use crate::backoff::{is_transient, Backoff};
-use crate::signal::Dialect;
-use crate::{Error, RateLimited, Signal, SignalConfig};
+use super::TryCloneBody;
+use crate::backoff::Backoff;
+use crate::retry::{Attempted, Failure, RetryRules, SafeToRetry};
+use crate::{SignalConfig, Target};
 
-/// Retries transient failures: responses 429, 503, 502, 504 and 408, a
-/// 403 that [`Signal`] reads as a rate limit (GitHub's `Retry-After` or
-/// spent quota), and errors (connection failures, timeouts, and a source's rate-limit
-/// rejection), but not tollgate's configuration errors. The delay is the
-/// server's `Retry-After` (or the rejection's `retry_after`) when given,
-/// capped by [`SignalConfig::max_wait`], else [`Backoff`]'s
-/// `base · 2^attempt` with full jitter; after `max_retries` (default 3) it
-/// gives up and returns the last result. A request whose body cannot be
-/// cloned ([`TryCloneBody`]) is not retried.
+/// Retries what [`RetryRules`] allow: the delay is the server's
+/// `Retry-After` (or a refusal's `retry_after`) when given, capped by
+/// [`SignalConfig::max_wait`], else [`Backoff`]'s `base · 2^attempt` with
+/// full jitter; after `max_retries` (default 3), or when the
+/// [`RetryBudget`](crate::retry::RetryBudget) is spent, it returns the
+/// last result. A request whose body cannot be cloned ([`TryCloneBody`])
+/// is not retried.
 ///
-/// Sleeps on tokio's timer, so `tokio::time::pause()` makes tests instant.
+/// Each request pays into the budget when `tower::retry` first clones it.
+/// Clones of the policy share the budget. Sleeps on tokio's timer, so
+/// `tokio::time::pause()` makes tests instant.
+///
+/// ```
+/// use tollgate::retry::{RetryBudget, RetryRules};
+/// use tollgate::tower::RetryPolicy;
+///
+/// # fn main() -> Result<(), tollgate::Error> {
+/// let budget = RetryBudget::new(0.1, 1.0, std::time::Duration::from_secs(10))?;
+/// let policy = RetryPolicy::with_rules(RetryRules::default().budget(budget));
+/// let layer = tower::retry::RetryLayer::new(policy);
+/// # let _ = layer; Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct RetryPolicy {
-    backoff: Backoff,
-    signals: SignalConfig,
+    rules: RetryRules,
     attempt: u32,
 }
 
 impl RetryPolicy {
-    /// A policy with this backoff schedule.
+    /// A policy with this backoff schedule and the default rules.
     pub fn new(backoff: Backoff) -> Self {
-        RetryPolicy {
-            backoff,
-            ..Self::default()
-        }
+        Self::with_rules(RetryRules::new(backoff))
+    }
+
+    /// A policy that follows `rules` (shared with the reqwest adapter if
+    /// you like: clone them).
+    pub fn with_rules(rules: RetryRules) -> Self {
+        RetryPolicy { rules, attempt: 0 }
     }
 
     /// The cap on server-given waits (and the other signal settings).
     pub fn signals(mut self, signals: SignalConfig) -> Self {
-        self.signals = signals;
+        self.rules = self.rules.signals(signals);
         self
+    }
+
+    /// The rules this policy follows.
+    pub fn rules(&self) -> &RetryRules {
+        &self.rules
     }
 
     /// Retries made so far for this request.
@@ -48,11 +83,12 @@ impl RetryPolicy {
     }
 }
 
-impl RetryPolicy {
-    fn next_delay(&mut self, server_wait: Option<Duration>) -> Option<Duration> {
-        let backoff = self.backoff.delay(self.attempt)?;
-        self.attempt += 1;
-        Some(server_wait.map_or(backoff, |w| w.min(self.signals.max_wait)))
+fn attempted<B>(req: &http::Request<B>) -> Attempted<'_> {
+    Attempted {
+        method: req.method(),
+        headers: req.headers(),
+        target: Target::from_request(req),
+        marked: req.extensions().get::<SafeToRetry>().is_some(),
     }
 }
 
@@ -65,54 +101,34 @@ where
 
     fn retry(
         &mut self,
-        _request: &mut http::Request<B>,
+        request: &mut http::Request<B>,
         result: &mut Result<http::Response<ResB>, E>,
     ) -> Option<Self::Future> {
-        let server_wait = match result {
-            Ok(response)
-                if is_transient(response.status())
-                    || response.status() == http::StatusCode::FORBIDDEN =>
-            {
-                let s = Signal::parse(
-                    response.status(),
-                    response.headers(),
-                    SystemTime::now(),
-                    &self.signals,
-                );
-                if response.status() == http::StatusCode::FORBIDDEN && !s.limited {
-                    return None; // a 403 that is not about rate limits
-                }
-                // Only an explicit wait wins over the schedule; the default
-                // wait of a bare 429 is the registry's business.
-                s.dialects
-                    .contains(Dialect::RetryAfter)
-                    .then_some(s.retry_after)
-                    .flatten()
-            }
-            Ok(_) => return None,
+        let failure = match result {
+            Ok(response) => Failure::from_response(
+                response.status(),
+                response.headers(),
+                SystemTime::now(),
+                self.rules.signal_config(),
+            )?,
             Err(e) => {
                 let e: &(dyn StdError + Send + Sync) = (*e).borrow();
-                if let Some(r) = e.downcast_ref::<RateLimited>() {
-                    Some(r.retry_after())
-                } else if let Some(Error::InFlightFull { .. }) = e.downcast_ref::<Error>() {
-                    None // a slot frees when a response arrives: the schedule decides
-                } else if e.downcast_ref::<Error>().is_some() {
-                    return None;
-                } else {
-                    None
-                }
+                Failure::from_error(e)
             }
         };
-        let delay = self.next_delay(server_wait)?;
-        tracing::debug!(
-            attempt = self.attempt,
-            delay_ms = delay.as_secs_f64() * 1e3,
-            "retrying"
-        );
+        let delay = self
+            .rules
+            .next_retry(&attempted(request), &failure, self.attempt)?;
+        self.attempt += 1;
         Some(tokio::time::sleep(delay))
     }
 
     fn clone_request(&mut self, request: &http::Request<B>) -> Option<http::Request<B>> {
+        // `tower::retry` clones each request once before its first call (on
+        // a policy that has made no retries) and once before each retry.
+        if self.attempt == 0 {
+            self.rules.started(&attempted(request));
+        }
         let body = request.body().try_clone_body()?;
         let mut clone = http::Request::new(body);
         *clone.method_mut() = request.method().clone();
@@ -121,33 +137,5 @@ where
         *clone.headers_mut() = request.headers().clone();
         *clone.extensions_mut() = request.extensions().clone();
         Some(clone)
-    }
-}
-
-/// A request body that may be copied for a retry. A streaming body that
-/// cannot be replayed returns `None`, and its request is not retried.
-pub trait TryCloneBody: Sized {
-    /// A copy of the body, if it can be made.
-    fn try_clone_body(&self) -> Option<Self>;
-}
-
-macro_rules! clone_body {
-    ($($t:ty),*) => {$(
-        impl TryCloneBody for $t {
-            fn try_clone_body(&self) -> Option<Self> {
-                Some(self.clone())
-            }
-        }
-    )*};
-}
-
-clone_body!((), String, Vec<u8>, &'static str, &'static [u8]);
-
-impl<T: TryCloneBody> TryCloneBody for Option<T> {
-    fn try_clone_body(&self) -> Option<Self> {
-        match self {
-            None => Some(None),
-            Some(b) => b.try_clone_body().map(Some),
-        }
     }
 }
