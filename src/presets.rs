@@ -117,7 +117,9 @@ pub fn mangadex() -> Source {
         .host("api.mangadex.org")
 }
 
-/// GitHub REST, authenticated: 5,000 requests an hour, for `api.github.com`.
+/// GitHub REST, authenticated: 5,000 requests an hour, and the secondary
+/// limit's 900 points a minute (a GET costs 1 point, a write 5, through a
+/// [`Price`](crate::Price)), for `api.github.com`.
 ///
 /// Source: docs.github.com, REST rate limits, read November 2026: 5,000/h
 /// authenticated (15,000/h on Enterprise Cloud, 1,000/h per repository for
@@ -125,7 +127,25 @@ pub fn mangadex() -> Source {
 pub fn github() -> Source {
     Source::new("github")
         .try_limit(policy("5000/h"))
+        .try_priced_limit(github_points())
+        .price(github_price())
         .host("api.github.com")
+}
+
+/// GitHub's secondary limit on REST: at most 900 points in any minute,
+/// where a GET (or HEAD, OPTIONS) costs 1 point and a write 5. The burst of
+/// 5 lets one write through; with it, the bound of any minute is 900
+/// points (the window bound is strict, and points are whole numbers).
+///
+/// Source: docs.github.com, REST secondary rate limits, read November 2026.
+fn github_points() -> Result<Policy, Error> {
+    window(900, 60).and_then(|p| p.burst(5.0))
+}
+
+/// Points per request under GitHub's secondary limit (the hourly quota
+/// counts requests).
+fn github_price() -> crate::Price {
+    crate::Price::new().writes(5.0)
 }
 
 /// GitHub REST, unauthenticated: 60 requests an hour, per IP.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 
-use super::buckets::{Buckets, Taken};
+use super::buckets::{Buckets, Cost, Taken};
 use super::{OnLimit, Registry, Target, Unknown};
 use crate::clock::{Clock, Sleep, Timestamp};
 use crate::Error;
@@ -117,6 +117,7 @@ impl Registry {
             return Ok(());
         };
         let state = &self.inner.sources[i];
+        let cost = state.context.cost_of(target, tokens);
         let take = |b: &Buckets| -> Result<Timestamp, Error> {
             if b.in_flight
                 .as_ref()
@@ -124,7 +125,7 @@ impl Registry {
             {
                 return Err(in_flight_full(b));
             }
-            b.try_take(tokens).map_err(|e| name_refusal(e, b))
+            b.try_take(cost).map_err(|e| name_refusal(e, b))
         };
         match &state.hosts {
             None => take(&state.shared),
@@ -147,12 +148,13 @@ impl Registry {
                 self.inner.clock.now(),
             )));
         };
-        match take_now(self.buckets_for(i, target.host()), tokens) {
+        let cost = self.inner.sources[i].context.cost_of(target, tokens);
+        match take_now(self.buckets_for(i, target.host()), cost) {
             Ok(permit) => Ok(Admission::Ready(permit)),
             Err((Error::RateLimited(_) | Error::InFlightFull { .. }, buckets))
                 if buckets.context.on_limit != OnLimit::Reject =>
             {
-                Ok(Admission::Wait(Acquire::new(buckets, tokens)))
+                Ok(Admission::Wait(Acquire::new(buckets, cost)))
             }
             Err((e, _)) => Err(e),
         }
@@ -166,7 +168,8 @@ impl Registry {
         let Some(i) = self.route(target)? else {
             return Ok(Permit::pass_through(self.inner.clock.now()));
         };
-        take_now(self.buckets_for(i, target.host()), tokens).map_err(|(e, _)| e)
+        let cost = self.inner.sources[i].context.cost_of(target, tokens);
+        take_now(self.buckets_for(i, target.host()), cost).map_err(|(e, _)| e)
     }
 
     /// Admits a request of `tokens` to `target`, waiting for its slot as its
@@ -175,25 +178,28 @@ impl Registry {
     /// back.
     pub fn acquire(&self, target: &Target<'_>, tokens: f64) -> Acquire {
         match self.route(target) {
-            Ok(Some(i)) => Acquire::new(self.buckets_for(i, target.host()), tokens),
+            Ok(Some(i)) => {
+                let cost = self.inner.sources[i].context.cost_of(target, tokens);
+                Acquire::new(self.buckets_for(i, target.host()), cost)
+            }
             Ok(None) => Acquire::done(Ok(Permit::pass_through(self.inner.clock.now()))),
             Err(e) => Acquire::done(Err(e)),
         }
     }
 
     pub(super) fn acquire_on(&self, i: usize, tokens: f64) -> Acquire {
-        Acquire::new(self.inner.sources[i].shared.clone(), tokens)
+        Acquire::new(self.inner.sources[i].shared.clone(), Cost::plain(tokens))
     }
 
     pub(super) fn try_acquire_on(&self, i: usize, tokens: f64) -> Result<Permit, Error> {
-        take_now(self.inner.sources[i].shared.clone(), tokens).map_err(|(e, _)| e)
+        take_now(self.inner.sources[i].shared.clone(), Cost::plain(tokens)).map_err(|(e, _)| e)
     }
 }
 
 /// Takes an in-flight slot (if capped) and `tokens` now, or neither; a
 /// refusal hands the set back for a wait.
 #[inline]
-fn take_now(buckets: Arc<Buckets>, tokens: f64) -> Result<Permit, (Error, Arc<Buckets>)> {
+fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Error, Arc<Buckets>)> {
     let in_flight = match &buckets.in_flight {
         None => None,
         Some(sem) => match sem.clone().try_acquire_owned() {
@@ -201,7 +207,7 @@ fn take_now(buckets: Arc<Buckets>, tokens: f64) -> Result<Permit, (Error, Arc<Bu
             Err(_) => return Err((in_flight_full(&buckets), buckets)),
         },
     };
-    match buckets.try_take(tokens) {
+    match buckets.try_take(cost) {
         Ok(at) => Ok(Permit::new(buckets, in_flight, Duration::ZERO, at)),
         Err(e) => Err((name_refusal(e, &buckets), buckets)),
     }
@@ -229,7 +235,7 @@ type InFlightWait =
 #[must_use = "futures do nothing unless awaited; dropping it gives its tokens back"]
 pub struct Acquire {
     buckets: Option<Arc<Buckets>>,
-    tokens: f64,
+    cost: Cost,
     start: Timestamp,
     state: State,
 }
@@ -259,11 +265,11 @@ enum State {
 }
 
 impl Acquire {
-    fn new(buckets: Arc<Buckets>, tokens: f64) -> Self {
+    fn new(buckets: Arc<Buckets>, cost: Cost) -> Self {
         Acquire {
             start: buckets.clock().now(),
             buckets: Some(buckets),
-            tokens,
+            cost,
             state: State::Start,
         }
     }
@@ -271,7 +277,7 @@ impl Acquire {
     fn done(result: Result<Permit, Error>) -> Self {
         Acquire {
             buckets: None,
-            tokens: 0.0,
+            cost: Cost::plain(0.0),
             start: Timestamp::ZERO,
             state: State::Decided(Some(result)),
         }
@@ -337,7 +343,7 @@ impl Acquire {
                     } else {
                         (self.start + max_wait).saturating_duration_since(clock.now())
                     };
-                    let taken = match buckets.reserve(self.tokens, left) {
+                    let taken = match buckets.reserve(self.cost, left) {
                         Ok(t) => t,
                         Err(e) => return Poll::Ready(Err(name_refusal(e, buckets))),
                     };
@@ -349,7 +355,7 @@ impl Acquire {
                     tracing::debug!(
                         source = &**buckets.source(),
                         host = buckets.host.as_deref().unwrap_or(""),
-                        tokens = self.tokens,
+                        tokens = self.cost.requests,
                         wait_ms = taken.slot.saturating_duration_since(now).as_secs_f64() * 1e3,
                         "waiting for a rate-limit slot"
                     );
@@ -430,7 +436,7 @@ impl fmt::Debug for Acquire {
         };
         f.debug_struct("Acquire")
             .field("source", &self.source())
-            .field("tokens", &self.tokens)
+            .field("tokens", &self.cost.requests)
             .field("state", &state)
             .finish()
     }

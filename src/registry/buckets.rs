@@ -30,6 +30,10 @@ pub(crate) struct SourceContext {
     pub on_limit: OnLimit,
     pub max_in_flight: Option<usize>,
     pub signals: SignalConfig,
+    pub price: Option<super::Price>,
+    /// Which limits the price weighs (bit `i` for limit `i`); the others
+    /// count requests.
+    pub priced: u64,
     config: Mutex<SourceConfig>,
     /// Bumped under `config` after every change, so a set made from an
     /// older configuration can tell and catch up.
@@ -42,6 +46,8 @@ impl SourceContext {
         on_limit: OnLimit,
         max_in_flight: Option<usize>,
         signals: SignalConfig,
+        price: Option<super::Price>,
+        priced: u64,
         config: SourceConfig,
     ) -> Self {
         SourceContext {
@@ -49,6 +55,8 @@ impl SourceContext {
             on_limit,
             max_in_flight,
             signals,
+            price,
+            priced,
             config: Mutex::new(config),
             version: AtomicU64::new(0),
         }
@@ -67,6 +75,19 @@ impl SourceContext {
 
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
+    }
+
+    /// What a request of weight `tokens` to `target` costs: `tokens` from a
+    /// limit that counts requests, `tokens` times its price from a priced one.
+    #[inline]
+    pub fn cost_of(&self, target: &super::Target<'_>, tokens: f64) -> Cost {
+        match &self.price {
+            None => Cost::plain(tokens),
+            Some(p) => Cost {
+                requests: tokens,
+                priced: tokens * p.of(target.method(), target.path()),
+            },
+        }
     }
 }
 
@@ -131,6 +152,24 @@ impl SourceConfig {
     }
 }
 
+/// What a request takes: `requests` from a limit that counts requests,
+/// `priced` from a limit its source's [`Price`](super::Price) weighs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Cost {
+    pub requests: f64,
+    pub priced: f64,
+}
+
+impl Cost {
+    /// The same weight from every limit.
+    pub fn plain(tokens: f64) -> Cost {
+        Cost {
+            requests: tokens,
+            priced: tokens,
+        }
+    }
+}
+
 /// The buckets of one source for one host (or for the whole source).
 pub(crate) struct Buckets {
     pub context: Arc<SourceContext>,
@@ -144,6 +183,8 @@ pub(crate) struct Buckets {
     /// The first limit inline (most sources have one), the rest behind it.
     first: TokenBucket<SharedClock>,
     rest: Box<[TokenBucket<SharedClock>]>,
+    /// Which limits are priced (a copy of the source's, read per request).
+    priced: u64,
     pub in_flight: Option<Arc<Semaphore>>,
 }
 
@@ -173,6 +214,7 @@ impl Buckets {
             lowered: AtomicBool::new(false),
             first: bucket(&policies[0]),
             rest: policies[1..].iter().map(bucket).collect(),
+            priced: context.priced,
             in_flight: context.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             context,
         }
@@ -213,21 +255,33 @@ impl Buckets {
         std::iter::once(&self.first).chain(self.rest.iter())
     }
 
-    /// Takes `tokens` from every limit now, or from none; returns the time
+    /// What limit `i` takes of `cost`.
+    #[inline]
+    fn weight(&self, i: usize, cost: Cost) -> f64 {
+        if (self.priced >> i) & 1 == 1 {
+            cost.priced
+        } else {
+            cost.requests
+        }
+    }
+
+    /// Takes `cost` from every limit now, or from none; returns the time
     /// of admission.
     #[inline]
-    pub fn try_take(&self, tokens: f64) -> Result<Timestamp, Error> {
+    pub fn try_take(&self, cost: Cost) -> Result<Timestamp, Error> {
         if self.rest.is_empty() {
-            return self.first.try_acquire_now(tokens);
+            return self.first.try_acquire_now(self.weight(0, cost));
         }
-        Ok(self.reserve(tokens, Duration::ZERO)?.slot)
+        Ok(self.reserve(cost, Duration::ZERO)?.slot)
     }
 
     /// Takes the latest slot among all limits, if within `max_wait`, from
     /// every limit at that slot; otherwise takes nothing.
-    pub fn reserve(&self, tokens: f64, max_wait: Duration) -> Result<Taken, Error> {
+    pub fn reserve(&self, cost: Cost, max_wait: Duration) -> Result<Taken, Error> {
         if self.rest.is_empty() {
-            let t = self.first.reserve_ticket(tokens, None, max_wait)?;
+            let t = self
+                .first
+                .reserve_ticket(self.weight(0, cost), None, max_wait)?;
             return Ok(Taken {
                 slot: t.slot(),
                 first: t,
@@ -238,16 +292,16 @@ impl Buckets {
         'retry: loop {
             let now = self.clock().now();
             let mut slot = now;
-            for b in self.limits() {
-                slot = slot.max(b.peek_slot(tokens, now)?);
+            for (i, b) in self.limits().enumerate() {
+                slot = slot.max(b.peek_slot(self.weight(i, cost), now)?);
             }
             let wait = slot.as_nanos() - now.as_nanos();
             if wait > max_wait_ns {
                 return Err(Error::RateLimited(RateLimited::from_nanos(wait)));
             }
             let mut tickets = Vec::with_capacity(1 + self.rest.len());
-            for b in self.limits() {
-                match b.reserve_ticket(tokens, Some(slot), Duration::MAX) {
+            for (i, b) in self.limits().enumerate() {
+                match b.reserve_ticket(self.weight(i, cost), Some(slot), Duration::MAX) {
                     Ok(t) if t.slot() == slot => tickets.push(t),
                     other => {
                         // Another caller moved a bucket between the look and

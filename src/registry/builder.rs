@@ -115,6 +115,8 @@ impl RegistryBuilder {
                 s.on_limit,
                 s.max_in_flight,
                 s.signals.unwrap_or(self.signals),
+                s.price.clone(),
+                priced_mask(s),
                 config,
             ));
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
@@ -152,6 +154,17 @@ impl RegistryBuilder {
     }
 }
 
+/// Which limits a source's price weighs: those marked, or all when none is.
+fn priced_mask(s: &Source) -> u64 {
+    if s.price.is_none() {
+        return 0;
+    }
+    if s.priced.is_empty() {
+        return u64::MAX;
+    }
+    s.priced.iter().fold(0, |m, &i| m | (1u64 << i))
+}
+
 /// The checks of one source against those before it.
 fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Result<(), Error> {
     if s.name.trim().is_empty() {
@@ -170,6 +183,19 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
         signals
             .validate()
             .map_err(|e| Error::config(at(), format!("its signal settings: {e}")))?;
+    }
+    if s.limits.len() > 64 {
+        return Err(Error::config(at(), "a source holds at most 64 limits"));
+    }
+    if let Some(price) = &s.price {
+        let mask = priced_mask(s);
+        let weighed: Vec<_> = (0..s.limits.len())
+            .filter(|i| (mask >> i) & 1 == 1)
+            .map(|i| s.limits[i])
+            .collect();
+        price
+            .check(&weighed)
+            .map_err(|reason| Error::config(at(), reason))?;
     }
     if let Some(e) = &s.invalid {
         return Err(Error::config(

@@ -39,6 +39,7 @@
 //! | `control.rs` | runtime changes: [`Registry::set_policy`], [`Registry::slow_down`], [`SourceHandle`] |
 //! | `snapshot.rs` | [`Registry::snapshot`] |
 //! | `source.rs` | [`Source`], the public description of a source |
+//! | `price.rs` | [`Price`]: tokens per request, by method and path |
 //! | `config.rs` | TOML configuration (feature `serde`) |
 //!
 //! # Lock order
@@ -76,6 +77,7 @@ pub mod config;
 mod control;
 mod hosts;
 mod permit;
+mod price;
 pub mod rules;
 mod snapshot;
 mod source;
@@ -85,6 +87,7 @@ pub use builder::{RegistryBuilder, UnknownHost};
 pub use control::SourceHandle;
 pub use hosts::{DEFAULT_MAX_HOSTS, SWEEP_EVERY};
 pub use permit::Permit;
+pub use price::Price;
 pub use rules::Target;
 pub use snapshot::{BucketSnapshot, SourceSnapshot};
 pub use source::{OnLimit, Scope, Source};

@@ -20,12 +20,14 @@ use std::collections::HashMap;
 use crate::Error;
 
 /// A request as the router sees it: host, port (explicit or the scheme's
-/// default) and path. Build one with [`Target::new`] or from an `http::Uri`.
+/// default), path, and (for pricing, see [`Price`](super::Price)) its
+/// method. Build one with [`Target::new`] or from an `http::Uri` or request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target<'a> {
     host: Cow<'a, str>,
     port: Option<u16>,
     path: &'a str,
+    method: Option<&'a http::Method>,
 }
 
 impl<'a> Target<'a> {
@@ -35,7 +37,15 @@ impl<'a> Target<'a> {
             host: normalize_host(host),
             port,
             path,
+            method: None,
         }
+    }
+
+    /// The same target for a request with `method` (which a source's
+    /// [`Price`](super::Price) may weigh).
+    pub fn with_method(mut self, method: &'a http::Method) -> Self {
+        self.method = Some(method);
+        self
     }
 
     /// The target of a URI: its host, explicit port or the scheme's default,
@@ -55,7 +65,7 @@ impl<'a> Target<'a> {
     pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
         let uri = req.uri();
         if uri.authority().is_some() {
-            return Self::from_uri(uri);
+            return Self::from_uri(uri).with_method(req.method());
         }
         let host_header = req
             .headers()
@@ -64,7 +74,13 @@ impl<'a> Target<'a> {
             .unwrap_or("");
         let (host, port) = split_host_port(host_header);
         let port = port.or_else(|| uri.scheme_str().and_then(default_port));
-        Target::new(host, port, uri.path())
+        Target::new(host, port, uri.path()).with_method(req.method())
+    }
+
+    /// The request's method, when the target was made from a request or
+    /// given one.
+    pub fn method(&self) -> Option<&http::Method> {
+        self.method
     }
 
     /// The normalised host (empty when the request named none).

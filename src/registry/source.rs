@@ -79,6 +79,9 @@ pub struct Source {
     pub(crate) invalid: Option<Error>,
     /// How this source reads servers' signals, when not the registry's way.
     pub(crate) signals: Option<crate::SignalConfig>,
+    pub(crate) price: Option<super::Price>,
+    /// Which limits the price weighs, by position (none marked: all).
+    pub(crate) priced: Vec<usize>,
 }
 
 impl Source {
@@ -94,6 +97,8 @@ impl Source {
             on_limit: OnLimit::default(),
             invalid: None,
             signals: None,
+            price: None,
+            priced: Vec::new(),
         }
     }
 
@@ -101,6 +106,24 @@ impl Source {
     pub fn limit(mut self, policy: Policy) -> Self {
         self.limits.push(policy);
         self
+    }
+
+    /// Adds a limit counted in the source's [`price`](Self::price) (points)
+    /// rather than in requests, beside limits that count requests: GitHub's
+    /// hourly quota counts requests, its secondary limit points.
+    pub fn priced_limit(mut self, policy: Policy) -> Self {
+        self.priced.push(self.limits.len());
+        self.limits.push(policy);
+        self
+    }
+
+    /// [`priced_limit`](Self::priced_limit) for a limit that may have failed
+    /// to build (see [`try_limit`](Self::try_limit)).
+    pub fn try_priced_limit(self, policy: Result<Policy, Error>) -> Self {
+        match policy {
+            Ok(p) => self.priced_limit(p),
+            Err(e) => self.try_limit(Err(e)),
+        }
     }
 
     /// Adds a limit that may have failed to build; a failure is kept and
@@ -156,6 +179,16 @@ impl Source {
     /// registry is built.
     pub fn signals(mut self, config: crate::SignalConfig) -> Self {
         self.signals = Some(config);
+        self
+    }
+
+    /// Prices requests by method and path (see [`Price`](super::Price)): a
+    /// request takes its price from each limit added with
+    /// [`priced_limit`](Self::priced_limit), or from every limit when none
+    /// was. Checked when the registry is built: every cost must fit the
+    /// burst of every limit it weighs.
+    pub fn price(mut self, price: super::Price) -> Self {
+        self.price = Some(price);
         self
     }
 

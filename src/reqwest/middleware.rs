@@ -43,7 +43,7 @@ impl Middleware for RateLimitMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<reqwest::Response> {
-        let target = super::target(req.url());
+        let target = super::target(req.url(), req.method());
         // `acquire` admits at once without allocating when it can; the
         // tower layer splits the two steps only to avoid boxing its future.
         let permit = self.registry.acquire(&target, 1.0).await.map_err(refusal)?;

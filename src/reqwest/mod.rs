@@ -109,12 +109,13 @@ use crate::{Error, RateLimited, Target};
 
 /// The routing target of a URL: its host, port (explicit or the scheme's
 /// default) and path.
-fn target(url: &reqwest::Url) -> Target<'_> {
+fn target<'a>(url: &'a reqwest::Url, method: &'a http::Method) -> Target<'a> {
     Target::new(
         url.host_str().unwrap_or(""),
         url.port_or_known_default(),
         url.path(),
     )
+    .with_method(method)
 }
 
 /// The rate limiter's refusal inside a reqwest-middleware error, directly

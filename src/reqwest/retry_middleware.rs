@@ -72,7 +72,7 @@ impl Middleware for RetryMiddleware {
         let attempted = Attempted {
             method: req.method(),
             headers: req.headers(),
-            target: super::target(req.url()),
+            target: super::target(req.url(), req.method()),
             marked: extensions.get::<SafeToRetry>().is_some(),
         };
         self.rules.started(&attempted);
