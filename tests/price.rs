@@ -49,7 +49,7 @@ fn the_github_preset_carries_the_secondary_limit_and_its_price() {
         .unwrap();
     let post = Method::POST;
     let target = Target::new("api.github.com", Some(443), "/repos/a/b/issues").with_method(&post);
-    registry.try_acquire(&target, 1.0).unwrap();
+    let _permit = registry.try_acquire(&target, 1.0).unwrap();
 }
 
 /// Tries a request every `step` for `span`, each with the method `pick`
