@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 
 use super::buckets::{Buckets, Cost, Taken};
+use super::meters::Refusal;
 use super::{OnLimit, Registry, Target, Unknown};
 use crate::clock::{Clock, Sleep, Timestamp};
 use crate::Error;
@@ -118,14 +119,18 @@ impl Registry {
         };
         let state = &self.inner.sources[i];
         let cost = state.context.cost_of(target, tokens);
+        if state.context.shadow {
+            let b = self.buckets_for(i, target.host());
+            return shadow_take(b, cost).map(drop).map_err(|(e, _)| e);
+        }
         let take = |b: &Buckets| -> Result<Timestamp, Error> {
             if b.in_flight
                 .as_ref()
                 .is_some_and(|s| s.available_permits() == 0)
             {
-                return Err(in_flight_full(b));
+                return Err(refused(b, in_flight_full(b)));
             }
-            b.try_take(cost).map_err(|e| name_refusal(e, b))
+            b.try_take(cost).map_err(|e| refused(b, name_refusal(e, b)))
         };
         match &state.hosts {
             None => take(&state.shared),
@@ -156,7 +161,7 @@ impl Registry {
             {
                 Ok(Admission::Wait(Acquire::new(buckets, cost)))
             }
-            Err((e, _)) => Err(e),
+            Err((e, buckets)) => Err(refused(&buckets, e)),
         }
     }
 
@@ -169,7 +174,7 @@ impl Registry {
             return Ok(Permit::pass_through(self.inner.clock.now()));
         };
         let cost = self.inner.sources[i].context.cost_of(target, tokens);
-        take_now(self.buckets_for(i, target.host()), cost).map_err(|(e, _)| e)
+        take_now(self.buckets_for(i, target.host()), cost).map_err(|(e, b)| refused(&b, e))
     }
 
     /// Admits a request of `tokens` to `target`, waiting for its slot as its
@@ -192,7 +197,8 @@ impl Registry {
     }
 
     pub(super) fn try_acquire_on(&self, i: usize, tokens: f64) -> Result<Permit, Error> {
-        take_now(self.inner.sources[i].shared.clone(), Cost::plain(tokens)).map_err(|(e, _)| e)
+        take_now(self.inner.sources[i].shared.clone(), Cost::plain(tokens))
+            .map_err(|(e, b)| refused(&b, e))
     }
 }
 
@@ -200,6 +206,9 @@ impl Registry {
 /// refusal hands the set back for a wait.
 #[inline]
 fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Error, Arc<Buckets>)> {
+    if buckets.context.shadow {
+        return shadow_take(buckets, cost);
+    }
     let in_flight = match &buckets.in_flight {
         None => None,
         Some(sem) => match sem.clone().try_acquire_owned() {
@@ -211,6 +220,45 @@ fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Error, Arc<Buc
         Ok(at) => Ok(Permit::new(buckets, in_flight, Duration::ZERO, at)),
         Err(e) => Err((name_refusal(e, &buckets), buckets)),
     }
+}
+
+/// Shadow mode: takes what an enforcing source would (so later figures
+/// follow the same schedule), counts what it would have delayed or refused,
+/// and admits now. Only bad input is an error.
+fn shadow_take(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Error, Arc<Buckets>)> {
+    let meters = &buckets.context.meters;
+    let max_wait = buckets.context.on_limit.max_wait();
+    let in_flight = buckets
+        .in_flight
+        .as_ref()
+        .and_then(|s| s.clone().try_acquire_owned().ok());
+    let over = buckets.in_flight.is_some() && in_flight.is_none();
+    let now = buckets.clock().now();
+    match buckets.reserve(cost, max_wait) {
+        Ok(taken) => {
+            let wait = taken.slot.saturating_duration_since(now);
+            if !wait.is_zero() {
+                meters.would_wait(wait);
+            } else if over && max_wait.is_zero() {
+                meters.would_refuse();
+            } else if over {
+                meters.would_wait(Duration::ZERO);
+            }
+        }
+        Err(Error::RateLimited(_)) => meters.would_refuse(),
+        Err(e) => return Err((e, buckets)),
+    }
+    Ok(Permit::new(buckets, in_flight, Duration::ZERO, now))
+}
+
+/// Counts a refusal that goes back to the caller.
+fn refused(b: &Buckets, e: Error) -> Error {
+    match &e {
+        Error::RateLimited(_) => b.context.meters.refused(Refusal::Rate),
+        Error::InFlightFull { .. } => b.context.meters.refused(Refusal::InFlight),
+        _ => {}
+    }
+    e
 }
 
 pub(super) fn in_flight_full(b: &Buckets) -> Error {
@@ -301,6 +349,10 @@ impl Acquire {
         let max_wait = buckets.context.on_limit.max_wait();
         loop {
             match &mut self.state {
+                State::Start if buckets.context.shadow => {
+                    let admitted = shadow_take(buckets.clone(), self.cost);
+                    return Poll::Ready(admitted.map_err(|(e, _)| e));
+                }
                 State::Start => {
                     // The in-flight slot first: a request must go at its rate
                     // slot, not after it, or the window bound would not hold.
@@ -313,7 +365,7 @@ impl Acquire {
                         continue;
                     }
                     if max_wait.is_zero() {
-                        return Poll::Ready(Err(in_flight_full(buckets)));
+                        return Poll::Ready(Err(refused(buckets, in_flight_full(buckets))));
                     }
                     let timeout = (max_wait != Duration::MAX)
                         .then(|| clock.sleep_until(self.start + max_wait));
@@ -326,13 +378,15 @@ impl Acquire {
                     if let Poll::Ready(got) = wait.as_mut().poll(cx) {
                         match got {
                             Ok(p) => self.state = State::Reserve { in_flight: Some(p) },
-                            Err(_) => return Poll::Ready(Err(in_flight_full(buckets))),
+                            Err(_) => {
+                                return Poll::Ready(Err(refused(buckets, in_flight_full(buckets))))
+                            }
                         }
                         continue;
                     }
                     if let Some(t) = timeout {
                         if t.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Err(in_flight_full(buckets)));
+                            return Poll::Ready(Err(refused(buckets, in_flight_full(buckets))));
                         }
                     }
                     return Poll::Pending;
@@ -345,7 +399,9 @@ impl Acquire {
                     };
                     let taken = match buckets.reserve(self.cost, left) {
                         Ok(t) => t,
-                        Err(e) => return Poll::Ready(Err(name_refusal(e, buckets))),
+                        Err(e) => {
+                            return Poll::Ready(Err(refused(buckets, name_refusal(e, buckets))))
+                        }
                     };
                     let now = clock.now();
                     let in_flight = in_flight.take();

@@ -34,6 +34,9 @@ pub(crate) struct SourceContext {
     /// Which limits the price weighs (bit `i` for limit `i`); the others
     /// count requests.
     pub priced: u64,
+    /// Shadow mode: measure what enforcing would do, enforce nothing.
+    pub shadow: bool,
+    pub meters: super::meters::Meters,
     config: Mutex<SourceConfig>,
     /// Bumped under `config` after every change, so a set made from an
     /// older configuration can tell and catch up.
@@ -48,9 +51,12 @@ impl SourceContext {
         signals: SignalConfig,
         price: Option<super::Price>,
         priced: u64,
+        shadow: bool,
         config: SourceConfig,
     ) -> Self {
         SourceContext {
+            meters: super::meters::Meters::new(&name),
+            shadow,
             name,
             on_limit,
             max_in_flight,

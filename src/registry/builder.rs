@@ -33,6 +33,7 @@ pub struct RegistryBuilder {
     clock: Option<SharedClock>,
     pub(super) max_hosts: Option<usize>,
     signals: SignalConfig,
+    shadow: bool,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -78,6 +79,13 @@ impl RegistryBuilder {
         self
     }
 
+    /// Shadow mode for every source (see [`Source::shadow`]): measure,
+    /// enforce nothing.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
     /// How server signals are read and applied (caps, safety factor, floor).
     pub fn signals(mut self, config: SignalConfig) -> Self {
         self.signals = config;
@@ -117,6 +125,7 @@ impl RegistryBuilder {
                 s.signals.unwrap_or(self.signals),
                 s.price.clone(),
                 priced_mask(s),
+                s.shadow || self.shadow,
                 config,
             ));
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));

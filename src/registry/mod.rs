@@ -38,6 +38,7 @@
 //! | `permit.rs` | [`Permit`], and applying what a server said ([`Permit::observe`]) |
 //! | `control.rs` | runtime changes: [`Registry::set_policy`], [`Registry::slow_down`], [`SourceHandle`] |
 //! | `snapshot.rs` | [`Registry::snapshot`] |
+//! | `meters.rs` | shadow-mode figures and metrics (feature `metrics`) |
 //! | `source.rs` | [`Source`], the public description of a source |
 //! | `price.rs` | [`Price`]: tokens per request, by method and path |
 //! | `config.rs` | TOML configuration (feature `serde`) |
@@ -76,6 +77,7 @@ mod builder;
 pub mod config;
 mod control;
 mod hosts;
+mod meters;
 mod permit;
 mod price;
 pub mod rules;
@@ -86,6 +88,7 @@ pub use admission::{Acquire, Admission};
 pub use builder::{RegistryBuilder, UnknownHost};
 pub use control::SourceHandle;
 pub use hosts::{DEFAULT_MAX_HOSTS, SWEEP_EVERY};
+pub use meters::ShadowStats;
 pub use permit::Permit;
 pub use price::Price;
 pub use rules::Target;
@@ -168,6 +171,13 @@ impl Registry {
                 name: name.to_string(),
                 known: self.names(),
             })
+    }
+
+    /// What source `name` would have delayed or refused in shadow mode
+    /// ([`Source::shadow`]); all zero for a source that enforces.
+    pub fn shadow_stats(&self, name: &str) -> Result<ShadowStats, Error> {
+        let i = self.index(name)?;
+        Ok(self.inner.sources[i].context.meters.shadow.stats())
     }
 
     /// How many per-host bucket sets source `name` holds now.

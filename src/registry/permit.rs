@@ -43,6 +43,7 @@ impl Permit {
         waited: Duration,
         admitted_at: Timestamp,
     ) -> Self {
+        buckets.context.meters.admitted(waited, in_flight.is_some());
         Permit {
             buckets: Some(buckets),
             _in_flight: in_flight,
@@ -121,6 +122,7 @@ impl Permit {
         if let Some(wait) = signal.retry_after {
             let until = buckets.clock().now() + wait;
             buckets.defer_until(until);
+            buckets.context.meters.deferred(wait);
             tracing::info!(
                 source,
                 host,
@@ -136,6 +138,13 @@ impl Permit {
                 let config = buckets.context.config();
                 let policies = buckets.set_server_rate(rate, &config);
                 if policies != before {
+                    if policies
+                        .iter()
+                        .zip(&before)
+                        .any(|(now, was)| now.tokens_per_second() < was.tokens_per_second())
+                    {
+                        buckets.context.meters.lowered();
+                    }
                     tracing::info!(
                         source,
                         host,
@@ -146,6 +155,15 @@ impl Permit {
                     );
                 }
             }
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let (Some(b), Some(_)) = (&self.buckets, &self._in_flight) {
+            b.context.meters.released();
         }
     }
 }

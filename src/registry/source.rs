@@ -82,6 +82,7 @@ pub struct Source {
     pub(crate) price: Option<super::Price>,
     /// Which limits the price weighs, by position (none marked: all).
     pub(crate) priced: Vec<usize>,
+    pub(crate) shadow: bool,
 }
 
 impl Source {
@@ -99,6 +100,7 @@ impl Source {
             signals: None,
             price: None,
             priced: Vec::new(),
+            shadow: false,
         }
     }
 
@@ -189,6 +191,17 @@ impl Source {
     /// burst of every limit it weighs.
     pub fn price(mut self, price: super::Price) -> Self {
         self.price = Some(price);
+        self
+    }
+
+    /// Shadow mode: the source measures what it would have delayed or
+    /// refused ([`Registry::shadow_stats`](crate::Registry::shadow_stats),
+    /// and the `tollgate_shadow_*` metrics) and enforces nothing: every
+    /// request goes at once. Its buckets keep the schedule an enforcing
+    /// source would, so the figures are those of the same limit rolled out
+    /// for real. For trying a new limit safely.
+    pub fn shadow(mut self) -> Self {
+        self.shadow = true;
         self
     }
 
