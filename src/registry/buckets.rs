@@ -44,24 +44,23 @@ pub(crate) struct SourceContext {
 }
 
 impl SourceContext {
+    /// The context of source `s`; `signals` and `shadow` as the registry
+    /// resolved them, `priced` the mask of limits its price weighs.
     pub fn new(
-        name: Arc<str>,
-        on_limit: OnLimit,
-        max_in_flight: Option<usize>,
+        s: &super::Source,
         signals: SignalConfig,
-        price: Option<super::Price>,
-        priced: u64,
         shadow: bool,
+        priced: u64,
         config: SourceConfig,
     ) -> Self {
         SourceContext {
-            meters: super::meters::Meters::new(&name),
+            meters: super::meters::Meters::new(&s.name),
             shadow,
-            name,
-            on_limit,
-            max_in_flight,
+            name: s.name.as_str().into(),
+            on_limit: s.on_limit,
+            max_in_flight: s.max_in_flight,
             signals,
-            price,
+            price: s.price.clone(),
             priced,
             config: Mutex::new(config),
             version: AtomicU64::new(0),

@@ -119,13 +119,10 @@ impl RegistryBuilder {
             let config = SourceConfig::new(s.limits.clone(), 1.0)?;
             let policies = config.effective().to_vec();
             let context = Arc::new(SourceContext::new(
-                s.name.as_str().into(),
-                s.on_limit,
-                s.max_in_flight,
+                s,
                 s.signals.unwrap_or(self.signals),
-                s.price.clone(),
-                priced_mask(s),
                 s.shadow || self.shadow,
+                priced_mask(s),
                 config,
             ));
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
