@@ -89,7 +89,7 @@ async fn shadow_counts_exactly_what_a_rejecting_twin_refuses() {
     for at in schedule() {
         tokio::time::sleep_until(start + Duration::from_millis(at)).await;
         let t = Target::new("api.test", None, "/");
-        shadow.try_acquire(&t, 1.0).unwrap();
+        let _admitted = shadow.try_acquire(&t, 1.0).unwrap();
         if twin.try_acquire(&t, 1.0).is_err() {
             refused += 1;
         }
