@@ -33,6 +33,7 @@
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
 //! | `redis` | no | a Redis store shared between processes |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
+//! | `metrics` | no | per-source counters, histograms and a gauge through the `metrics` facade |
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -48,10 +49,12 @@ pub mod policy;
 pub mod presets;
 pub mod registry;
 #[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 pub mod retry;
 pub mod signal;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
 pub use bucket::{Reservation, TokenBucket};

@@ -74,6 +74,7 @@ mod admission;
 mod buckets;
 mod builder;
 #[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
 mod control;
 mod hosts;
