@@ -65,7 +65,7 @@ pub use error::{Error, RateLimited};
 pub use policy::Policy;
 pub use registry::DEFAULT_MAX_HOSTS;
 pub use registry::{
-    Acquire, Admission, OnLimit, Permit, Price, Registry, RegistryBuilder, Scope, Source,
-    SourceHandle, Target, UnknownHost,
+    Acquire, Admission, Lane, Lanes, OnLimit, Permit, Price, Registry, RegistryBuilder, Scope,
+    ShadowStats, Source, SourceHandle, Target, UnknownHost,
 };
 pub use signal::{Signal, SignalConfig};

@@ -19,7 +19,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 
 use super::buckets::{Buckets, Cost, Taken};
 use super::meters::Refusal;
-use super::{OnLimit, Registry, Target, Unknown};
+use super::{Lane, OnLimit, Registry, Target, Unknown};
 use crate::clock::{Clock, Sleep, Timestamp};
 use crate::Error;
 
@@ -154,12 +154,21 @@ impl Registry {
             )));
         };
         let cost = self.inner.sources[i].context.cost_of(target, tokens);
-        match take_now(self.buckets_for(i, target.host()), cost) {
+        let buckets = self.buckets_for(i, target.host());
+        if buckets.queues.as_ref().is_some_and(|q| !q.is_empty()) {
+            // Others wait in lanes: this request queues in its own.
+            return Ok(Admission::Wait(
+                Acquire::new(buckets, cost).in_lane(target.lane()),
+            ));
+        }
+        match take_now(buckets, cost) {
             Ok(permit) => Ok(Admission::Ready(permit)),
             Err((Error::RateLimited(_) | Error::InFlightFull { .. }, buckets))
                 if buckets.context.on_limit != OnLimit::Reject =>
             {
-                Ok(Admission::Wait(Acquire::new(buckets, cost)))
+                Ok(Admission::Wait(
+                    Acquire::new(buckets, cost).in_lane(target.lane()),
+                ))
             }
             Err((e, buckets)) => Err(refused(&buckets, e)),
         }
@@ -185,7 +194,7 @@ impl Registry {
         match self.route(target) {
             Ok(Some(i)) => {
                 let cost = self.inner.sources[i].context.cost_of(target, tokens);
-                Acquire::new(self.buckets_for(i, target.host()), cost)
+                Acquire::new(self.buckets_for(i, target.host()), cost).in_lane(target.lane())
             }
             Ok(None) => Acquire::done(Ok(Permit::pass_through(self.inner.clock.now()))),
             Err(e) => Acquire::done(Err(e)),
@@ -284,6 +293,7 @@ type InFlightWait =
 pub struct Acquire {
     buckets: Option<Arc<Buckets>>,
     cost: Cost,
+    lane: Lane,
     start: Timestamp,
     state: State,
 }
@@ -300,6 +310,13 @@ enum State {
     /// Holding the in-flight slot (if any); the rate slot comes next.
     Reserve {
         in_flight: Option<OwnedSemaphorePermit>,
+    },
+    /// Queued in its lane (a source with lanes): `ticket` once joined;
+    /// `sleep` while, at the head, it waits for the bucket.
+    Queued {
+        in_flight: Option<OwnedSemaphorePermit>,
+        ticket: Option<u64>,
+        sleep: Option<Sleep>,
     },
     /// Holding tokens for a slot in the future, sleeping until it.
     Sleeping {
@@ -318,14 +335,21 @@ impl Acquire {
             start: buckets.clock().now(),
             buckets: Some(buckets),
             cost,
+            lane: Lane::Interactive,
             state: State::Start,
         }
+    }
+
+    fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
     }
 
     fn done(result: Result<Permit, Error>) -> Self {
         Acquire {
             buckets: None,
             cost: Cost::plain(0.0),
+            lane: Lane::Interactive,
             start: Timestamp::ZERO,
             state: State::Decided(Some(result)),
         }
@@ -390,6 +414,59 @@ impl Acquire {
                         }
                     }
                     return Poll::Pending;
+                }
+                State::Reserve { in_flight } if buckets.queues.is_some() => {
+                    let in_flight = in_flight.take();
+                    self.state = State::Queued {
+                        in_flight,
+                        ticket: None,
+                        sleep: None,
+                    };
+                }
+                State::Queued {
+                    in_flight,
+                    ticket,
+                    sleep,
+                } => {
+                    let Some(queues) = buckets.queues.as_ref() else {
+                        unreachable!("queued only with lanes")
+                    };
+                    let id = *ticket.get_or_insert_with(|| queues.join(self.lane));
+                    if let Some(s) = sleep {
+                        if s.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        *sleep = None;
+                    }
+                    if !queues.is_head(self.lane, id, cx.waker()) {
+                        return Poll::Pending;
+                    }
+                    let now = clock.now();
+                    match buckets.try_take(self.cost) {
+                        Ok(at) => {
+                            queues.served(self.lane, id);
+                            *ticket = None;
+                            let in_flight = in_flight.take();
+                            return Poll::Ready(Ok(self.permit(in_flight, at)));
+                        }
+                        Err(Error::RateLimited(r)) => {
+                            let until = now + r.retry_after();
+                            if max_wait != Duration::MAX
+                                && until.saturating_duration_since(self.start) > max_wait
+                            {
+                                queues.leave(self.lane, id);
+                                *ticket = None;
+                                let e = name_refusal(Error::RateLimited(r), buckets);
+                                return Poll::Ready(Err(refused(buckets, e)));
+                            }
+                            *sleep = Some(clock.sleep_until(until));
+                        }
+                        Err(e) => {
+                            queues.leave(self.lane, id);
+                            *ticket = None;
+                            return Poll::Ready(Err(e));
+                        }
+                    }
                 }
                 State::Reserve { in_flight } => {
                     let left = if max_wait == Duration::MAX {
@@ -475,8 +552,19 @@ impl Future for Acquire {
 impl Drop for Acquire {
     fn drop(&mut self) {
         // Abandoned before its slot: give back what it may.
-        if let (State::Sleeping { taken, .. }, Some(b)) = (&self.state, &self.buckets) {
-            b.cancel(taken);
+        match (&self.state, &self.buckets) {
+            (State::Sleeping { taken, .. }, Some(b)) => b.cancel(taken),
+            (
+                State::Queued {
+                    ticket: Some(id), ..
+                },
+                Some(b),
+            ) => {
+                if let Some(q) = &b.queues {
+                    q.leave(self.lane, *id);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -487,6 +575,7 @@ impl fmt::Debug for Acquire {
             State::Start | State::Reserve { .. } => "reserving",
             State::InFlight { .. } => "waiting for an in-flight slot",
             State::Sleeping { .. } => "waiting for its slot",
+            State::Queued { .. } => "queued in its lane",
             State::Decided(_) => "decided",
             State::Done => "done",
         };

@@ -36,6 +36,7 @@ pub(crate) struct SourceContext {
     pub priced: u64,
     /// Shadow mode: measure what enforcing would do, enforce nothing.
     pub shadow: bool,
+    pub lanes: Option<super::Lanes>,
     pub meters: super::meters::Meters,
     config: Mutex<SourceConfig>,
     /// Bumped under `config` after every change, so a set made from an
@@ -56,6 +57,7 @@ impl SourceContext {
         SourceContext {
             meters: super::meters::Meters::new(&s.name),
             shadow,
+            lanes: s.lanes,
             name: s.name.as_str().into(),
             on_limit: s.on_limit,
             max_in_flight: s.max_in_flight,
@@ -191,6 +193,8 @@ pub(crate) struct Buckets {
     /// Which limits are priced (a copy of the source's, read per request).
     priced: u64,
     pub in_flight: Option<Arc<Semaphore>>,
+    /// The lane queues, for a source with lanes.
+    pub queues: Option<super::lanes::Queues>,
 }
 
 /// Tickets taken from every limit of a bucket set, all for one slot.
@@ -220,6 +224,7 @@ impl Buckets {
             first: bucket(&policies[0]),
             rest: policies[1..].iter().map(bucket).collect(),
             priced: context.priced,
+            queues: context.lanes.map(super::lanes::Queues::new),
             in_flight: context.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             context,
         }

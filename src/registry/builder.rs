@@ -149,8 +149,10 @@ impl RegistryBuilder {
                 }
             },
         };
+        let has_lanes = self.sources.iter().any(|s| s.lanes.is_some());
         Ok(Registry {
             inner: Arc::new(Inner {
+                has_lanes,
                 sources: states.into_boxed_slice(),
                 router,
                 unknown,
@@ -208,6 +210,9 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
             at(),
             format!("a limit could not be built: {e}"),
         ));
+    }
+    if let Some(lanes) = &s.lanes {
+        super::lanes::check(lanes).map_err(|e| Error::config(at(), e.to_string()))?;
     }
     if s.max_in_flight == Some(0) {
         return Err(Error::config(at(), "max_in_flight must be at least 1"));

@@ -39,6 +39,7 @@
 //! | `control.rs` | runtime changes: [`Registry::set_policy`], [`Registry::slow_down`], [`SourceHandle`] |
 //! | `snapshot.rs` | [`Registry::snapshot`] |
 //! | `meters.rs` | shadow-mode figures and metrics (feature `metrics`) |
+//! | `lanes.rs` | priority lanes: interactive first, batch with a guaranteed share |
 //! | `source.rs` | [`Source`], the public description of a source |
 //! | `price.rs` | [`Price`]: tokens per request, by method and path |
 //! | `config.rs` | TOML configuration (feature `serde`) |
@@ -78,6 +79,7 @@ mod builder;
 pub mod config;
 mod control;
 mod hosts;
+pub mod lanes;
 mod meters;
 mod permit;
 mod price;
@@ -89,6 +91,7 @@ pub use admission::{Acquire, Admission};
 pub use builder::{RegistryBuilder, UnknownHost};
 pub use control::SourceHandle;
 pub use hosts::{DEFAULT_MAX_HOSTS, SWEEP_EVERY};
+pub use lanes::{Lane, Lanes};
 pub use meters::ShadowStats;
 pub use permit::Permit;
 pub use price::Price;
@@ -117,6 +120,9 @@ struct Inner {
     router: Router,
     unknown: Unknown,
     clock: SharedClock,
+    /// Whether any source has lanes (adapters then read and strip the lane
+    /// header; otherwise they need not look).
+    has_lanes: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -179,6 +185,12 @@ impl Registry {
     pub fn shadow_stats(&self, name: &str) -> Result<ShadowStats, Error> {
         let i = self.index(name)?;
         Ok(self.inner.sources[i].context.meters.shadow.stats())
+    }
+
+    /// Whether any source has [`Lanes`]: adapters read a request's lane
+    /// (and strip the lane header) only then.
+    pub fn has_lanes(&self) -> bool {
+        self.inner.has_lanes
     }
 
     /// How many per-host bucket sets source `name` holds now.

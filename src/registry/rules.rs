@@ -28,6 +28,7 @@ pub struct Target<'a> {
     port: Option<u16>,
     path: &'a str,
     method: Option<&'a http::Method>,
+    lane: super::Lane,
 }
 
 impl<'a> Target<'a> {
@@ -38,7 +39,20 @@ impl<'a> Target<'a> {
             port,
             path,
             method: None,
+            lane: super::Lane::Interactive,
         }
+    }
+
+    /// The same target in `lane` (for a source with
+    /// [`Lanes`](super::Lanes); others ignore it).
+    pub fn with_lane(mut self, lane: super::Lane) -> Self {
+        self.lane = lane;
+        self
+    }
+
+    /// The request's lane (interactive unless set).
+    pub fn lane(&self) -> super::Lane {
+        self.lane
     }
 
     /// The same target for a request with `method` (which a source's
@@ -65,7 +79,9 @@ impl<'a> Target<'a> {
     pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
         let uri = req.uri();
         if uri.authority().is_some() {
-            return Self::from_uri(uri).with_method(req.method());
+            return Self::from_uri(uri)
+                .with_method(req.method())
+                .with_lane(lane_of(req));
         }
         let host_header = req
             .headers()
@@ -74,7 +90,9 @@ impl<'a> Target<'a> {
             .unwrap_or("");
         let (host, port) = split_host_port(host_header);
         let port = port.or_else(|| uri.scheme_str().and_then(default_port));
-        Target::new(host, port, uri.path()).with_method(req.method())
+        Target::new(host, port, uri.path())
+            .with_method(req.method())
+            .with_lane(lane_of(req))
     }
 
     /// The request's method, when the target was made from a request or
@@ -97,6 +115,20 @@ impl<'a> Target<'a> {
     pub fn path(&self) -> &str {
         self.path
     }
+}
+
+/// A request's lane: a [`Lane`](super::Lane) in its extensions, else the
+/// lane header, else interactive.
+fn lane_of<B>(req: &http::Request<B>) -> super::Lane {
+    req.extensions()
+        .get::<super::Lane>()
+        .copied()
+        .or_else(|| {
+            req.headers()
+                .get(super::lanes::LANE_HEADER)
+                .and_then(super::Lane::from_header)
+        })
+        .unwrap_or_default()
 }
 
 fn default_port(scheme: &str) -> Option<u16> {

@@ -83,6 +83,7 @@ pub struct Source {
     /// Which limits the price weighs, by position (none marked: all).
     pub(crate) priced: Vec<usize>,
     pub(crate) shadow: bool,
+    pub(crate) lanes: Option<super::Lanes>,
 }
 
 impl Source {
@@ -101,6 +102,7 @@ impl Source {
             price: None,
             priced: Vec::new(),
             shadow: false,
+            lanes: None,
         }
     }
 
@@ -202,6 +204,15 @@ impl Source {
     /// for real. For trying a new limit safely.
     pub fn shadow(mut self) -> Self {
         self.shadow = true;
+        self
+    }
+
+    /// Priority lanes: waiting requests are served interactive first, batch
+    /// after, with batch guaranteed its share (see [`Lanes`](super::Lanes)).
+    /// A request's lane comes from its target ([`Target::with_lane`](super::Target::with_lane)),
+    /// which the adapters read from the request.
+    pub fn lanes(mut self, lanes: super::Lanes) -> Self {
+        self.lanes = Some(lanes);
         self
     }
 

@@ -4,8 +4,9 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next, Result};
 
 use super::retry::SafeRequest;
+use crate::registry::lanes::LANE_HEADER;
 use crate::retry::{is_safe_to_repeat, SafeToRetry};
-use crate::{Error, Registry};
+use crate::{Error, Lane, Registry};
 
 /// Admits each request through a [`Registry`] (waiting or refusing as its
 /// source says), then observes the response. See the [module docs](super)
@@ -39,11 +40,21 @@ fn refusal(e: Error) -> reqwest_middleware::Error {
 impl Middleware for RateLimitMiddleware {
     async fn handle(
         &self,
-        req: reqwest::Request,
+        mut req: reqwest::Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<reqwest::Response> {
-        let target = super::target(req.url(), req.method());
+        let mut lane = Lane::Interactive;
+        if self.registry.has_lanes() {
+            // The lane header is for this middleware, not for the server.
+            let header = req.headers_mut().remove(LANE_HEADER);
+            lane = extensions
+                .get::<Lane>()
+                .copied()
+                .or_else(|| header.as_ref().and_then(Lane::from_header))
+                .unwrap_or_default();
+        }
+        let target = super::target(req.url(), req.method()).with_lane(lane);
         // `acquire` admits at once without allocating when it can; the
         // tower layer splits the two steps only to avoid boxing its future.
         let permit = self.registry.acquire(&target, 1.0).await.map_err(refusal)?;

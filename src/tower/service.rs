@@ -7,7 +7,8 @@ use tower_service::Service;
 
 use super::future::{Observe, ResponseFuture};
 use super::BoxError;
-use crate::{Admission, Permit, Registry, Target};
+use crate::registry::lanes::LANE_HEADER;
+use crate::{Admission, Lane, Permit, Registry, Target};
 
 /// Admits each `http::Request` through a [`Registry`], then calls the inner
 /// service; the response's status and headers feed back into the registry.
@@ -61,7 +62,14 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if self.registry.has_lanes() {
+            // The lane header is for this layer, not for the server.
+            let header = request.headers_mut().remove(LANE_HEADER);
+            if let Some(lane) = header.as_ref().and_then(Lane::from_header) {
+                request.extensions_mut().insert(lane);
+            }
+        }
         let admission = self.registry.admit(&Target::from_request(&request), 1.0);
         respond(&mut self.inner, admission, request, observe_http::<ResB>)
     }
