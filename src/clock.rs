@@ -134,11 +134,21 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// pausing, choose [`TokioClock`].
 #[derive(Clone)]
 pub struct FastClock {
-    // Held by value, not behind a global: `now()` is then one counter read
-    // and one multiply.
-    clock: quanta::Clock,
-    epoch: u64,
+    // One pointer: the calibrated counter is process-wide (`BASE`), and
+    // what a clock holds of its own is whether it follows tokio.
     follow: Arc<Follow>,
+}
+
+/// The process's calibrated counter and its epoch (the raw reading taken
+/// when it was made).
+static BASE: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
+
+fn base() -> &'static (quanta::Clock, u64) {
+    BASE.get_or_init(|| {
+        let clock = quanta::Clock::new();
+        let epoch = clock.raw();
+        (clock, epoch)
+    })
 }
 
 /// Whether any [`FastClock`] of the process follows tokio's paused time:
@@ -160,15 +170,8 @@ impl FastClock {
     /// The process's fast clock (calibrated on first use, about 10 ms once).
     /// Created inside a runtime whose time is paused, it follows tokio's time.
     pub fn new() -> Self {
-        static CLOCK: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
-        let (clock, epoch) = CLOCK.get_or_init(|| {
-            let clock = quanta::Clock::new();
-            let epoch = clock.raw();
-            (clock, epoch)
-        });
+        base();
         let fast = FastClock {
-            clock: clock.clone(),
-            epoch: *epoch,
             follow: Arc::default(),
         };
         if tokio_time_paused() {
@@ -184,7 +187,11 @@ impl FastClock {
 
     #[inline]
     fn counter(&self) -> u64 {
-        self.clock.delta_as_nanos(self.epoch, self.clock.raw())
+        // Set by every `new()`, before any clock exists to read it.
+        match BASE.get() {
+            Some((clock, epoch)) => clock.delta_as_nanos(*epoch, clock.raw()),
+            None => 0,
+        }
     }
 
     /// Switches to tokio's time, reading `from` now (once: later calls keep

@@ -110,8 +110,9 @@ pub struct TokenBucket<C: Clock = FastClock> {
     interval: AtomicU64,
     tau: AtomicU64,
     capacity: AtomicU64,
-    /// Serialises policy changes and remembers the policy as given.
-    policy: Mutex<Policy>,
+    /// Serialises policy changes and remembers the policy as given (boxed:
+    /// read rarely, and the bucket stays at 72 bytes).
+    policy: Mutex<Box<Policy>>,
     clock: C,
 }
 
@@ -147,7 +148,7 @@ impl<C: Clock> TokenBucket<C> {
             interval: AtomicU64::new(p.interval),
             tau: AtomicU64::new(p.tau),
             capacity: AtomicU64::new(p.capacity.to_bits()),
-            policy: Mutex::new(policy),
+            policy: Mutex::new(Box::new(policy)),
             clock,
         }
     }
@@ -159,7 +160,7 @@ impl<C: Clock> TokenBucket<C> {
 
     /// The policy in force.
     pub fn policy(&self) -> Policy {
-        *self.policy.lock().unwrap_or_else(|e| e.into_inner())
+        **self.policy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[inline]
@@ -388,7 +389,7 @@ impl<C: Clock> TokenBucket<C> {
                 Some(gcra::rescale(old, new, tat, now))
             });
         self.seq.fetch_add(1, Ordering::Release);
-        *current = policy;
+        **current = policy;
     }
 
     /// No one-token request is admitted before `deadline`, and one is at it;
