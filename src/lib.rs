@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | `tower` | yes | the tower layer and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
-//! | `redis` | no | a Redis store shared between processes |
+//! | `redis` | no | [`redis`]: buckets in Redis, shared between processes |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -44,6 +44,8 @@ pub mod clock;
 pub mod error;
 pub mod policy;
 pub mod presets;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
