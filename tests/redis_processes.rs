@@ -35,13 +35,15 @@ async fn four_processes_keep_the_window_bound_together() {
     let prefix = redis_env::unique_prefix("processes");
     let store = RedisStore::connect(&url, &prefix).await.unwrap();
     let bucket = store.bucket("shared", &[policy()]).unwrap();
-    // Nobody is admitted before `start` and one is at it (a deferral), so
-    // the run is exactly [start, start + 3 s] on Redis's clock however
-    // long the processes take to start.
+    // Nobody is admitted before the deferral ends and one is at it, so the
+    // run starts then on Redis's clock however long the processes take to
+    // start. It ends 3 s later: `end` is that or up to one round trip
+    // after, less than one interval.
     let lead = Duration::from_millis(1500);
-    let start = store.time().await.unwrap() + lead;
+    let before = store.time().await.unwrap();
     bucket.defer_for(lead).await.unwrap();
-    let end = start + Duration::from_secs(SECONDS);
+    let after = store.time().await.unwrap();
+    let end = after + lead + Duration::from_secs(SECONDS);
 
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
@@ -109,8 +111,13 @@ async fn four_processes_keep_the_window_bound_together() {
         }
     }
     admitted.sort_by_key(|a| a.0);
-    assert!(admitted.first().unwrap().0 >= start.as_nanos());
+    let start = admitted[0].0;
+    assert!(
+        ((before + lead).as_nanos()..=(after + lead).as_nanos()).contains(&start),
+        "the first admission is at the deferral's end"
+    );
     assert!(admitted.last().unwrap().0 <= end.as_nanos());
+    assert!(end.as_nanos() - start < SECONDS * 1_000_000_000 + 20_000_000);
     for ms in [1, 19, 20, 21, 100, 500, 999, 1000, 2000, 3000] {
         let w = Duration::from_millis(ms);
         let got = common::max_in_window(&admitted, w.as_nanos() as u64);
