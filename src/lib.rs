@@ -22,6 +22,7 @@
 //! | [`bucket`] | [`TokenBucket`], [`Reservation`]: admission and refunds |
 //! | [`clock`] | [`Clock`]: reading the time and sleeping on the same timeline |
 //! | [`error`] | [`Error`], [`RateLimited`] |
+//! | `redis` (feature `redis`) | `RedisStore`, `RedisBucket`: buckets shared through Redis |
 //!
 //! # Features
 //!
@@ -29,7 +30,7 @@
 //! |---|---|---|
 //! | `tower` | yes | the tower layer and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
-//! | `redis` | no | [`redis`]: buckets in Redis, shared between processes |
+//! | `redis` | no | `tollgate::redis`: buckets in Redis, shared between processes and machines |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

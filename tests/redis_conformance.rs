@@ -75,11 +75,7 @@ impl Bucket for One {
         self.bucket.try_acquire(tokens).await.map(by_redis)
     }
 
-    async fn reserve<'a>(
-        &'a self,
-        tokens: f64,
-        max_wait: Duration,
-    ) -> Result<RedisReservation, Error> {
+    async fn reserve(&self, tokens: f64, max_wait: Duration) -> Result<RedisReservation, Error> {
         self.bucket.reserve(tokens, max_wait).await
     }
 
