@@ -197,6 +197,19 @@ async fn no_policy_change_lowers_a_deferral() {
         let wait = wait.as_rate_limited().unwrap().retry_after();
         assert!(wait > Duration::from_millis(2_800), "{p}: {wait:?}");
     }
+
+    // Nor does a refund: the deferral below comes after a reservation
+    // that already reaches past it, and stays when that one is given back.
+    let b = store
+        .bucket("g", &[Policy::new(1.0, 1.0).unwrap()])
+        .unwrap();
+    b.try_acquire(1.0).await.unwrap();
+    let r = b.reserve(1.0, Duration::from_secs(5)).await.unwrap();
+    b.defer_for(Duration::from_millis(1500)).await.unwrap();
+    assert_eq!(r.cancel().await.unwrap(), 1.0);
+    let wait = b.try_acquire(1.0).await.unwrap_err();
+    let wait = wait.as_rate_limited().unwrap().retry_after();
+    assert!(wait > Duration::from_millis(1_400), "{wait:?}");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ mod redis_env;
 
 use common::max_in_window;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use tollgate::redis::{RedisReservation, RedisStore};
 use tollgate::{Error, Policy};
 
@@ -117,40 +118,78 @@ fn windows(policies: &[Policy]) -> Vec<u64> {
     ws
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("REDIS_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64),
-        // Failures are kept by the local property tests; these cases are
-        // real-time runs, not replayable seeds.
+#[test]
+fn redis_admits_at_most_capacity_plus_rate_times_window() {
+    let Some(url) = redis_env::redis_url("redis_window_bound") else {
+        return;
+    };
+    // A runner of our own rather than `proptest!`, which lets
+    // PROPTEST_CASES (10,000 in CI, for the local tests) override the count.
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: std::env::var("REDIS_PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(64),
+        // Real-time runs, not replayable seeds: nothing to keep.
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn redis_admits_at_most_capacity_plus_rate_times_window(
-        first in policy(),
-        ops in prop::collection::vec(op(), 1..60),
-    ) {
-        let Some(url) = redis_env::redis_url("redis_window_bound") else { return Ok(()) };
-        let mut policies = vec![first];
-        policies.extend(ops.iter().filter_map(|o| match o { Op::SetPolicy(p) => Some(*p), _ => None }));
-        let min_cap = policies.iter().map(|p| p.capacity()).fold(f64::INFINITY, f64::min);
-        let ops: Vec<Op> = ops.into_iter().map(|o| match o {
-            Op::Try(f) => Op::Try(f * min_cap),
-            Op::Reserve { tokens, max_wait_ms } => Op::Reserve { tokens: tokens * min_cap, max_wait_ms },
-            o => o,
-        }).collect();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let admitted = rt.block_on(async {
-            let store = RedisStore::connect(&url, &redis_env::unique_prefix("window")).await.unwrap();
-            run(&store, "w", first, &ops).await
-        });
-        let cap = policies.iter().map(|p| p.capacity()).fold(0.0, f64::max);
-        let rate = policies.iter().map(|p| p.tokens_per_second()).fold(0.0, f64::max);
-        for w in windows(&policies) {
-            let got = max_in_window(&admitted, w);
-            let bound = cap + rate * w as f64 / 1e9;
-            prop_assert!(got <= bound + 1e-9, "window {w} ns: admitted {got} > bound {bound}; {admitted:?}");
-        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(RedisStore::connect(
+            &url,
+            &redis_env::unique_prefix("window"),
+        ))
+        .unwrap();
+    let case = std::cell::Cell::new(0u64);
+    let result = runner.run(
+        &(policy(), prop::collection::vec(op(), 1..60)),
+        |(first, ops)| {
+            let mut policies = vec![first];
+            policies.extend(ops.iter().filter_map(|o| match o {
+                Op::SetPolicy(p) => Some(*p),
+                _ => None,
+            }));
+            let min_cap = policies
+                .iter()
+                .map(|p| p.capacity())
+                .fold(f64::INFINITY, f64::min);
+            let ops: Vec<Op> = ops
+                .into_iter()
+                .map(|o| match o {
+                    Op::Try(f) => Op::Try(f * min_cap),
+                    Op::Reserve {
+                        tokens,
+                        max_wait_ms,
+                    } => Op::Reserve {
+                        tokens: tokens * min_cap,
+                        max_wait_ms,
+                    },
+                    o => o,
+                })
+                .collect();
+            case.set(case.get() + 1);
+            let admitted = rt.block_on(run(&store, &format!("w{}", case.get()), first, &ops));
+            let cap = policies.iter().map(|p| p.capacity()).fold(0.0, f64::max);
+            let rate = policies
+                .iter()
+                .map(|p| p.tokens_per_second())
+                .fold(0.0, f64::max);
+            for w in windows(&policies) {
+                let got = max_in_window(&admitted, w);
+                let bound = cap + rate * w as f64 / 1e9;
+                prop_assert!(
+                    got <= bound + 1e-9,
+                    "window {w} ns: admitted {got} > bound {bound}; {admitted:?}"
+                );
+            }
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

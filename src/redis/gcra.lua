@@ -1,6 +1,8 @@
 -- tollgate's GCRA next to its data: the steps of src/bucket/gcra.rs (grant,
 -- refund, rescale, defer, available) on Redis's own clock (TIME), for every
--- limit of one source in one atomic call.
+-- limit of one source in one atomic call. One difference: the deferral
+-- floor is kept beside the tat, so that neither a policy change nor a
+-- refund lowers a deferral.
 --
 -- Times and durations are pairs (whole seconds, nanoseconds 0..1e9-1): Lua
 -- numbers are doubles, exact only below 2^53, and nanoseconds since 1970
@@ -212,6 +214,10 @@ elseif op == 'refund' then
     if not p.unlimited and (cs > 0 or cn > 0) and st.ver == ver
         and st.ts == as and st.tn == an then
       st.ts, st.tn = sub(as, an, cs, cn)
+      -- A deferral made since stays a floor.
+      if lt(now_s, now_n, st.fs, st.fn) then
+        st.ts, st.tn = defer(p, st.ts, st.tn, st.fs, st.fn)
+      end
       save(KEYS[i], p, st)
       back = 1
     end
