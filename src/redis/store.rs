@@ -59,7 +59,7 @@ pub(super) struct StoreInner {
 }
 
 /// Settings for a [`RedisStore`]; from [`RedisStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `.connect().await` or `.connect_lazy()`"]
 pub struct RedisStoreBuilder {
     url: String,
@@ -72,6 +72,16 @@ pub struct RedisStoreBuilder {
 fn store_error(context: &str, e: impl fmt::Display) -> Error {
     Error::Store {
         message: format!("{context}: {e}"),
+    }
+}
+
+/// The URL without its credentials, for messages and `Debug`.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -125,8 +135,12 @@ impl RedisStoreBuilder {
                 "a zero timeout fails every call; give the longest wait for Redis, e.g. 250ms",
             ));
         }
-        let client = Client::open(self.url.as_str())
-            .map_err(|e| Error::config(format!("redis url `{}`", self.url), e.to_string()))?;
+        let client = Client::open(self.url.as_str()).map_err(|e| {
+            Error::config(
+                format!("redis url `{}`", redacted(&self.url)),
+                e.to_string(),
+            )
+        })?;
         // Reconnect quickly and keep trying: a bucket on its fallback asks
         // again every `probe_every`, and each try is bounded by `timeout`.
         let config = ConnectionManagerConfig::new()
@@ -286,6 +300,18 @@ impl StoreInner {
     }
 }
 
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_every", &self.probe_every)
+            .field("on_store_error", &self.on_store_error)
+            .finish()
+    }
+}
+
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -294,5 +320,21 @@ impl fmt::Debug for RedisStore {
             .field("probe_every", &self.inner.probe_every)
             .field("on_store_error", &self.inner.on_store_error)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redacted("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://…@10.0.0.1:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1/"), "redis://127.0.0.1/");
+        let b = RedisStore::builder("redis://:hunter2@127.0.0.1/");
+        assert!(!format!("{b:?}").contains("hunter2"));
     }
 }
