@@ -7,6 +7,8 @@
 //! [`Admission`], and [`OnStoreError`] (what happens while Redis fails).
 //! The arithmetic is the local bucket's (see [`bucket`](crate::bucket)):
 //! `gcra.lua` runs the same steps on the same integer nanoseconds.
+//! A [`Registry`](crate::Registry) keeps its buckets in this process; use a
+//! [`RedisBucket`] where a limit must be shared between processes.
 //!
 //! ```no_run
 //! use std::time::Duration;
