@@ -27,9 +27,7 @@ struct One {
 impl Redis {
     async fn connect(test: &str) -> Option<Redis> {
         let url = redis_env::redis_url(test)?;
-        let store = RedisStore::connect(&url, &redis_env::unique_prefix(test))
-            .await
-            .expect("REDIS_URL answers");
+        let store = redis_env::connect(&url, &redis_env::unique_prefix(test)).await;
         Some(Redis {
             store,
             next: Default::default(),

@@ -15,7 +15,6 @@ mod common;
 #[path = "common/redis.rs"]
 mod redis_env;
 
-use tollgate::redis::RedisStore;
 use tollgate::{Policy, Timestamp};
 
 const PROCESSES: usize = 4;
@@ -33,7 +32,7 @@ async fn four_processes_keep_the_window_bound_together() {
         return;
     };
     let prefix = redis_env::unique_prefix("processes");
-    let store = RedisStore::connect(&url, &prefix).await.unwrap();
+    let store = redis_env::connect(&url, &prefix).await;
     let bucket = store.bucket("shared", &[policy()]).unwrap();
     // Nobody is admitted before the deferral ends and one is at it, so the
     // run starts then on Redis's clock however long the processes take to
@@ -150,7 +149,7 @@ async fn child_admits_until_the_end() {
         panic!("run by four_processes_keep_the_window_bound_together only");
     };
     let end = Timestamp::from_nanos(end.parse().unwrap());
-    let store = RedisStore::connect(&url, &prefix).await.unwrap();
+    let store = redis_env::connect(&url, &prefix).await;
     let bucket = store.bucket("shared", &[policy()]).unwrap();
     let give_up = Instant::now() + Duration::from_secs(20);
     while Instant::now() < give_up {

@@ -16,9 +16,7 @@ use tollgate::{Error, Policy};
 
 async fn setup(test: &str) -> Option<(RedisStore, ::redis::aio::MultiplexedConnection)> {
     let url = redis_env::redis_url(test)?;
-    let store = RedisStore::connect(&url, &redis_env::unique_prefix(test))
-        .await
-        .unwrap();
+    let store = redis_env::connect(&url, &redis_env::unique_prefix(test)).await;
     let raw = ::redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -51,7 +49,7 @@ async fn private(
 )> {
     redis_env::redis_url(test)?;
     let server = redis_env::PrivateRedis::start(redis_env::free_port());
-    let store = RedisStore::connect(&server.url(), "t:").await.unwrap();
+    let store = redis_env::connect(&server.url(), "t:").await;
     let raw = ::redis::Client::open(server.url())
         .unwrap()
         .get_multiplexed_async_connection()

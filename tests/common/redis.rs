@@ -26,6 +26,17 @@ pub fn redis_url(test: &str) -> Option<String> {
     }
 }
 
+/// A store for tests that check behaviour, not timeouts: a call may take
+/// up to 2 s on a busy machine before it counts as a store failure.
+pub async fn connect(url: &str, prefix: &str) -> tollgate::redis::RedisStore {
+    tollgate::redis::RedisStore::builder(url)
+        .prefix(prefix)
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("the Redis server at REDIS_URL answers")
+}
+
 /// A key prefix no other test or run shares.
 pub fn unique_prefix(test: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
