@@ -24,6 +24,7 @@
 //! | [`signal`] | [`Signal`], [`SignalConfig`]: what servers say in status and headers |
 //! | [`error`] | [`Error`], [`RateLimited`] |
 //! | [`retry`] | which failures the retry adapters repeat, and the [`retry::RetryBudget`] |
+//! | `redis` (feature `redis`) | `RedisStore`, `RedisBucket`: buckets shared through Redis |
 //!
 //! # Features
 //!
@@ -31,7 +32,7 @@
 //! |---|---|---|
 //! | `tower` | yes | the tower layer and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
-//! | `redis` | no | a Redis store shared between processes |
+//! | `redis` | no | `tollgate::redis`: buckets in Redis, shared between processes and machines |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 //! | `metrics` | no | per-source counters, histograms and a gauge through the `metrics` facade |
 #![deny(missing_docs)]
@@ -47,6 +48,8 @@ pub mod clock;
 pub mod error;
 pub mod policy;
 pub mod presets;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]

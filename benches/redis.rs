@@ -1,0 +1,222 @@
+//! The Redis store, side by side with `redis-benchmark` on the same server
+//! in one run: acquires per second and p50/p99 latency of
+//! `RedisBucket::try_acquire` with 1, 8 and 64 concurrent tasks (one
+//! process, one multiplexed connection, as an application has), against
+//! `redis-benchmark` sending the very `EVALSHA` the store sends (read off
+//! `MONITOR`) with as many connections.
+//!
+//! ```text
+//! cargo bench --bench redis --features redis                  # starts its own redis-server
+//! REDIS_URL=redis://127.0.0.1:6379/ cargo bench --bench redis --features redis
+//! ```
+//!
+//! `BENCH_SECONDS` (default 3) sets each measurement's length. Prints a
+//! Markdown table for BENCHMARKS.md.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tollgate::redis::{RedisBucket, RedisStore};
+use tollgate::Policy;
+
+const CONCURRENCY: [usize; 3] = [1, 8, 64];
+
+/// Killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server to measure on: `REDIS_URL`, or one of our own.
+fn server() -> Option<(String, u16, Option<Server>)> {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let port = url
+            .trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6379);
+        return Some((url, port, None));
+    }
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .ok()?;
+    std::thread::sleep(Duration::from_millis(300));
+    Some((
+        format!("redis://127.0.0.1:{port}/"),
+        port,
+        Some(Server(child)),
+    ))
+}
+
+/// The arguments of the `EVALSHA` the store sends for one `try_acquire`,
+/// as `MONITOR` shows them.
+fn captured_evalsha(rt: &tokio::runtime::Runtime, port: u16, bucket: &RedisBucket) -> Vec<String> {
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "monitor"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("redis-cli");
+    let mut lines = BufReader::new(monitor.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "OK");
+    rt.block_on(bucket.try_acquire(1.0)).unwrap();
+    let line = lines
+        .map(|l| l.unwrap())
+        .find(|l| l.contains("\"EVALSHA\""))
+        .unwrap();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    // `1700000000.123456 [0 127.0.0.1:5000] "EVALSHA" "sha" "1" "key" ...`
+    line.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+struct Row {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn ours(rt: &tokio::runtime::Runtime, bucket: &RedisBucket, tasks: usize, length: Duration) -> Row {
+    rt.block_on(async {
+        let bucket = Arc::new(bucket.clone());
+        let start = Instant::now();
+        let end = start + length;
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let bucket = bucket.clone();
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(1 << 16);
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        let admitted = bucket.try_acquire(1.0).await.unwrap();
+                        latencies.push(t.elapsed());
+                        assert!(admitted.by_redis());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        let elapsed = start.elapsed();
+        all.sort();
+        Row {
+            per_second: all.len() as f64 / elapsed.as_secs_f64(),
+            p50: percentile(&all, 0.50),
+            p99: percentile(&all, 0.99),
+        }
+    })
+}
+
+fn theirs(port: u16, args: &[String], clients: usize, requests: usize) -> Row {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+        ])
+        .args(args)
+        .output()
+        .expect("redis-benchmark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap()
+        .split("\",\"")
+        .skip(1)
+        .map(|f| f.trim_matches('"').parse().unwrap())
+        .collect();
+    // rps, avg, min, p50, p95, p99, max (milliseconds)
+    Row {
+        per_second: row[0],
+        p50: Duration::from_secs_f64(row[3] / 1e3),
+        p99: Duration::from_secs_f64(row[5] / 1e3),
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // not a test binary: nothing to list or run under `cargo test`
+    }
+    let Some((url, port, _server)) = server() else {
+        eprintln!("skipping: set REDIS_URL or install redis-server");
+        return;
+    };
+    let length = Duration::from_secs_f64(
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt
+        .block_on(RedisStore::connect(&url, "tollgate-bench:"))
+        .expect("Redis answers");
+    // A limit the run never reaches: every call is a full take.
+    let bucket = store
+        .bucket("bench", &[Policy::new(1e6, 1e7).unwrap()])
+        .unwrap();
+    let args = captured_evalsha(&rt, port, &bucket);
+    assert_eq!(args[0], "EVALSHA");
+    assert_eq!(args[1], store.script_sha());
+
+    println!(
+        "| concurrency | tollgate `try_acquire`/s | p50 | p99 | redis-benchmark `EVALSHA`/s | p50 | p99 | tollgate / redis-benchmark |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for c in CONCURRENCY {
+        let a = ours(&rt, &bucket, c, length);
+        let requests = (a.per_second * length.as_secs_f64()) as usize;
+        let b = theirs(port, &args, c, requests.max(1_000));
+        println!(
+            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
+            a.per_second,
+            us(a.p50),
+            us(a.p99),
+            b.per_second,
+            us(b.p50),
+            us(b.p99),
+            a.per_second / b.per_second
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! [`RedisBucket`]: the token bucket contract of
+//! [`TokenBucket`](crate::TokenBucket), for every limit of one source at
+//! once, with its state in Redis and its fallback beside it.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::fallback::{Health, LocalLimits, OnStoreError, Route};
+use super::reservation::{Admission, RedisReservation};
+use super::script::{self, Limit, Op, Taken};
+use super::store::StoreInner;
+use crate::clock::duration_nanos;
+use crate::{Error, Policy, RateLimited};
+
+/// A bucket (one or several limits of one source) whose state lives in
+/// Redis, shared by every process that names it; from
+/// [`RedisStore::bucket`](super::RedisStore::bucket).
+///
+/// It keeps [`TokenBucket`](crate::TokenBucket)'s contract: exact refusals,
+/// reservations in FIFO order within a longest wait, refunds of the last
+/// reservation only, deferrals that never move earlier, policy changes that
+/// keep the level; with several limits a request waits for the latest slot
+/// among them and takes from all or none. Every decision is made by one
+/// script call on Redis's clock; a waiter sleeps on its own tokio timer for
+/// the difference between its slot and Redis's now.
+///
+/// Each call waits at most the store's timeout; when Redis fails the
+/// bucket follows its [`OnStoreError`] and returns to Redis by itself.
+///
+/// Cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct RedisBucket {
+    inner: Arc<BucketInner>,
+}
+
+pub(super) struct BucketInner {
+    pub store: Arc<StoreInner>,
+    pub name: Arc<str>,
+    set: RwLock<Arc<LimitSet>>,
+    pub on_store_error: OnStoreError,
+    pub health: Health,
+    pub local: LocalLimits,
+}
+
+/// The keys and limits of a bucket, replaced whole by `set_policies`.
+pub(super) struct LimitSet {
+    pub keys: Vec<String>,
+    pub limits: Vec<Limit>,
+}
+
+impl LimitSet {
+    fn costs(&self, tokens: f64) -> Result<Vec<u64>, Error> {
+        self.limits.iter().map(|l| l.params.cost(tokens)).collect()
+    }
+
+    /// Tokens that `cost` nanoseconds stand for in limit `i`, as
+    /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
+    pub fn tokens(&self, i: usize, cost: u64) -> f64 {
+        let interval = self.limits[i].params.interval;
+        if interval == 0 {
+            0.0
+        } else {
+            cost as f64 / interval as f64
+        }
+    }
+}
+
+fn effective(policies: &[Policy]) -> &[Policy] {
+    const UNLIMITED: &[Policy] = &[Policy::unlimited()];
+    if policies.is_empty() {
+        UNLIMITED
+    } else {
+        policies
+    }
+}
+
+impl BucketInner {
+    pub fn set(&self) -> Arc<LimitSet> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl RedisBucket {
+    pub(super) fn new(
+        store: Arc<StoreInner>,
+        name: &str,
+        policies: &[Policy],
+        on_store_error: OnStoreError,
+    ) -> Result<RedisBucket, Error> {
+        let policies = effective(policies);
+        let divide_by = match on_store_error {
+            OnStoreError::Local { divide_by } => divide_by,
+            _ => 1,
+        };
+        let set = LimitSet {
+            keys: store.keys(name, policies.len()),
+            limits: policies.iter().map(|p| Limit::new(*p)).collect(),
+        };
+        Ok(RedisBucket {
+            inner: Arc::new(BucketInner {
+                store,
+                name: name.into(),
+                set: RwLock::new(Arc::new(set)),
+                on_store_error,
+                health: Health::new(),
+                local: LocalLimits::new(policies, divide_by),
+            }),
+        })
+    }
+
+    /// The bucket's name (its hash tag in Redis).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The Redis keys of its limits, in the order of its policies.
+    pub fn keys(&self) -> Vec<String> {
+        self.inner.set().keys.clone()
+    }
+
+    /// The policies in force, as given.
+    pub fn policies(&self) -> Vec<Policy> {
+        self.inner.set().limits.iter().map(|l| l.policy).collect()
+    }
+
+    /// What the bucket does while Redis fails.
+    pub fn on_store_error(&self) -> OnStoreError {
+        self.inner.on_store_error
+    }
+
+    /// Whether the bucket answers from its [`OnStoreError`] fallback now
+    /// (Redis failed and has not answered since).
+    pub fn is_on_fallback(&self) -> bool {
+        self.inner.health.is_failed()
+    }
+
+    /// Runs `call` on Redis unless the bucket is on its fallback and no
+    /// probe is due; `None` means the fallback decides.
+    async fn on_redis<T, F>(&self, call: impl FnOnce() -> F) -> Option<T>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let inner = &self.inner;
+        let probe_every = inner.store.probe_every;
+        if inner.health.route(probe_every) == Route::Fallback {
+            return None;
+        }
+        match call().await {
+            Ok(v) => {
+                inner.health.answered(&inner.name);
+                Some(v)
+            }
+            Err(e) => {
+                inner
+                    .health
+                    .failed(&inner.name, &e, inner.on_store_error, probe_every);
+                None
+            }
+        }
+    }
+
+    /// Takes `tokens` from every limit now, or refuses with the exact wait
+    /// on Redis's clock ([`Error::RateLimited`]); nothing is taken on
+    /// refusal. The [`Admission`] says when, on Redis's clock.
+    ///
+    /// Errors also: [`Error::InvalidTokens`], [`Error::InsufficientCapacity`]
+    /// (checked before Redis is asked), and [`Error::Store`] when Redis
+    /// fails and the bucket fails closed.
+    pub async fn try_acquire(&self, tokens: f64) -> Result<Admission, Error> {
+        Ok(self.reserve(tokens, Duration::ZERO).await?.commit())
+    }
+
+    /// Takes the next slot for `tokens` in FIFO order (the latest among the
+    /// limits) if it comes within `max_wait` of Redis's now; otherwise
+    /// refuses with the exact wait and takes nothing.
+    ///
+    /// The [`RedisReservation`] carries the slot and Redis's `TIME` when it
+    /// was taken; [`wait`](RedisReservation::wait) sleeps for the
+    /// difference on the local tokio timer, so no clock has to agree with
+    /// Redis's. Dropped before its slot, it gives the tokens back if no
+    /// later reservation was made.
+    pub async fn reserve(
+        &self,
+        tokens: f64,
+        max_wait: Duration,
+    ) -> Result<RedisReservation, Error> {
+        let set = self.inner.set();
+        let costs = set.costs(tokens)?;
+        let op = Op::Take {
+            max_wait: duration_nanos(max_wait),
+            costs: &costs,
+        };
+        let store = &self.inner.store;
+        let answer = self
+            .on_redis(|| async {
+                let reply = store.eval(&set.keys, &set.limits, &op).await?;
+                script::taken(&reply, &costs)
+            })
+            .await;
+        match answer {
+            Some(Taken::Granted { now, slot, tickets }) => Ok(RedisReservation::remote(
+                self.inner.clone(),
+                set,
+                now,
+                slot,
+                tickets,
+            )),
+            Some(Taken::Refused { now, slot }) => Err(Error::RateLimited(RateLimited::new(
+                slot.saturating_duration_since(now),
+            ))),
+            None => self.fallback_reserve(tokens, max_wait),
+        }
+    }
+
+    fn fallback_reserve(&self, tokens: f64, max_wait: Duration) -> Result<RedisReservation, Error> {
+        let inner = &self.inner;
+        match inner.on_store_error {
+            OnStoreError::FailOpen => Ok(RedisReservation::open(inner.clone())),
+            OnStoreError::FailClosed => Err(inner.health.closed_error(&inner.name)),
+            OnStoreError::Local { .. } => {
+                let taken = inner.local.reserve(tokens, max_wait)?;
+                Ok(RedisReservation::local(inner.clone(), taken))
+            }
+        }
+    }
+
+    /// Waits for `tokens`: reserves the next slot and sleeps until it.
+    /// Dropping the future before the slot gives the tokens back (as
+    /// dropping the reservation does).
+    pub async fn acquire(&self, tokens: f64) -> Result<Admission, Error> {
+        Ok(self.reserve(tokens, Duration::MAX).await?.wait().await)
+    }
+
+    /// No one-token request is admitted until `wait` from now on Redis's
+    /// clock, and one is then; after that the bucket refills at its rate.
+    /// A later deferral is never moved earlier, and no policy change lowers
+    /// it. This is what a server's `Retry-After` does.
+    ///
+    /// The local fallback is deferred too, so the deferral holds while
+    /// Redis fails (except when failing open).
+    pub async fn defer_for(&self, wait: Duration) -> Result<(), Error> {
+        let inner = &self.inner;
+        inner.local.defer_for(wait);
+        let set = inner.set();
+        let op = Op::Defer {
+            wait: duration_nanos(wait),
+        };
+        let store = &inner.store;
+        let answer = self
+            .on_redis(|| async {
+                let reply = store.eval(&set.keys, &set.limits, &op).await?;
+                script::now("defer", &reply)
+            })
+            .await;
+        match (answer, inner.on_store_error) {
+            (Some(_), _) | (None, OnStoreError::FailOpen | OnStoreError::Local { .. }) => Ok(()),
+            (None, _) => Err(inner.health.closed_error(&inner.name)),
+        }
+    }
+
+    /// Tokens available now in the tightest limit, without taking any
+    /// (infinite when unlimited and not deferred; infinite too while
+    /// failing open).
+    pub async fn available(&self) -> Result<f64, Error> {
+        let inner = &self.inner;
+        let set = inner.set();
+        let store = &inner.store;
+        let answer = self
+            .on_redis(|| async {
+                let reply = store.eval(&set.keys, &set.limits, &Op::Peek).await?;
+                script::tokens(&reply)
+            })
+            .await;
+        match (answer, inner.on_store_error) {
+            (Some(tokens), _) => Ok(tokens),
+            (None, OnStoreError::FailOpen) => Ok(f64::INFINITY),
+            (None, OnStoreError::Local { .. }) => Ok(inner.local.available()),
+            (None, _) => Err(inner.health.closed_error(&inner.name)),
+        }
+    }
+
+    /// Changes the policies, keeping each limit's token count (clamped to
+    /// the new capacity); pending reservations keep their slots, and a
+    /// deferral is never lowered. With a different number of policies the
+    /// limits are matched by position (extra keys expire by themselves).
+    ///
+    /// The change is in force at once in this process. Redis rescales the
+    /// stored state now, or, if it cannot be reached, at the next call that
+    /// reaches it; so this never fails for a store error.
+    pub async fn set_policies(&self, policies: &[Policy]) -> Result<(), Error> {
+        let inner = &self.inner;
+        let policies = effective(policies);
+        let set = Arc::new(LimitSet {
+            keys: inner.store.keys(&inner.name, policies.len()),
+            limits: policies.iter().map(|p| Limit::new(*p)).collect(),
+        });
+        *inner.set.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
+        inner.local.set_policies(policies);
+        let store = &inner.store;
+        self.on_redis(|| async {
+            let reply = store.eval(&set.keys, &set.limits, &Op::Sync).await?;
+            script::now("sync", &reply)
+        })
+        .await;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBucket")
+            .field("name", &self.inner.name)
+            .field("policies", &self.policies())
+            .field("on_store_error", &self.inner.on_store_error)
+            .field("on_fallback", &self.is_on_fallback())
+            .finish()
+    }
+}

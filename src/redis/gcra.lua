@@ -1,0 +1,248 @@
+-- tollgate's GCRA next to its data: the steps of src/bucket/gcra.rs (grant,
+-- refund, rescale, defer, available) on Redis's own clock (TIME), for every
+-- limit of one source in one atomic call. One difference: the deferral
+-- floor is kept beside the tat, so that neither a policy change nor a
+-- refund lowers a deferral.
+--
+-- Times and durations are pairs (whole seconds, nanoseconds 0..1e9-1): Lua
+-- numbers are doubles, exact only below 2^53, and nanoseconds since 1970
+-- are about 1.7e18. Every step below is therefore exact, as in Rust.
+--
+-- KEYS: one per limit of the source (they share a hash tag, so one slot).
+-- ARGV[1]: the operation: take | refund | defer | sync | peek
+-- ARGV[2], ARGV[3]: its argument, a pair (take: the longest wait; refund:
+--   the reservation's slot; defer: the wait from now; else unused)
+-- Then, per limit: the params id, interval (s, ns), tau (s, ns), interval
+--   as a float, capacity; and for take the cost (s, ns), for refund the
+--   tat after the reservation (s, ns), its cost (s, ns) and policy version.
+--
+-- A key holds "tat_s tat_ns floor_s floor_ns version params_id": the
+-- theoretical arrival time, the deferral floor, the policy version and the
+-- params the tat was computed under. A missing key is a full bucket.
+-- Keys expire when the bucket is full again (never before a deferral ends).
+-- A refused call writes nothing.
+
+local E = 1000000000
+
+local function add(as, an, bs, bn)
+  local s, n = as + bs, an + bn
+  if n >= E then return s + 1, n - E end
+  return s, n
+end
+
+-- max(a - b, 0)
+local function sub(as, an, bs, bn)
+  local s, n = as - bs, an - bn
+  if n < 0 then s, n = s - 1, n + E end
+  if s < 0 then return 0, 0 end
+  return s, n
+end
+
+local function lt(as, an, bs, bn)
+  return as < bs or (as == bs and an < bn)
+end
+
+local function max(as, an, bs, bn)
+  if lt(as, an, bs, bn) then return bs, bn end
+  return as, an
+end
+
+local function float(s, n)
+  return s * E + n
+end
+
+local t = redis.call('TIME')
+local now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
+
+local op = ARGV[1]
+local arg_s, arg_n = tonumber(ARGV[3 - 1]), tonumber(ARGV[3])
+local stride = 7
+if op == 'take' then stride = 9 elseif op == 'refund' then stride = 12 end
+
+-- The params of limit i, as the caller sends them.
+local function params(i)
+  local b = 3 + (i - 1) * stride
+  local p = {
+    id = ARGV[b + 1],
+    iv_s = tonumber(ARGV[b + 2]), iv_n = tonumber(ARGV[b + 3]),
+    tau_s = tonumber(ARGV[b + 4]), tau_n = tonumber(ARGV[b + 5]),
+    ivf = tonumber(ARGV[b + 6]), cap = tonumber(ARGV[b + 7]),
+  }
+  p.unlimited = p.iv_s == 0 and p.iv_n == 0
+  return p, b + 7
+end
+
+-- The params encoded in a params id ("iv_s:iv_n:tau_s:tau_n:ivf:cap").
+local function parse_id(id)
+  local a, b, c, d, e, f = string.match(id, '^(%d+):(%d+):(%d+):(%d+):([^:]+):([^:]+)$')
+  local p = {
+    id = id, iv_s = tonumber(a), iv_n = tonumber(b), tau_s = tonumber(c),
+    tau_n = tonumber(d), ivf = tonumber(e), cap = tonumber(f),
+  }
+  p.unlimited = p.iv_s == 0 and p.iv_n == 0
+  return p
+end
+
+-- gcra::available
+local function available(p, ts, tn)
+  if p.unlimited then
+    if lt(now_s, now_n, ts, tn) then return 0 end
+    return math.huge
+  end
+  local hs, hn = add(now_s, now_n, p.tau_s, p.tau_n)
+  local rs, rn = sub(hs, hn, ts, tn)
+  return math.min(float(rs, rn) / p.ivf, p.cap)
+end
+
+-- gcra::defer
+local function defer(p, ts, tn, us, un)
+  if p.unlimited then return max(ts, tn, us, un) end
+  local cs, cn = p.iv_s, p.iv_n
+  if lt(p.tau_s, p.tau_n, cs, cn) then cs, cn = p.tau_s, p.tau_n end
+  local gs, gn = add(us, un, p.tau_s, p.tau_n)
+  gs, gn = sub(gs, gn, cs, cn)
+  return max(ts, tn, gs, gn)
+end
+
+-- gcra::rescale
+local function rescale(old, new, ts, tn)
+  if new.unlimited then return now_s, now_n end
+  if old.unlimited then
+    if lt(now_s, now_n, ts, tn) then return defer(new, now_s, now_n, ts, tn) end
+    return now_s, now_n
+  end
+  local ls, ln = sub(ts, tn, old.tau_s, old.tau_n)
+  if lt(now_s, now_n, ls, ln) then return add(ls, ln, new.tau_s, new.tau_n) end
+  local tokens = math.min(available(old, ts, tn), new.cap)
+  local k = math.floor(tokens * new.ivf)
+  local ks = math.floor(k / E)
+  local kn = k - ks * E
+  if lt(new.tau_s, new.tau_n, ks, kn) then ks, kn = new.tau_s, new.tau_n end
+  local hs, hn = add(now_s, now_n, new.tau_s, new.tau_n)
+  return sub(hs, hn, ks, kn)
+end
+
+-- A limit's state under the caller's params p: rescaled (and its version
+-- bumped) when it was computed under other params. Nothing is written here.
+local function load(key, p)
+  local st = { ts = 0, tn = 0, fs = 0, fn = 0, ver = 0, dirty = false }
+  local v = redis.call('GET', key)
+  if not v then return st end
+  local ts, tn, fs, fn, ver, id = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
+  if not ts then return st end
+  st.ts, st.tn, st.fs, st.fn, st.ver = tonumber(ts), tonumber(tn), tonumber(fs), tonumber(fn), tonumber(ver)
+  if id ~= p.id then
+    st.ts, st.tn = rescale(parse_id(id), p, st.ts, st.tn)
+    -- No policy change lowers a deferral.
+    if lt(now_s, now_n, st.fs, st.fn) then
+      st.ts, st.tn = defer(p, st.ts, st.tn, st.fs, st.fn)
+    end
+    st.ver = st.ver + 1
+    st.dirty = true
+  end
+  return st
+end
+
+local function save(key, p, st)
+  local us, un = max(st.ts, st.tn, st.fs, st.fn)
+  local ms = 1
+  if lt(now_s, now_n, us, un) then
+    local ds, dn = sub(us, un, now_s, now_n)
+    ms = math.max(1, math.ceil(float(ds, dn) / 1000000))
+  end
+  local v = string.format('%d %d %d %d %d %s', st.ts, st.tn, st.fs, st.fn, st.ver, p.id)
+  redis.call('SET', key, v, 'PX', ms)
+end
+
+local n = #KEYS
+local ps, sts = {}, {}
+for i = 1, n do
+  ps[i] = params(i)
+  sts[i] = load(KEYS[i], ps[i])
+end
+
+if op == 'take' then
+  -- The latest slot among the limits, then every limit takes at that slot.
+  local costs = {}
+  local ss, sn = now_s, now_n
+  for i = 1, n do
+    local p, st = ps[i], sts[i]
+    local b = 3 + (i - 1) * stride + 7
+    local cs, cn = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    costs[i] = { cs, cn }
+    local gs, gn
+    if p.unlimited then
+      gs, gn = max(st.ts, st.tn, now_s, now_n)
+    else
+      local ms, mn = max(st.ts, st.tn, now_s, now_n)
+      local es, en = add(ms, mn, cs, cn)
+      gs, gn = sub(es, en, p.tau_s, p.tau_n)
+    end
+    ss, sn = max(ss, sn, gs, gn)
+  end
+  local ws, wn = sub(ss, sn, now_s, now_n)
+  if lt(arg_s, arg_n, ws, wn) then
+    return { 0, now_s, now_n, ss, sn }
+  end
+  local out = { 1, now_s, now_n, ss, sn }
+  for i = 1, n do
+    local p, st = ps[i], sts[i]
+    if not p.unlimited then
+      local ms, mn = max(st.ts, st.tn, ss, sn)
+      st.ts, st.tn = add(ms, mn, costs[i][1], costs[i][2])
+      st.dirty = true
+    end
+    if st.dirty then save(KEYS[i], p, st) end
+    out[#out + 1] = st.ver
+    out[#out + 1] = st.ts
+    out[#out + 1] = st.tn
+  end
+  return out
+elseif op == 'refund' then
+  -- gcra::refund, per limit; nothing once the slot has come.
+  if not lt(now_s, now_n, arg_s, arg_n) then
+    return { 0, now_s, now_n }
+  end
+  local out = { 1, now_s, now_n }
+  for i = 1, n do
+    local p, st = ps[i], sts[i]
+    local b = 3 + (i - 1) * stride + 7
+    local as, an = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    local cs, cn = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    local ver = tonumber(ARGV[b + 5])
+    local back = 0
+    if not p.unlimited and (cs > 0 or cn > 0) and st.ver == ver
+        and st.ts == as and st.tn == an then
+      st.ts, st.tn = sub(as, an, cs, cn)
+      -- A deferral made since stays a floor.
+      if lt(now_s, now_n, st.fs, st.fn) then
+        st.ts, st.tn = defer(p, st.ts, st.tn, st.fs, st.fn)
+      end
+      save(KEYS[i], p, st)
+      back = 1
+    end
+    out[#out + 1] = back
+  end
+  return out
+elseif op == 'defer' then
+  local us, un = add(now_s, now_n, arg_s, arg_n)
+  for i = 1, n do
+    local p, st = ps[i], sts[i]
+    st.ts, st.tn = defer(p, st.ts, st.tn, us, un)
+    st.fs, st.fn = max(st.fs, st.fn, us, un)
+    save(KEYS[i], p, st)
+  end
+  return { 1, now_s, now_n, us, un }
+elseif op == 'sync' then
+  for i = 1, n do
+    if sts[i].dirty then save(KEYS[i], ps[i], sts[i]) end
+  end
+  return { 1, now_s, now_n }
+elseif op == 'peek' then
+  local tokens = math.huge
+  for i = 1, n do
+    tokens = math.min(tokens, available(ps[i], sts[i].ts, sts[i].tn))
+  end
+  return { 1, now_s, now_n, string.format('%.17g', tokens) }
+end
+return redis.error_reply('tollgate: unknown operation ' .. tostring(op))

@@ -1,0 +1,242 @@
+//! [`RedisReservation`]: tokens taken for a slot on Redis's clock, waited
+//! for on the local timer; and [`Admission`], what an admitted request
+//! learns.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::bucket::{BucketInner, LimitSet};
+use super::fallback::LocalTaken;
+use super::script::{self, Op, RemoteTicket};
+use crate::clock::Timestamp;
+use crate::Error;
+
+/// An admitted request: when it was admitted, on Redis's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    at: Option<Timestamp>,
+}
+
+impl Admission {
+    /// The slot on Redis's clock (nanoseconds since the Unix epoch, as
+    /// [`RedisStore::time`](super::RedisStore::time) reads it); `None` when
+    /// Redis had failed and the bucket's fallback admitted the request.
+    pub fn at(&self) -> Option<Timestamp> {
+        self.at
+    }
+
+    /// Whether Redis admitted it (rather than a fallback).
+    pub fn by_redis(&self) -> bool {
+        self.at.is_some()
+    }
+}
+
+/// Tokens taken from a [`RedisBucket`](super::RedisBucket) for a slot,
+/// maybe in the future.
+///
+/// Keep the tokens by [`wait`](Self::wait)ing for the slot or by
+/// [`commit`](Self::commit)ting. Dropping it before its slot gives them
+/// back (in a task on the current tokio runtime) when no reservation was
+/// made after it; [`cancel`](Self::cancel) does the same and reports it.
+#[must_use = "a reservation dropped before its slot gives its tokens back: `.wait().await` for the slot, or `.commit()` to keep them"]
+pub struct RedisReservation {
+    bucket: Arc<BucketInner>,
+    kind: Kind,
+    /// The slot on the local tokio timer.
+    deadline: Instant,
+    armed: bool,
+}
+
+enum Kind {
+    /// Taken in Redis.
+    Remote {
+        set: Arc<LimitSet>,
+        issued: Timestamp,
+        slot: Timestamp,
+        tickets: Vec<RemoteTicket>,
+    },
+    /// Taken from the local fallback while Redis failed.
+    Local(LocalTaken),
+    /// Admitted without a limit while Redis failed (failing open).
+    Open,
+}
+
+impl RedisReservation {
+    pub(super) fn remote(
+        bucket: Arc<BucketInner>,
+        set: Arc<LimitSet>,
+        issued: Timestamp,
+        slot: Timestamp,
+        tickets: Vec<RemoteTicket>,
+    ) -> Self {
+        // Redis's difference, on this machine's timer: the reply's travel
+        // time only makes the wait longer, never shorter.
+        let deadline = Instant::now() + slot.saturating_duration_since(issued);
+        RedisReservation {
+            bucket,
+            kind: Kind::Remote {
+                set,
+                issued,
+                slot,
+                tickets,
+            },
+            deadline,
+            armed: true,
+        }
+    }
+
+    pub(super) fn local(bucket: Arc<BucketInner>, taken: LocalTaken) -> Self {
+        let deadline = bucket.local.clock().instant(taken.slot);
+        RedisReservation {
+            bucket,
+            kind: Kind::Local(taken),
+            deadline,
+            armed: true,
+        }
+    }
+
+    pub(super) fn open(bucket: Arc<BucketInner>) -> Self {
+        RedisReservation {
+            bucket,
+            kind: Kind::Open,
+            deadline: Instant::now(),
+            armed: false,
+        }
+    }
+
+    /// The slot on Redis's clock; `None` when a fallback took it.
+    pub fn ready_at(&self) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Remote { slot, .. } => Some(*slot),
+            _ => None,
+        }
+    }
+
+    /// Redis's `TIME` when the reservation was taken; `None` when a
+    /// fallback took it.
+    pub fn issued_at(&self) -> Option<Timestamp> {
+        match &self.kind {
+            Kind::Remote { issued, .. } => Some(*issued),
+            _ => None,
+        }
+    }
+
+    /// The slot on the local tokio timer.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// How long from now until the slot (zero if it has come).
+    pub fn delay(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn admission(&self) -> Admission {
+        Admission {
+            at: self.ready_at(),
+        }
+    }
+
+    /// Sleeps until the slot and keeps the tokens. If this future is
+    /// dropped before the slot, the tokens are given back.
+    pub async fn wait(mut self) -> Admission {
+        if Instant::now() < self.deadline {
+            tokio::time::sleep_until(self.deadline).await;
+        }
+        self.armed = false;
+        self.admission()
+    }
+
+    /// Keeps the tokens without waiting: the caller promises to send no
+    /// earlier than the slot.
+    pub fn commit(mut self) -> Admission {
+        self.armed = false;
+        self.admission()
+    }
+
+    /// Gives the tokens back now, returning how many came back: all of
+    /// them if no reservation was made after this one (in every limit; with
+    /// several limits, the fewest any gave back), none once the slot has
+    /// come or after a policy change.
+    ///
+    /// Errors: [`Error::Store`] when Redis cannot be reached (the tokens
+    /// then stay taken: stricter, never looser).
+    pub async fn cancel(mut self) -> Result<f64, Error> {
+        self.armed = false;
+        match &self.kind {
+            Kind::Remote {
+                set, slot, tickets, ..
+            } => refund(&self.bucket, set, *slot, tickets).await,
+            Kind::Local(taken) => Ok(taken.cancel()),
+            Kind::Open => Ok(0.0),
+        }
+    }
+}
+
+async fn refund(
+    bucket: &BucketInner,
+    set: &LimitSet,
+    slot: Timestamp,
+    tickets: &[RemoteTicket],
+) -> Result<f64, Error> {
+    let op = Op::Refund {
+        slot: slot.as_nanos(),
+        tickets,
+    };
+    let reply = bucket.store.eval(&set.keys, &set.limits, &op).await?;
+    let back = script::refunded(&reply)?;
+    if back.is_empty() {
+        return Ok(0.0);
+    }
+    Ok(back
+        .iter()
+        .zip(tickets)
+        .enumerate()
+        .map(|(i, (&back, t))| if back { set.tokens(i, t.cost) } else { 0.0 })
+        .fold(f64::INFINITY, f64::min))
+}
+
+impl Drop for RedisReservation {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        match std::mem::replace(&mut self.kind, Kind::Open) {
+            Kind::Remote {
+                set, slot, tickets, ..
+            } => {
+                if Instant::now() >= self.deadline {
+                    return; // its slot has come: nothing to give back
+                }
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return; // no runtime to ask Redis from: the tokens stay taken
+                };
+                let bucket = self.bucket.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = refund(&bucket, &set, slot, &tickets).await {
+                        tracing::debug!(bucket = &*bucket.name, error = %e, "could not give tokens back");
+                    }
+                });
+            }
+            Kind::Local(taken) => {
+                taken.cancel();
+            }
+            Kind::Open => {}
+        }
+    }
+}
+
+impl fmt::Debug for RedisReservation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReservation")
+            .field("bucket", &self.bucket.name)
+            .field("ready_at", &self.ready_at())
+            .field("issued_at", &self.issued_at())
+            .field("delay", &self.delay())
+            .field("armed", &self.armed)
+            .finish()
+    }
+}

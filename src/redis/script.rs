@@ -1,0 +1,300 @@
+//! The wire between Rust and `gcra.lua`: the arguments of each operation and
+//! the replies, with every time split into (seconds, nanoseconds) so that
+//! the script's double-precision numbers hold them exactly.
+
+use ::redis::{Script, ScriptInvocation, Value};
+
+use crate::bucket::Params;
+use crate::clock::Timestamp;
+use crate::{Error, Policy};
+
+/// The script, loaded once per server and called by `EVALSHA`.
+pub(super) const SOURCE: &str = include_str!("gcra.lua");
+
+const E: u64 = 1_000_000_000;
+
+fn pair(ns: u64) -> (u64, u64) {
+    (ns / E, ns % E)
+}
+
+/// One limit as the script reads it, encoded once per policy.
+#[derive(Clone, Debug)]
+pub(super) struct Limit {
+    pub policy: Policy,
+    pub params: Params,
+    /// Names the params in the stored state, so a change is seen by every
+    /// process: `interval_s:interval_ns:tau_s:tau_ns:interval_f64:capacity`.
+    id: String,
+    interval: (u64, u64),
+    tau: (u64, u64),
+    interval_f: String,
+    capacity: String,
+}
+
+impl Limit {
+    pub fn new(policy: Policy) -> Limit {
+        let params = Params::from_policy(&policy);
+        let interval = pair(params.interval);
+        let tau = pair(params.tau);
+        // Rust prints the shortest decimal that reads back as the same
+        // double, never in exponent form; Lua's `tonumber` reads it exactly.
+        let interval_f = format!("{}", params.interval as f64);
+        let capacity = if params.is_unlimited() {
+            "0".to_string()
+        } else {
+            format!("{}", params.capacity)
+        };
+        let id = format!(
+            "{}:{}:{}:{}:{interval_f}:{capacity}",
+            interval.0, interval.1, tau.0, tau.1
+        );
+        Limit {
+            policy,
+            params,
+            id,
+            interval,
+            tau,
+            interval_f,
+            capacity,
+        }
+    }
+
+    fn push(&self, inv: &mut ScriptInvocation<'_>) {
+        inv.arg(&self.id)
+            .arg(self.interval.0)
+            .arg(self.interval.1)
+            .arg(self.tau.0)
+            .arg(self.tau.1)
+            .arg(&self.interval_f)
+            .arg(&self.capacity);
+    }
+}
+
+/// What a reservation took from one limit in Redis: enough to give it back
+/// if nothing was taken after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct RemoteTicket {
+    pub tat_after: u64,
+    pub cost: u64,
+    pub version: u64,
+}
+
+/// One call of the script.
+pub(super) enum Op<'a> {
+    /// Take `costs` (one per limit) at the latest slot among the limits,
+    /// if it comes within `max_wait` nanoseconds.
+    Take { max_wait: u64, costs: &'a [u64] },
+    /// Give back what tickets of a reservation for `slot` may give back.
+    Refund {
+        slot: u64,
+        tickets: &'a [RemoteTicket],
+    },
+    /// Defer every limit until Redis's now plus `wait` nanoseconds.
+    Defer { wait: u64 },
+    /// Rescale stored state to the caller's params, keeping the level.
+    Sync,
+    /// Tokens available now in the tightest limit.
+    Peek,
+}
+
+impl Op<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Take { .. } => "take",
+            Op::Refund { .. } => "refund",
+            Op::Defer { .. } => "defer",
+            Op::Sync => "sync",
+            Op::Peek => "peek",
+        }
+    }
+}
+
+/// The `EVALSHA` call of `op` on `keys` (one per limit).
+pub(super) fn invocation<'s>(
+    script: &'s Script,
+    keys: &[String],
+    limits: &[Limit],
+    op: &Op<'_>,
+) -> ScriptInvocation<'s> {
+    let mut inv = script.prepare_invoke();
+    for key in keys {
+        inv.key(key);
+    }
+    let arg = match op {
+        Op::Take { max_wait, .. } => *max_wait,
+        Op::Refund { slot, .. } => *slot,
+        Op::Defer { wait } => *wait,
+        Op::Sync | Op::Peek => 0,
+    };
+    let (s, n) = pair(arg);
+    inv.arg(op.name()).arg(s).arg(n);
+    for (i, limit) in limits.iter().enumerate() {
+        limit.push(&mut inv);
+        match op {
+            Op::Take { costs, .. } => {
+                let (s, n) = pair(costs[i]);
+                inv.arg(s).arg(n);
+            }
+            Op::Refund { tickets, .. } => {
+                let t = tickets[i];
+                let (ts, tn) = pair(t.tat_after);
+                let (cs, cn) = pair(t.cost);
+                inv.arg(ts).arg(tn).arg(cs).arg(cn).arg(t.version);
+            }
+            Op::Defer { .. } | Op::Sync | Op::Peek => {}
+        }
+    }
+    inv
+}
+
+/// What `take` answered.
+#[derive(Debug)]
+pub(super) enum Taken {
+    /// Every limit took its tokens for `slot`.
+    Granted {
+        now: Timestamp,
+        slot: Timestamp,
+        tickets: Vec<RemoteTicket>,
+    },
+    /// The slot lies beyond the longest wait; nothing was taken.
+    Refused { now: Timestamp, slot: Timestamp },
+}
+
+fn malformed(what: &str, reply: &Value) -> Error {
+    Error::Store {
+        message: format!("unexpected reply to the tollgate script's {what}: {reply:?}"),
+    }
+}
+
+fn items<'v>(what: &str, reply: &'v Value, min_len: usize) -> Result<&'v [Value], Error> {
+    match reply {
+        Value::Array(items) if items.len() >= min_len => Ok(items),
+        other => Err(malformed(what, other)),
+    }
+}
+
+fn int(what: &str, reply: &Value, v: &Value) -> Result<u64, Error> {
+    match v {
+        Value::Int(i) if *i >= 0 => Ok(*i as u64),
+        _ => Err(malformed(what, reply)),
+    }
+}
+
+fn time(what: &str, reply: &Value, s: &Value, n: &Value) -> Result<Timestamp, Error> {
+    let s = int(what, reply, s)?;
+    let n = int(what, reply, n)?;
+    s.checked_mul(E)
+        .and_then(|s| s.checked_add(n))
+        .map(Timestamp::from_nanos)
+        .ok_or_else(|| malformed(what, reply))
+}
+
+/// Decodes the reply to `take` with `costs` asked for.
+pub(super) fn taken(reply: &Value, costs: &[u64]) -> Result<Taken, Error> {
+    let v = items("take", reply, 5)?;
+    let now = time("take", reply, &v[1], &v[2])?;
+    let slot = time("take", reply, &v[3], &v[4])?;
+    if int("take", reply, &v[0])? == 0 {
+        return Ok(Taken::Refused { now, slot });
+    }
+    if v.len() != 5 + 3 * costs.len() {
+        return Err(malformed("take", reply));
+    }
+    let tickets = costs
+        .iter()
+        .zip(v[5..].chunks_exact(3))
+        .map(|(&cost, t)| {
+            Ok(RemoteTicket {
+                version: int("take", reply, &t[0])?,
+                tat_after: time("take", reply, &t[1], &t[2])?.as_nanos(),
+                cost,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Taken::Granted { now, slot, tickets })
+}
+
+/// Decodes the reply to `refund`: per limit, whether it gave back.
+pub(super) fn refunded(reply: &Value) -> Result<Vec<bool>, Error> {
+    let v = items("refund", reply, 3)?;
+    v[3..]
+        .iter()
+        .map(|b| Ok(int("refund", reply, b)? == 1))
+        .collect()
+}
+
+/// Decodes Redis's now from any reply (items 1 and 2).
+pub(super) fn now(what: &str, reply: &Value) -> Result<Timestamp, Error> {
+    let v = items(what, reply, 3)?;
+    time(what, reply, &v[1], &v[2])
+}
+
+/// Decodes the reply to `peek`: tokens available in the tightest limit.
+pub(super) fn tokens(reply: &Value) -> Result<f64, Error> {
+    let v = items("peek", reply, 4)?;
+    match &v[3] {
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .ok_or_else(|| malformed("peek", reply)),
+        _ => Err(malformed("peek", reply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_split_into_exact_pairs() {
+        assert_eq!(
+            pair(1_700_000_000_123_456_789),
+            (1_700_000_000, 123_456_789)
+        );
+        assert_eq!(pair(999_999_999), (0, 999_999_999));
+        // Both halves stay far below 2^53, where doubles are exact.
+        let (s, n) = pair(u64::MAX);
+        assert!(s < 1 << 53 && n < 1 << 53);
+    }
+
+    #[test]
+    fn params_id_names_every_number_the_script_uses() {
+        let l = Limit::new("3/s burst 3".parse().unwrap());
+        assert_eq!(l.id, "0:333333334:1:2:333333334:3");
+        let u = Limit::new(Policy::unlimited());
+        assert_eq!(u.id, "0:0:0:0:0:0");
+    }
+
+    #[test]
+    fn a_granted_take_decodes_one_ticket_per_limit() {
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(1_700_000_000),
+            Value::Int(5_000),
+            Value::Int(1_700_000_001),
+            Value::Int(0),
+            Value::Int(7),
+            Value::Int(1_700_000_001),
+            Value::Int(500),
+        ]);
+        match taken(&reply, &[42]).unwrap() {
+            Taken::Granted { now, slot, tickets } => {
+                assert_eq!(now.as_nanos(), 1_700_000_000_000_005_000);
+                assert_eq!(slot.as_nanos(), 1_700_000_001_000_000_000);
+                assert_eq!(
+                    tickets,
+                    vec![RemoteTicket {
+                        tat_after: 1_700_000_001_000_000_500,
+                        cost: 42,
+                        version: 7
+                    }]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            taken(&Value::Array(vec![Value::Int(1)]), &[1]),
+            Err(Error::Store { .. })
+        ));
+    }
+}

@@ -1,0 +1,340 @@
+//! [`RedisStore`]: one connection to Redis (reconnecting by itself), the
+//! script, the key prefix, and the settings its buckets share.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, Script, Value};
+
+use super::fallback::OnStoreError;
+use super::script::{self, Limit, Op};
+use super::RedisBucket;
+use crate::clock::Timestamp;
+use crate::{Error, Policy};
+
+/// How long a call waits for Redis by default before it counts as failed.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often a failed bucket asks Redis again, by default.
+pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_millis(200);
+/// The key prefix [`RedisStore::builder`] starts with.
+pub const DEFAULT_PREFIX: &str = "tollgate:";
+
+/// Buckets whose state lives in Redis, shared by every process that uses
+/// the same server and key prefix.
+///
+/// Cheap to clone (an `Arc` inside); all clones share one multiplexed
+/// connection, which reconnects by itself after Redis restarts. See the
+/// [module docs](super) for what is stored and how time is read.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tollgate::redis::{OnStoreError, RedisStore};
+/// use tollgate::Policy;
+///
+/// # async fn run() -> Result<(), tollgate::Error> {
+/// let store = RedisStore::builder("redis://127.0.0.1/")
+///     .prefix("myapp:limits:")
+///     .timeout(Duration::from_millis(100))
+///     .on_store_error(OnStoreError::Local { divide_by: 4 })
+///     .connect()
+///     .await?;
+/// let jikan = store.bucket("jikan", &["3/s".parse()?, "60/min".parse()?])?;
+/// jikan.acquire(1.0).await?; // waits for the slot all processes agree on
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<StoreInner>,
+}
+
+pub(super) struct StoreInner {
+    conn: ConnectionManager,
+    script: Script,
+    prefix: String,
+    pub timeout: Duration,
+    pub probe_every: Duration,
+    pub on_store_error: OnStoreError,
+}
+
+/// Settings for a [`RedisStore`]; from [`RedisStore::builder`].
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `.connect().await` or `.connect_lazy()`"]
+pub struct RedisStoreBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    probe_every: Duration,
+    on_store_error: OnStoreError,
+}
+
+fn store_error(context: &str, e: impl fmt::Display) -> Error {
+    Error::Store {
+        message: format!("{context}: {e}"),
+    }
+}
+
+/// The URL without its credentials, for messages and `Debug`.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn check_name(what: &str, s: &str) -> Result<(), Error> {
+    if s.contains(['{', '}']) {
+        return Err(Error::config(
+            format!("redis {what} `{s}`"),
+            "must not contain `{` or `}`: the store puts each source's name in braces \
+             (a hash tag) so that its keys share one cluster slot",
+        ));
+    }
+    Ok(())
+}
+
+impl RedisStoreBuilder {
+    /// Keys are `PREFIX{NAME}:I` (I the limit's index). Default
+    /// [`DEFAULT_PREFIX`]; processes share buckets when they share the
+    /// server and the prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one call waits for Redis (connecting included) before it
+    /// counts as failed; default [`DEFAULT_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How often a failed bucket asks Redis again; default
+    /// [`DEFAULT_PROBE_EVERY`].
+    pub fn probe_every(mut self, every: Duration) -> Self {
+        self.probe_every = every;
+        self
+    }
+
+    /// What buckets do while Redis fails, unless given their own in
+    /// [`RedisStore::bucket_with`]; default [`OnStoreError::FailClosed`].
+    pub fn on_store_error(mut self, on_store_error: OnStoreError) -> Self {
+        self.on_store_error = on_store_error;
+        self
+    }
+
+    fn build(self) -> Result<RedisStore, Error> {
+        check_name("prefix", &self.prefix)?;
+        let on_store_error = self.on_store_error.validate()?;
+        if self.timeout.is_zero() {
+            return Err(Error::config(
+                "redis timeout",
+                "a zero timeout fails every call; give the longest wait for Redis, e.g. 250ms",
+            ));
+        }
+        let client = Client::open(self.url.as_str()).map_err(|e| {
+            Error::config(
+                format!("redis url `{}`", redacted(&self.url)),
+                e.to_string(),
+            )
+        })?;
+        // Reconnect quickly and keep trying: a bucket on its fallback asks
+        // again every `probe_every`, and each try is bounded by `timeout`.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(self.probe_every.min(Duration::from_millis(500)))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| store_error("cannot set up the Redis connection", e))?;
+        Ok(RedisStore {
+            inner: Arc::new(StoreInner {
+                conn,
+                script: Script::new(script::SOURCE),
+                prefix: self.prefix,
+                timeout: self.timeout,
+                probe_every: self.probe_every,
+                on_store_error,
+            }),
+        })
+    }
+
+    /// Connects, checks that Redis answers, and loads the script; fails
+    /// with [`Error::Store`] when Redis cannot be reached within the
+    /// timeout. Must run inside a tokio runtime.
+    pub async fn connect(self) -> Result<RedisStore, Error> {
+        let store = self.build()?;
+        let inner = &store.inner;
+        let mut conn = inner.conn.clone();
+        let load = inner.script.load_async(&mut conn);
+        match tokio::time::timeout(inner.timeout, load).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(store_error("cannot load the tollgate script into Redis", e)),
+            Err(_) => Err(store_error(
+                "cannot reach Redis",
+                format!("no answer within {:?}", inner.timeout),
+            )),
+        }
+    }
+
+    /// Sets the store up without contacting Redis: the first call connects
+    /// (and loads the script), and until Redis answers buckets follow their
+    /// [`OnStoreError`]. For processes that must start while Redis is down.
+    /// Must run inside a tokio runtime.
+    pub fn connect_lazy(self) -> Result<RedisStore, Error> {
+        self.build()
+    }
+}
+
+impl RedisStore {
+    /// Settings to connect to `url` (`redis://HOST[:PORT][/DB]`,
+    /// `rediss://` for TLS when redis-rs is built with it).
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            timeout: DEFAULT_TIMEOUT,
+            probe_every: DEFAULT_PROBE_EVERY,
+            on_store_error: OnStoreError::default(),
+        }
+    }
+
+    /// Connects to `url` with keys under `prefix` and the default settings.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, Error> {
+        Self::builder(url).prefix(prefix).connect().await
+    }
+
+    /// The bucket named `name` with `policies` (all apply at once; none
+    /// means unlimited), failing as the store's
+    /// [`on_store_error`](RedisStoreBuilder::on_store_error) says.
+    ///
+    /// Processes that name the same bucket share it. Each process sends its
+    /// own policies with every call: when they differ from those the stored
+    /// state was computed under, Redis rescales it keeping its level (as
+    /// [`RedisBucket::set_policies`] does), so a policy change reaches every
+    /// process that makes it.
+    pub fn bucket(&self, name: &str, policies: &[Policy]) -> Result<RedisBucket, Error> {
+        self.bucket_with(name, policies, self.inner.on_store_error)
+    }
+
+    /// [`bucket`](Self::bucket) with its own [`OnStoreError`].
+    pub fn bucket_with(
+        &self,
+        name: &str,
+        policies: &[Policy],
+        on_store_error: OnStoreError,
+    ) -> Result<RedisBucket, Error> {
+        if name.is_empty() {
+            return Err(Error::config(
+                "redis bucket",
+                "the name is empty; name the source",
+            ));
+        }
+        check_name("bucket name", name)?;
+        RedisBucket::new(
+            self.inner.clone(),
+            name,
+            policies,
+            on_store_error.validate()?,
+        )
+    }
+
+    /// Redis's clock (`TIME`), in nanoseconds since the Unix epoch: the
+    /// clock every slot and admission of this store is on.
+    pub async fn time(&self) -> Result<Timestamp, Error> {
+        let mut conn = self.inner.conn.clone();
+        let cmd = ::redis::cmd("TIME");
+        let query = cmd.query_async::<(u64, u64)>(&mut conn);
+        match tokio::time::timeout(self.inner.timeout, query).await {
+            Ok(Ok((s, us))) => Ok(Timestamp::from_nanos(s * 1_000_000_000 + us * 1_000)),
+            Ok(Err(e)) => Err(store_error("Redis TIME failed", e)),
+            Err(_) => Err(self.inner.timed_out()),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The SHA1 of the script, as `EVALSHA` names it.
+    pub fn script_sha(&self) -> &str {
+        self.inner.script.get_hash()
+    }
+}
+
+impl StoreInner {
+    /// The keys of bucket `name` with `n` limits.
+    pub fn keys(&self, name: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{}{{{name}}}:{i}", self.prefix))
+            .collect()
+    }
+
+    fn timed_out(&self) -> Error {
+        store_error(
+            "Redis did not answer",
+            format!("no answer within {:?}", self.timeout),
+        )
+    }
+
+    /// Runs the script once (`EVALSHA`, loading it again on `NOSCRIPT`)
+    /// within the timeout.
+    pub async fn eval(
+        &self,
+        keys: &[String],
+        limits: &[Limit],
+        op: &Op<'_>,
+    ) -> Result<Value, Error> {
+        let inv = script::invocation(&self.script, keys, limits, op);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(store_error("Redis failed", e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_every", &self.probe_every)
+            .field("on_store_error", &self.on_store_error)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("probe_every", &self.inner.probe_every)
+            .field("on_store_error", &self.inner.on_store_error)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(
+            redacted("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://…@10.0.0.1:6379/0"
+        );
+        assert_eq!(redacted("redis://127.0.0.1/"), "redis://127.0.0.1/");
+        let b = RedisStore::builder("redis://:hunter2@127.0.0.1/");
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,359 @@
+//! What only the Redis store has to prove: one script called by `EVALSHA`
+//! and reloaded after `NOSCRIPT`, keys under a hash tag that expire when the
+//! bucket is full (never before a deferral ends), refusals that write
+//! nothing, processes that disagree on the policy, a dead Redis that never
+//! hangs a call, and bad settings refused with typed errors.
+#![cfg(feature = "redis")]
+
+use std::time::{Duration, Instant};
+
+#[path = "common/redis.rs"]
+mod redis_env;
+
+use ::redis::AsyncCommands;
+use tollgate::redis::{OnStoreError, RedisStore};
+use tollgate::{Error, Policy};
+
+async fn setup(test: &str) -> Option<(RedisStore, ::redis::aio::MultiplexedConnection)> {
+    let url = redis_env::redis_url(test)?;
+    let store = redis_env::connect(&url, &redis_env::unique_prefix(test)).await;
+    let raw = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Some((store, raw))
+}
+
+/// Calls of a command (`evalsha`, `eval`, ...) the server has counted.
+async fn calls(raw: &mut ::redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A server of the test's own, so that its command counters are the test's.
+async fn private(
+    test: &str,
+) -> Option<(
+    redis_env::PrivateRedis,
+    RedisStore,
+    ::redis::aio::MultiplexedConnection,
+)> {
+    redis_env::redis_url(test)?;
+    let server = redis_env::PrivateRedis::start(redis_env::free_port());
+    let store = redis_env::connect(&server.url(), "t:").await;
+    let raw = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Some((server, store, raw))
+}
+
+#[tokio::test]
+async fn one_evalsha_per_call_and_reloaded_after_noscript() {
+    let Some((_server, store, mut raw)) = private("evalsha").await else {
+        return;
+    };
+    let b = store
+        .bucket("evalsha", &[Policy::new(100.0, 1000.0).unwrap()])
+        .unwrap();
+    let (evalsha, eval) = (
+        calls(&mut raw, "evalsha").await,
+        calls(&mut raw, "eval").await,
+    );
+    for _ in 0..5 {
+        b.try_acquire(1.0).await.unwrap();
+    }
+    assert!(calls(&mut raw, "evalsha").await >= evalsha + 5);
+    assert_eq!(
+        calls(&mut raw, "eval").await,
+        eval,
+        "never the script's text"
+    );
+
+    // A server that lost its scripts (a restart, SCRIPT FLUSH) answers
+    // NOSCRIPT; the store loads the script again and carries on.
+    let _: () = ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let exists: Vec<bool> = ::redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(store.script_sha())
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, vec![false]);
+    let admitted = b.try_acquire(1.0).await.unwrap();
+    assert!(admitted.by_redis());
+    let exists: Vec<bool> = ::redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(store.script_sha())
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, vec![true]);
+    assert!(!b.is_on_fallback());
+}
+
+#[tokio::test]
+async fn keys_share_a_hash_tag_and_expire_when_the_bucket_is_full() {
+    let Some((store, mut raw)) = setup("expiry").await else {
+        return;
+    };
+    let b = store
+        .bucket(
+            "jikan",
+            &[
+                Policy::new(2.0, 10.0).unwrap(),
+                Policy::new(5.0, 5.0).unwrap(),
+            ],
+        )
+        .unwrap();
+    let keys = b.keys();
+    assert_eq!(
+        keys,
+        vec![
+            format!("{}{{jikan}}:0", store.prefix()),
+            format!("{}{{jikan}}:1", store.prefix())
+        ]
+    );
+    for k in &keys {
+        assert!(
+            !raw.exists::<_, bool>(k).await.unwrap(),
+            "a full bucket stores nothing"
+        );
+    }
+    b.try_acquire(1.0).await.unwrap();
+    // Full again after one interval of each limit: 100 ms and 200 ms.
+    let ttl0: i64 = raw.pttl(&keys[0]).await.unwrap();
+    let ttl1: i64 = raw.pttl(&keys[1]).await.unwrap();
+    assert!((1..=100).contains(&ttl0), "{ttl0}");
+    assert!((101..=200).contains(&ttl1), "{ttl1}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    for k in &keys {
+        assert!(!raw.exists::<_, bool>(k).await.unwrap(), "{k} expired");
+    }
+
+    // A deferral keeps the key until it ends, even when the bucket is full.
+    b.defer_for(Duration::from_secs(3)).await.unwrap();
+    let ttl: i64 = raw.pttl(&keys[0]).await.unwrap();
+    assert!(ttl >= 2_900, "{ttl}");
+}
+
+#[tokio::test]
+async fn a_refused_call_writes_nothing() {
+    let Some((_server, store, mut raw)) = private("refused").await else {
+        return;
+    };
+    let b = store
+        .bucket("r", &[Policy::new(1.0, 1.0).unwrap()])
+        .unwrap();
+    b.try_acquire(1.0).await.unwrap();
+    let key = &b.keys()[0];
+    let before: String = raw.get(key).await.unwrap();
+    let sets = calls(&mut raw, "set").await;
+    for _ in 0..10 {
+        assert!(b.try_acquire(1.0).await.is_err());
+        assert!(b.reserve(1.0, Duration::from_millis(100)).await.is_err());
+    }
+    // Refused under another policy too: the rescale is computed, not stored.
+    let other = store
+        .bucket("r", &[Policy::new(1.0, 0.5).unwrap()])
+        .unwrap();
+    assert!(other.try_acquire(1.0).await.is_err());
+    assert_eq!(calls(&mut raw, "set").await, sets);
+    assert_eq!(raw.get::<_, String>(key).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn no_policy_change_lowers_a_deferral() {
+    let Some((store, _raw)) = setup("floor").await else {
+        return;
+    };
+    let b = store
+        .bucket("f", &[Policy::new(5.0, 2.0).unwrap()])
+        .unwrap();
+    b.defer_for(Duration::from_secs(3)).await.unwrap();
+    for p in [
+        Policy::new(5.0, 1000.0).unwrap(),
+        Policy::unlimited(),
+        Policy::new(1.0, 50.0).unwrap(),
+    ] {
+        b.set_policies(&[p]).await.unwrap();
+        let wait = b.try_acquire(1.0).await.unwrap_err();
+        let wait = wait.as_rate_limited().unwrap().retry_after();
+        assert!(wait > Duration::from_millis(2_800), "{p}: {wait:?}");
+    }
+
+    // Nor does a refund: the deferral below comes after a reservation
+    // that already reaches past it, and stays when that one is given back.
+    let b = store
+        .bucket("g", &[Policy::new(1.0, 1.0).unwrap()])
+        .unwrap();
+    b.try_acquire(1.0).await.unwrap();
+    let r = b.reserve(1.0, Duration::from_secs(5)).await.unwrap();
+    b.defer_for(Duration::from_millis(1500)).await.unwrap();
+    assert_eq!(r.cancel().await.unwrap(), 1.0);
+    let wait = b.try_acquire(1.0).await.unwrap_err();
+    let wait = wait.as_rate_limited().unwrap().retry_after();
+    assert!(wait > Duration::from_millis(1_400), "{wait:?}");
+}
+
+#[tokio::test]
+async fn processes_with_other_policies_rescale_keeping_the_level() {
+    let Some((store, _raw)) = setup("policies").await else {
+        return;
+    };
+    // Two processes name one bucket with different policies: each call
+    // rescales the stored state to the caller's policy, keeping its level.
+    let a = store
+        .bucket("shared", &[Policy::new(10.0, 1.0).unwrap()])
+        .unwrap();
+    let b = store
+        .bucket("shared", &[Policy::new(20.0, 1.0).unwrap()])
+        .unwrap();
+    a.try_acquire(4.0).await.unwrap();
+    let level = b.available().await.unwrap();
+    assert!((6.0..6.1).contains(&level), "{level}");
+    b.try_acquire(6.0).await.unwrap();
+    let level = a.available().await.unwrap();
+    assert!(level < 0.1, "{level}");
+    // A reservation made before a policy change gives nothing back.
+    let r = a.reserve(1.0, Duration::from_secs(5)).await.unwrap();
+    b.set_policies(&[Policy::new(20.0, 1.0).unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(r.cancel().await.unwrap(), 0.0);
+    // Without a change in between, the last reservation comes back.
+    let r = a.reserve(1.0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r.cancel().await.unwrap(), 1.0);
+}
+
+#[tokio::test]
+async fn a_dropped_reservation_gives_its_tokens_back() {
+    let Some((store, _raw)) = setup("drop").await else {
+        return;
+    };
+    let b = store
+        .bucket("d", &[Policy::new(1.0, 1.0).unwrap()])
+        .unwrap();
+    b.try_acquire(1.0).await.unwrap();
+    let first = b.reserve(1.0, Duration::from_secs(5)).await.unwrap();
+    let slot = first.ready_at().unwrap();
+    drop(first);
+    // The refund runs in a task: let it reach Redis before reserving again
+    // (a reservation made first would depend on the dropped one's tokens).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = b.reserve(1.0, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        again.ready_at(),
+        Some(slot),
+        "the dropped reservation was given back"
+    );
+    again.commit();
+}
+
+#[tokio::test]
+async fn acquire_sleeps_for_redis_difference_on_the_local_timer() {
+    let Some((store, _raw)) = setup("acquire").await else {
+        return;
+    };
+    let b = store
+        .bucket("a", &[Policy::per_second(10.0).unwrap()])
+        .unwrap();
+    let first = b.acquire(1.0).await.unwrap().at().unwrap();
+    let start = Instant::now();
+    let second = b.acquire(1.0).await.unwrap().at().unwrap();
+    let waited = start.elapsed();
+    assert_eq!(second.as_nanos() - first.as_nanos(), 100_000_000);
+    assert!(waited >= Duration::from_millis(95), "{waited:?}");
+    assert!(waited < Duration::from_millis(300), "{waited:?}");
+    let after = store.time().await.unwrap();
+    assert!(after >= second, "woke at {after}, slot {second}");
+}
+
+#[tokio::test]
+async fn a_dead_redis_never_hangs_a_call() {
+    // Runs without REDIS_URL: nothing listens on this port.
+    let url = format!("redis://127.0.0.1:{}/", redis_env::free_port());
+    let timeout = Duration::from_millis(100);
+    let start = Instant::now();
+    let err = RedisStore::builder(&url)
+        .timeout(timeout)
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let store = RedisStore::builder(&url)
+        .timeout(timeout)
+        .probe_every(Duration::from_millis(50))
+        .connect_lazy()
+        .unwrap();
+    let p = [Policy::per_second(2.0).unwrap()];
+    let closed = store.bucket("c", &p).unwrap();
+    let open = store.bucket_with("o", &p, OnStoreError::FailOpen).unwrap();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let err = closed.try_acquire(1.0).await.unwrap_err();
+        assert!(matches!(err, Error::Store { .. }), "{err}");
+        assert!(
+            err.to_string().contains("FailOpen"),
+            "says what to change: {err}"
+        );
+        assert!(open.try_acquire(1.0).await.unwrap().at().is_none());
+        assert!(start.elapsed() < timeout * 3, "{:?}", start.elapsed());
+    }
+    assert!(closed.is_on_fallback() && open.is_on_fallback());
+    assert!(matches!(closed.available().await, Err(Error::Store { .. })));
+    assert_eq!(open.available().await.unwrap(), f64::INFINITY);
+    closed
+        .set_policies(&[Policy::per_second(1.0).unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(closed.policies(), vec![Policy::per_second(1.0).unwrap()]);
+}
+
+#[tokio::test]
+async fn bad_settings_are_typed_errors() {
+    let store = RedisStore::builder("redis://127.0.0.1:1/")
+        .connect_lazy()
+        .unwrap();
+    let p = [Policy::per_second(1.0).unwrap()];
+    for name in ["", "a{b", "c}"] {
+        assert!(
+            matches!(store.bucket(name, &p), Err(Error::InvalidConfig { .. })),
+            "{name:?}"
+        );
+    }
+    assert!(matches!(
+        store.bucket_with("x", &p, OnStoreError::Local { divide_by: 0 }),
+        Err(Error::InvalidConfig { .. })
+    ));
+    for b in [
+        RedisStore::builder("redis://127.0.0.1/").prefix("{p}:"),
+        RedisStore::builder("redis://127.0.0.1/").timeout(Duration::ZERO),
+        RedisStore::builder("http://127.0.0.1/"),
+        RedisStore::builder("redis://127.0.0.1/")
+            .on_store_error(OnStoreError::Local { divide_by: 0 }),
+    ] {
+        let err = b.connect_lazy().unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    }
+}

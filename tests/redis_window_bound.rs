@@ -1,0 +1,193 @@
+//! The bucket's promise on the Redis store, on random schedules in real
+//! time: in every half-open window of length `W` on Redis's clock, the
+//! admitted weight is at most capacity + rate·W (largest policy in force).
+//! An admission counts at the time the script returned for it (its `TIME`
+//! for an immediate take, the slot of a kept reservation).
+//!
+//! Fewer cases than the local property test (64 by default, or
+//! `REDIS_PROPTEST_CASES`): each runs against a real server.
+#![cfg(feature = "redis")]
+
+use std::time::Duration;
+
+mod common;
+#[path = "common/redis.rs"]
+mod redis_env;
+
+use common::max_in_window;
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+use tollgate::redis::{RedisReservation, RedisStore};
+use tollgate::{Error, Policy};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Sleep(u64),
+    Try(f64),
+    Reserve { tokens: f64, max_wait_ms: u64 },
+    Commit(usize),
+    Cancel(usize),
+    SetPolicy(Policy),
+    Defer(u64),
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (0.5f64..6.0, 20.0f64..400.0).prop_map(|(c, r)| Policy::new(c, r).unwrap())
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u64..12).prop_map(Op::Sleep),
+        4 => (0.05f64..=1.0).prop_map(Op::Try),
+        3 => (0.05f64..=1.0, 0u64..60).prop_map(|(tokens, max_wait_ms)| Op::Reserve { tokens, max_wait_ms }),
+        2 => any::<usize>().prop_map(Op::Commit),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => policy().prop_map(Op::SetPolicy),
+        1 => (0u64..40).prop_map(Op::Defer),
+    ]
+}
+
+/// Runs a schedule on a fresh bucket; returns admissions as (Redis ns, weight).
+async fn run(store: &RedisStore, name: &str, first: Policy, ops: &[Op]) -> Vec<(u64, f64)> {
+    let bucket = store.bucket(name, &[first]).unwrap();
+    let mut admitted = Vec::new();
+    let mut pending: Vec<(RedisReservation, f64)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Op::Try(w) => match bucket.try_acquire(*w).await {
+                Ok(a) => admitted.push((a.at().expect("by Redis").as_nanos(), *w)),
+                Err(Error::RateLimited(_) | Error::InsufficientCapacity { .. }) => {}
+                Err(e) => panic!("{e}"),
+            },
+            Op::Reserve {
+                tokens,
+                max_wait_ms,
+            } => match bucket
+                .reserve(*tokens, Duration::from_millis(*max_wait_ms))
+                .await
+            {
+                Ok(r) => pending.push((r, *tokens)),
+                Err(Error::RateLimited(_) | Error::InsufficientCapacity { .. }) => {}
+                Err(e) => panic!("{e}"),
+            },
+            Op::Commit(i) if !pending.is_empty() => {
+                let (r, w) = pending.remove(i % pending.len());
+                keep(r, w, &mut admitted);
+            }
+            Op::Cancel(i) if !pending.is_empty() => {
+                let (r, w) = pending.remove(i % pending.len());
+                let slot = r.ready_at().unwrap().as_nanos();
+                // Given back, or kept (its slot had come, or later ones
+                // depend on it): kept tokens count as admitted at the slot.
+                if r.cancel().await.unwrap() == 0.0 {
+                    admitted.push((slot, w));
+                }
+            }
+            Op::Commit(_) | Op::Cancel(_) => {}
+            Op::SetPolicy(p) => bucket.set_policies(&[*p]).await.unwrap(),
+            Op::Defer(ms) => bucket.defer_for(Duration::from_millis(*ms)).await.unwrap(),
+        }
+    }
+    for (r, w) in pending {
+        keep(r, w, &mut admitted);
+    }
+    admitted.sort_by_key(|a| a.0);
+    admitted
+}
+
+fn keep(r: RedisReservation, w: f64, admitted: &mut Vec<(u64, f64)>) {
+    let at = r.commit().at().expect("admitted by Redis");
+    admitted.push((at.as_nanos(), w));
+}
+
+fn windows(policies: &[Policy]) -> Vec<u64> {
+    let mut ws = vec![1_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000];
+    for p in policies {
+        let t = p.interval_nanos();
+        ws.extend([
+            t,
+            t - 1,
+            t + 1,
+            2 * t,
+            3 * t + 1,
+            p.tolerance_nanos(),
+            p.tolerance_nanos() + t,
+        ]);
+    }
+    ws
+}
+
+#[test]
+fn redis_admits_at_most_capacity_plus_rate_times_window() {
+    let Some(url) = redis_env::redis_url("redis_window_bound") else {
+        return;
+    };
+    // A runner of our own rather than `proptest!`, which lets
+    // PROPTEST_CASES (10,000 in CI, for the local tests) override the count.
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: std::env::var("REDIS_PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(64),
+        // Real-time runs, not replayable seeds: nothing to keep.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(redis_env::connect(
+        &url,
+        &redis_env::unique_prefix("window"),
+    ));
+    let case = std::cell::Cell::new(0u64);
+    let result = runner.run(
+        &(policy(), prop::collection::vec(op(), 1..60)),
+        |(first, ops)| {
+            let mut policies = vec![first];
+            policies.extend(ops.iter().filter_map(|o| match o {
+                Op::SetPolicy(p) => Some(*p),
+                _ => None,
+            }));
+            let min_cap = policies
+                .iter()
+                .map(|p| p.capacity())
+                .fold(f64::INFINITY, f64::min);
+            let ops: Vec<Op> = ops
+                .into_iter()
+                .map(|o| match o {
+                    Op::Try(f) => Op::Try(f * min_cap),
+                    Op::Reserve {
+                        tokens,
+                        max_wait_ms,
+                    } => Op::Reserve {
+                        tokens: tokens * min_cap,
+                        max_wait_ms,
+                    },
+                    o => o,
+                })
+                .collect();
+            case.set(case.get() + 1);
+            let admitted = rt.block_on(run(&store, &format!("w{}", case.get()), first, &ops));
+            let cap = policies.iter().map(|p| p.capacity()).fold(0.0, f64::max);
+            let rate = policies
+                .iter()
+                .map(|p| p.tokens_per_second())
+                .fold(0.0, f64::max);
+            for w in windows(&policies) {
+                let got = max_in_window(&admitted, w);
+                let bound = cap + rate * w as f64 / 1e9;
+                prop_assert!(
+                    got <= bound + 1e-9,
+                    "window {w} ns: admitted {got} > bound {bound}; {admitted:?}"
+                );
+            }
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
