@@ -29,6 +29,7 @@
 //! |---|---|---|
 //! | `tower` | yes | the tower layer and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
+//! | `server` | no | [`server::GuardLayer`]: per-key limits and 429s for tower and axum servers |
 //! | `redis` | no | a Redis store shared between processes |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 #![deny(missing_docs)]
@@ -47,6 +48,8 @@ pub mod presets;
 pub mod registry;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod signal;
 #[cfg(feature = "tower")]
 pub mod tower;

@@ -92,7 +92,9 @@ impl Permit {
     /// The limits in force for the set that admitted the request (after
     /// slow-downs and any server's rate); empty when it passed through.
     pub fn limits(&self) -> Vec<crate::Policy> {
-        self.buckets.as_deref().map_or_else(Vec::new, |b| b.policies())
+        self.buckets
+            .as_deref()
+            .map_or_else(Vec::new, |b| b.policies())
     }
 
     /// Reads a response's status and headers and applies the signal to the
