@@ -295,3 +295,120 @@ fn bad_configuration_is_a_typed_error() {
     assert!(e.contains("no tier"), "{e}");
     assert!(HeaderKey::new("bad header").is_err());
 }
+
+mod in_process {
+    //! Behaviours that need no network, in paused time.
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::{Request, Response, StatusCode};
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+    use tollgate::server::{tier, GuardLayer, PathKey};
+    use tollgate::{OnLimit, Registry};
+    use tower::{Layer, Service, ServiceExt};
+
+    fn ok_service(
+    ) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future = impl Send>
+           + Clone {
+        tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("ok")))
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_tier_queues_up_to_its_max_wait() {
+        let registry = Registry::builder()
+            .source(
+                tier("queue")
+                    .limit("10/s".parse().unwrap())
+                    .on_limit(OnLimit::Wait {
+                        max_wait: Some(Duration::from_millis(150)),
+                    }),
+            )
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry, PathKey).build().unwrap();
+        let svc = guard.layer(ok_service());
+        let start = Instant::now();
+        let call = |svc: &_| {
+            let svc: tollgate::server::Guard<_, PathKey> = Clone::clone(svc);
+            async move {
+                let resp = svc.oneshot(Request::new(())).await.unwrap();
+                (resp.status(), start.elapsed(), resp)
+            }
+        };
+        let (a, b, c) = tokio::join!(call(&svc), call(&svc), call(&svc));
+        assert_eq!((a.0, a.1), (StatusCode::OK, Duration::ZERO));
+        // A token every 100 ms: the second waits for its slot...
+        assert_eq!(b.0, StatusCode::OK);
+        assert!(
+            b.1 >= Duration::from_millis(100) && b.1 < Duration::from_millis(101),
+            "{:?}",
+            b.1
+        );
+        // ...and the third, 200 ms away, is past the 150 ms it may wait.
+        assert_eq!((c.0, c.1), (StatusCode::TOO_MANY_REQUESTS, Duration::ZERO));
+        assert_eq!(c.2.headers()["retry-after"], "1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_with_all_its_slots_in_flight_is_refused() {
+        let registry = Registry::builder()
+            .source(tier("serial").max_in_flight(1))
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry, PathKey).build().unwrap();
+        let gate = Arc::new(Notify::new());
+        let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel();
+        let g = gate.clone();
+        let svc = guard.layer(tower::service_fn(move |_req: Request<()>| {
+            let (g, entered) = (g.clone(), entered.clone());
+            async move {
+                let _ = entered.send(());
+                g.notified().await;
+                Ok::<_, Infallible>(Response::new(String::from("done")))
+            }
+        }));
+        let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+        inside.recv().await.unwrap();
+        let second = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(second.headers()["retry-after"], "1");
+        assert!(
+            second.body().contains("1 requests in flight"),
+            "{}",
+            second.body()
+        );
+        // An unlimited tier announces no quota.
+        gate.notify_one();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(first.headers().get("ratelimit").is_none());
+        // The slot came back with the response.
+        let third = tokio::spawn(svc.oneshot(Request::new(())));
+        inside.recv().await.unwrap();
+        gate.notify_one();
+        assert_eq!(third.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_tier_function_naming_no_tier_is_a_500_not_a_panic() {
+        let registry = Registry::builder()
+            .source(tier("free").limit("5/s".parse().unwrap()))
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry, PathKey)
+            .tier_by(|_| Some("gold"))
+            .build()
+            .unwrap();
+        let resp = guard
+            .layer(ok_service())
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    }
+}
