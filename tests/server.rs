@@ -292,7 +292,7 @@ fn bad_configuration_is_a_typed_error() {
     assert!(e.contains("4xx or 5xx"), "{e}");
     let none = Registry::builder().build().unwrap();
     let e = err(GuardLayer::builder(none, key()));
-    assert!(e.contains("no tier"), "{e}");
+    assert!(e.contains("no source to use as a tier"), "{e}");
     assert!(HeaderKey::new("bad header").is_err());
 }
 

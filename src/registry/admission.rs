@@ -147,7 +147,14 @@ impl Registry {
                 self.inner.clock.now(),
             )));
         };
-        match take_now(self.buckets_for(i, target.host()), tokens) {
+        self.admit_on(i, target.host(), tokens)
+    }
+
+    /// [`admit`](Self::admit) for source `i` and the bucket set of `host`
+    /// (a per-host source's; the source's own otherwise), without routing.
+    #[inline]
+    pub(super) fn admit_on(&self, i: usize, host: &str, tokens: f64) -> Result<Admission, Error> {
+        match take_now(self.buckets_for(i, host), tokens) {
             Ok(permit) => Ok(Admission::Ready(permit)),
             Err((Error::RateLimited(_) | Error::InFlightFull { .. }, buckets))
                 if buckets.context.on_limit != OnLimit::Reject =>

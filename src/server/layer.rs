@@ -10,9 +10,8 @@ use tower_layer::Layer;
 
 use super::key::KeyExtractor;
 use super::service::Guard;
-use super::{tier_label, TIER_DOMAIN};
 use crate::registry::SourceHandle;
-use crate::{Error, Registry, Target};
+use crate::{Error, Registry};
 
 /// What a request that carries no key gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,13 +47,12 @@ pub enum SuccessHeaders {
     RateLimitAndPolicy,
 }
 
-/// A tier: a registry source whose rule routes keys (see [`tier`](super::tier)).
+/// A tier: a registry source, in which each key has its own bucket set
+/// (see [`tier`](super::tier)).
 pub(crate) struct TierInfo {
     pub name: Arc<str>,
     /// The name as an RFC 9651 string, quotes included: `"free"`.
     pub quoted: Box<str>,
-    /// `.<label>.tollgate.invalid`, appended to the escaped key.
-    pub suffix: Box<str>,
     pub handle: SourceHandle,
 }
 
@@ -87,7 +85,7 @@ impl<K> Shared<K> {
     /// The tier of a key as written (`None`: not UTF-8, or no lookup).
     #[inline]
     pub fn tier_of(&self, raw: Option<&str>) -> Result<usize, UnknownTier> {
-        let Some(raw) = raw.filter(|_| self.keep_raw) else {
+        let Some(raw) = raw else {
             return Ok(self.default_tier);
         };
         if let Some(&i) = self.map.get(raw) {
@@ -217,27 +215,19 @@ impl<K: KeyExtractor> GuardBuilder<K> {
         self
     }
 
-    /// Finds the registry's tiers and checks every name given.
+    /// Takes the registry's sources as tiers and checks every name given.
     pub fn build(self) -> Result<GuardLayer<K>, Error> {
         let registry = self.registry;
+        // Every source whose name can go into a header is a tier.
         let mut tiers = Vec::new();
         for name in registry.names() {
-            let label = tier_label(&name);
-            let probe = format!("probe.{label}.{TIER_DOMAIN}");
-            if registry.source_for(&Target::new(&probe, None, ""))? != Some(name.as_str()) {
+            let Some(quoted) = quote(&name) else {
                 continue;
-            }
-            let quoted = quote(&name).ok_or_else(|| {
-                Error::config(
-                    format!("tier `{name}`"),
-                    "a tier's name goes into headers: use printable ASCII only",
-                )
-            })?;
+            };
             tiers.push(Arc::new(TierInfo {
                 handle: registry.source(&name)?,
                 name: name.as_str().into(),
                 quoted: quoted.into(),
-                suffix: format!(".{label}.{TIER_DOMAIN}").into(),
             }));
         }
         let names: Vec<&str> = tiers.iter().map(|t| &*t.name).collect();
@@ -247,7 +237,8 @@ impl<K: KeyExtractor> GuardBuilder<K> {
                     what.to_string(),
                     format!(
                         "`{name}` is not a tier of the registry; tiers: [{}]. Add \
-                         `tollgate::server::tier(\"{name}\")` to the registry",
+                         `tollgate::server::tier(\"{name}\")` to the registry (a tier's \
+                         name is printable ASCII: it goes into headers)",
                         names.join(", ")
                     ),
                 )
@@ -259,7 +250,8 @@ impl<K: KeyExtractor> GuardBuilder<K> {
             (None, 0) => {
                 return Err(Error::config(
                     "GuardLayer",
-                    "the registry has no tier; add `tollgate::server::tier(\"NAME\").limit(..)`",
+                    "the registry has no source to use as a tier; add \
+                     `tollgate::server::tier(\"NAME\").limit(..)`",
                 ))
             }
             (None, _) => {

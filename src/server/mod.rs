@@ -48,14 +48,16 @@
 //!
 //! # Tiers
 //!
-//! A tier is a registry source named after it, routed by its keys:
-//! [`tier`]`("free")` is `Source::new("free")` with the rule
-//! `*.free.tollgate.invalid`, one bucket set per key
-//! ([`Source::per_host`](crate::Source::per_host)), and
-//! [`OnLimit::Reject`](crate::OnLimit::Reject). Add limits as to any
-//! source (several at once, `max_in_flight`). The builder finds every tier
-//! of the registry; a key goes to the tier that [`GuardBuilder::key_tier`]
-//! or [`GuardBuilder::tier_by`] name for it, else to the default tier.
+//! A tier is a registry source, named after it: [`tier`]`("free")` is
+//! `Source::new("free")` with one bucket set per key
+//! ([`Source::per_host`](crate::Source::per_host)) and
+//! [`OnLimit::Reject`](crate::OnLimit::Reject). Add limits as to any source
+//! (several at once, `max_in_flight`). Every source of the registry whose
+//! name is printable ASCII can be a tier (one without `per_host` is a limit
+//! that every key shares); a key goes to the tier that
+//! [`GuardBuilder::key_tier`] or [`GuardBuilder::tier_by`] name for it,
+//! else to the default tier. The registry may be the one your clients use:
+//! a tier has no host rule, so no outgoing request is routed to it.
 //!
 //! A tier that should queue briefly instead of refusing takes
 //! `.on_limit(OnLimit::Wait { max_wait: Some(d) })`: a request then waits
@@ -64,15 +66,16 @@
 //!
 //! # How keys become buckets
 //!
-//! A key is escaped into a host-name label (letters `a`–`z` and digits as
-//! they are, every other byte as `-` and two hex digits, so case is kept
-//! and no two keys meet) and routed as `<key>.<tier>.tollgate.invalid` (the
-//! `.invalid` domain is reserved, so no real host is ever routed there).
-//! Each key gets its own bucket set; idle, full sets are evicted, and the
-//! registry's [`max_hosts`](crate::RegistryBuilder::max_hosts) caps how
-//! many a tier keeps: beyond it, new keys share the tier's overflow set
-//! (stricter, never looser). A flood of distinct keys cannot grow memory
-//! without bound.
+//! A key is escaped (letters `a`–`z` and digits as they are, every other
+//! byte as `-` and two hex digits, so case is kept and no two keys meet)
+//! and names its bucket set in the tier, through
+//! [`SourceHandle::admit_key`](crate::SourceHandle::admit_key). Idle, full
+//! sets are evicted, and the registry's
+//! [`max_hosts`](crate::RegistryBuilder::max_hosts) caps how many a tier
+//! keeps: beyond it, new keys share the tier's overflow set (stricter,
+//! never looser). A flood of distinct keys cannot grow memory without
+//! bound; [`Registry::host_count`](crate::Registry::host_count) tells how
+//! many keys a tier holds.
 //!
 //! # Answers
 //!
@@ -120,36 +123,18 @@ pub use service::Guard;
 
 use crate::{OnLimit, Source};
 
-/// The reserved domain tiers route keys under.
-pub(crate) const TIER_DOMAIN: &str = "tollgate.invalid";
-
 /// A tier: a source named `name` that gives each key its own bucket set
 /// and refuses at once over the limit; add its limits with
 /// [`Source::limit`].
 ///
 /// ```
+/// use tollgate::Scope;
+///
 /// let free = tollgate::server::tier("free").limit("5/s burst 5".parse()?);
-/// assert_eq!(free.hosts(), ["*.free.tollgate.invalid"]);
+/// assert_eq!(free.scope_mode(), Scope::PerHost);
+/// assert!(free.hosts().is_empty()); // no outgoing request is routed here
 /// # Ok::<(), tollgate::Error>(())
 /// ```
 pub fn tier(name: impl Into<String>) -> Source {
-    let name = name.into();
-    let rule = format!("*.{}.{TIER_DOMAIN}", tier_label(&name));
-    Source::new(name)
-        .host(rule)
-        .per_host()
-        .on_limit(OnLimit::Reject)
-}
-
-/// A tier's name as a host-name label, escaped as keys are.
-pub(crate) fn tier_label(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_lowercase() || b.is_ascii_digit() {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("-{b:02x}"));
-        }
-    }
-    out
+    Source::new(name).per_host().on_limit(OnLimit::Reject)
 }

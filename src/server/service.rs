@@ -12,7 +12,7 @@ use super::future::{Announce, GuardFuture};
 use super::key::{KeyExtractor, KeyWriter};
 use super::layer::{Missing, Shared, SuccessHeaders, TierInfo, UnknownTier};
 use super::response;
-use crate::{Admission, Error, Target};
+use crate::{Admission, Error};
 
 /// The service [`GuardLayer`](super::GuardLayer) makes: it never fails on
 /// its own account (its error is the inner service's), it answers.
@@ -100,9 +100,7 @@ where
             }
         };
         let info = &shared.tiers[tier];
-        let admission = shared
-            .registry
-            .admit(&Target::new(key.host(&info.suffix), None, ""), 1.0);
+        let admission = info.handle.admit_key(key.escaped(), 1.0);
         let announce = || match shared.success {
             SuccessHeaders::None => None,
             headers => Some(Announce {
