@@ -30,6 +30,7 @@
 //! | `tower` | yes | the tower layer and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
 //! | `server` | no | [`server::GuardLayer`]: per-key limits and 429s for tower and axum servers |
+//! | `stream` | no | [`stream::RateLimitExt`]: run a stream of futures at a rate, `n` at once |
 //! | `redis` | no | a Redis store shared between processes |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 #![deny(missing_docs)]
@@ -51,6 +52,8 @@ pub mod reqwest;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod signal;
+#[cfg(feature = "stream")]
+pub mod stream;
 #[cfg(feature = "tower")]
 pub mod tower;
 
