@@ -34,14 +34,14 @@
 //! pulled only when a place is free (fewer than `concurrency` running),
 //! and its slot is taken only once it has been pulled, so no tokens are
 //! taken for work that does not exist and no slot is held by work that
-//! waits for a place. A future keeps its [`Permit`](crate::Permit) until
+//! waits for a place. A future keeps its [`Permit`] until
 //! it completes, so a source's `max_in_flight` counts it too.
 //!
 //! An item whose slot is refused (a source in reject mode, a `max_wait`
 //! that ran out, a bad token count) comes out as `Err`, its future never
 //! run. Dropping the stream drops the work in flight and the wait for the
 //! next slot, which gives its tokens back (see
-//! [`Acquire`](crate::Acquire)).
+//! [`Acquire`]).
 //!
 //! The ordered form ([`RateLimitExt::limited`]) counts a finished result
 //! that waits for an earlier one among the `concurrency` places, as

@@ -51,7 +51,7 @@
 //! A tier is a registry source, named after it: [`tier`]`("free")` is
 //! `Source::new("free")` with one bucket set per key
 //! ([`Source::per_host`](crate::Source::per_host)) and
-//! [`OnLimit::Reject`](crate::OnLimit::Reject). Add limits as to any source
+//! [`OnLimit::Reject`]. Add limits as to any source
 //! (several at once, `max_in_flight`). Every source of the registry whose
 //! name is printable ASCII can be a tier (one without `per_host` is a limit
 //! that every key shares); a key goes to the tier that
