@@ -57,7 +57,7 @@ fn app() -> Result<Router, tollgate::Error> {
             _ => false,
         }
     })
-    .describe("`user` query parameter");
+    .describe("the `user` query parameter");
     let client = ClientIp::peer().peer_from(connect_info);
     let by_user_and_ip = GuardLayer::builder(registry, (user, client))
         .default_tier("login")

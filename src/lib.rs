@@ -36,7 +36,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(all(doctest, feature = "reqwest", feature = "tower"))]
+#[cfg(all(doctest, feature = "reqwest", feature = "server", feature = "stream"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

@@ -94,7 +94,10 @@ where
                 // Every request without a key shares the empty key's bucket.
                 Missing::Tier(tier) => tier,
                 Missing::Refuse(status) => {
-                    let detail = format!("the request carries no {}", shared.what);
+                    let detail = format!(
+                        "the request carries no key; requests are keyed by {}",
+                        shared.what
+                    );
                     return GuardFuture::answered(response::plain(status, &detail));
                 }
             }
