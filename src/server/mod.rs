@@ -75,10 +75,11 @@
 //! keeps: beyond it, new keys share the tier's overflow set (stricter,
 //! never looser). A flood of distinct keys cannot grow memory without
 //! bound; [`Registry::host_count`](crate::Registry::host_count) tells how
-//! many keys a tier holds. A key's set is evictable once its bucket is
-//! full again, so size `max_hosts` above the distinct keys a tier sees in
-//! the time its bucket takes to refill (`burst / rate`): 10,000 (the
-//! default) holds 50,000 new keys a second at `5/s burst 5`.
+//! many keys a tier holds. A key's set can be evicted once its bucket is
+//! full again (`1/rate` after one request, `burst/rate` after a whole
+//! burst), so size `max_hosts` above the distinct keys a tier sees in that
+//! time: at `5/s burst 5`, the default 10,000 keeps up with 10,000 to
+//! 50,000 new keys a second.
 //!
 //! # Answers
 //!
