@@ -60,9 +60,10 @@ pub trait KeyExtractor: Send + Sync + 'static {
 ///
 /// It keeps two forms: the bytes as written (parts of a composite key
 /// joined by `|`), which a tier lookup reads, and the same bytes escaped
-/// (`a`–`z`, `0`–`9` as they are, any other byte as `-` and two hex
-/// digits, parts joined by `--`), which names the key's bucket set: ASCII
-/// whatever the key's bytes, and never two keys in one.
+/// (printable ASCII as it is, `%`, spaces, control bytes and non-ASCII as
+/// `%` and two hex digits, parts joined by a space), which names the key's
+/// bucket set: ASCII whatever the key's bytes, case kept, and never two
+/// keys in one.
 pub struct KeyWriter {
     /// Only kept for a tier lookup (and not even zeroed otherwise).
     raw: Option<SmallBuf<RAW_INLINE>>,
@@ -70,7 +71,15 @@ pub struct KeyWriter {
 }
 
 const RAW_INLINE: usize = 64;
-const ESCAPED_INLINE: usize = 160;
+const ESCAPED_INLINE: usize = 96;
+
+/// Whether a key's byte names its bucket set as it is: printable ASCII
+/// other than `%`, the escape. A space, a control byte, `%` and anything
+/// beyond ASCII become `%` and two hex digits.
+#[inline]
+fn is_plain(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && b != b'%'
+}
 
 impl KeyWriter {
     pub(crate) fn new(keep_raw: bool) -> Self {
@@ -86,15 +95,17 @@ impl KeyWriter {
         if let Some(raw) = &mut self.raw {
             raw.extend(bytes);
         }
-        for &b in bytes {
-            if b.is_ascii_lowercase() || b.is_ascii_digit() {
-                self.escaped.push(b);
-            } else {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                self.escaped
-                    .extend(&[b'-', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-            }
+        // Runs of printable bytes are copied whole; the rest is escaped.
+        let mut rest = bytes;
+        while let Some(at) = rest.iter().position(|&b| !is_plain(b)) {
+            let b = rest[at];
+            self.escaped.extend(&rest[..at]);
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            self.escaped
+                .extend(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            rest = &rest[at + 1..];
         }
+        self.escaped.extend(rest);
     }
 
     /// Appends text to the key.
@@ -109,7 +120,8 @@ impl KeyWriter {
         if let Some(raw) = &mut self.raw {
             raw.push(b'|');
         }
-        self.escaped.extend(b"--");
+        // A space: data never leaves one unescaped.
+        self.escaped.push(b' ');
     }
 
     /// Whether nothing was written.
@@ -572,13 +584,14 @@ impl<A: KeyExtractor, B2: KeyExtractor, C: KeyExtractor> KeyExtractor for (A, B2
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn key_of(x: &impl KeyExtractor, req: &Request<()>) -> Option<(String, String)> {
         let mut k = KeyWriter::new(true);
         if !x.extract(req, &mut k) || k.is_empty() {
             return None;
         }
-        let raw = k.raw_str().unwrap().to_string();
+        let raw = k.raw_str().unwrap_or("(not UTF-8)").to_string();
         Some((raw, k.escaped().to_string()))
     }
 
@@ -586,9 +599,15 @@ mod tests {
     fn escaping_keeps_case_and_never_merges_keys() {
         let h = HeaderKey::new("x-api-key").unwrap();
         let req = |v: &str| Request::builder().header("x-api-key", v).body(()).unwrap();
-        let (raw, esc) = key_of(&h, &req("AbC-1.z")).unwrap();
-        assert_eq!(raw, "AbC-1.z");
-        assert_eq!(esc, "-41b-43-2d1-2ez");
+        let (raw, esc) = key_of(&h, &req("AbC-1.z%")).unwrap();
+        assert_eq!(raw, "AbC-1.z%");
+        assert_eq!(esc, "AbC-1.z%25");
+        let odd = HeaderValue::from_bytes(b"a b\xff").unwrap();
+        let req_odd = Request::builder()
+            .header("x-api-key", odd)
+            .body(())
+            .unwrap();
+        assert_eq!(key_of(&h, &req_odd).unwrap().1, "a%20b%ff");
         assert_ne!(key_of(&h, &req("abc")), key_of(&h, &req("ABC")));
         assert_eq!(key_of(&h, &req("")), None);
         assert_eq!(key_of(&h, &Request::new(())), None);
@@ -618,7 +637,16 @@ mod tests {
             .unwrap();
         let (raw, esc) = key_of(&h, &req).unwrap();
         assert_eq!(raw, long);
-        assert_eq!(esc, "-4b".repeat(500));
+        assert_eq!(esc, long);
+        let spaced = " ".repeat(100);
+        let req = Request::builder()
+            .header("x-api-key", format!("a{spaced}b"))
+            .body(())
+            .unwrap();
+        assert_eq!(
+            key_of(&h, &req).unwrap().1,
+            format!("a{}b", "%20".repeat(100))
+        );
     }
 
     #[test]

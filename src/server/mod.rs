@@ -66,9 +66,9 @@
 //!
 //! # How keys become buckets
 //!
-//! A key is escaped (letters `a`–`z` and digits as they are, every other
-//! byte as `-` and two hex digits, so case is kept and no two keys meet)
-//! and names its bucket set in the tier, through
+//! A key is escaped (printable ASCII as it is, `%`, spaces, control bytes
+//! and non-ASCII as `%` and two hex digits, so case is kept and no two keys
+//! meet) and names its bucket set in the tier, through
 //! [`SourceHandle::admit_key`](crate::SourceHandle::admit_key). Idle, full
 //! sets are evicted, and the registry's
 //! [`max_hosts`](crate::RegistryBuilder::max_hosts) caps how many a tier
