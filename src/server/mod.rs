@@ -113,14 +113,18 @@
 //! service's: an answer is a response, never an error, which is what axum
 //! requires of a layer (`Infallible`).
 
+mod client_ip;
+mod extract;
 mod future;
 mod key;
 mod layer;
 mod response;
 mod service;
 
+pub use client_ip::{ClientIp, PeerFn};
+pub use extract::{HeaderKey, KeyFn, PathKey, RequestHead};
 pub use future::GuardFuture;
-pub use key::{ClientIp, HeaderKey, KeyExtractor, KeyFn, KeyWriter, PathKey, PeerFn, RequestHead};
+pub use key::{KeyExtractor, KeyWriter};
 pub use layer::{GuardBuilder, GuardLayer, MissingKey, SuccessHeaders};
 pub use response::QUOTA_EXCEEDED;
 pub use service::Guard;
