@@ -192,8 +192,9 @@ impl<K: KeyExtractor> GuardBuilder<K> {
 
     /// Places keys in tiers by a function of the key as written (parts of
     /// a composite key joined by `|`); `None` is the default tier. Entries
-    /// of [`key_tier`](Self::key_tier) are looked up first. A name that is
-    /// no tier of the registry is answered 500 and logged.
+    /// of [`key_tier`](Self::key_tier) are looked up first; a key that is
+    /// not UTF-8 goes to the default tier. A name that is no tier of the
+    /// registry is answered 500 and logged.
     pub fn tier_by<F>(mut self, f: F) -> Self
     where
         F: Fn(&str) -> Option<&'static str> + Send + Sync + 'static,
