@@ -34,7 +34,7 @@ fn app<K: KeyExtractor>(guard: GuardLayer<K>) -> Router {
 fn tiers() -> Registry {
     Registry::builder()
         .source(tier("free").limit("5/min burst 5".parse().unwrap()))
-        .source(tier("enterprise").limit("20/min burst 20".parse().unwrap()))
+        .source(tier("enterprise").limit("20/h burst 20".parse().unwrap()))
         .build()
         .unwrap()
 }
