@@ -33,12 +33,14 @@
 //! | `tower` | yes | the tower layer and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
 //! | `redis` | no | `tollgate::redis`: buckets in Redis, shared between processes and machines |
+//! | `server` | no | [`server::GuardLayer`]: per-key limits and 429s for tower and axum servers |
+//! | `stream` | no | [`stream::RateLimitExt`]: run a stream of futures at a rate, `n` at once |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 //! | `metrics` | no | per-source counters, histograms and a gauge through the `metrics` facade |
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(all(doctest, feature = "reqwest", feature = "tower"))]
+#[cfg(all(doctest, feature = "reqwest", feature = "server", feature = "stream"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
@@ -49,13 +51,20 @@ pub mod error;
 pub mod policy;
 pub mod presets;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 pub mod registry;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 pub mod retry;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
 pub mod signal;
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+pub mod stream;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;

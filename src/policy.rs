@@ -332,6 +332,20 @@ impl Policy {
         }
     }
 
+    /// The amount per period as written: `"25/min"` is `(25, 60 s)`,
+    /// `Policy::window(60, 1 min)` is `(60, 60 s)`, and a scaled policy is
+    /// its rate per second. `None` when unlimited (or a period too long for
+    /// a `Duration`). What a server announces as its quota
+    /// (`RateLimit-Policy: q=…;w=…`).
+    pub fn quota(&self) -> Option<(f64, Duration)> {
+        match self.kind {
+            Kind::Unlimited => None,
+            Kind::Limited { amount, period, .. } => {
+                Some((amount, Duration::try_from_secs_f64(period.seconds()).ok()?))
+            }
+        }
+    }
+
     /// The emission interval `1 / rate` in whole nanoseconds, rounded up so
     /// the bucket is never looser than the policy. Zero when unlimited.
     pub fn interval_nanos(&self) -> u64 {

@@ -154,21 +154,30 @@ impl Registry {
             )));
         };
         let cost = self.inner.sources[i].context.cost_of(target, tokens);
-        let buckets = self.buckets_for(i, target.host());
+        self.admit_on(i, target.host(), cost, target.lane())
+    }
+
+    /// [`admit`](Self::admit) for source `i` and the bucket set of `host`
+    /// (a per-host source's; the source's own otherwise), without routing.
+    #[inline]
+    pub(super) fn admit_on(
+        &self,
+        i: usize,
+        host: &str,
+        cost: Cost,
+        lane: Lane,
+    ) -> Result<Admission, Error> {
+        let buckets = self.buckets_for(i, host);
         if buckets.queues.as_ref().is_some_and(|q| !q.is_empty()) {
             // Others wait in lanes: this request queues in its own.
-            return Ok(Admission::Wait(
-                Acquire::new(buckets, cost).in_lane(target.lane()),
-            ));
+            return Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)));
         }
         match take_now(buckets, cost) {
             Ok(permit) => Ok(Admission::Ready(permit)),
             Err((Error::RateLimited(_) | Error::InFlightFull { .. }, buckets))
                 if buckets.context.on_limit != OnLimit::Reject =>
             {
-                Ok(Admission::Wait(
-                    Acquire::new(buckets, cost).in_lane(target.lane()),
-                ))
+                Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)))
             }
             Err((e, buckets)) => Err(refused(&buckets, e)),
         }

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use super::admission::Acquire;
+use super::admission::{Acquire, Admission};
 use super::buckets::SourceConfig;
 use super::{Permit, Registry, SourceState};
 use crate::{Error, Policy};
@@ -123,6 +123,21 @@ impl SourceHandle {
     /// Takes `tokens` now or refuses.
     pub fn try_acquire(&self, tokens: f64) -> Result<Permit, Error> {
         self.registry.try_acquire_on(self.index, tokens)
+    }
+
+    /// Admits `tokens` for `key`'s own bucket set in a per-host source (a
+    /// key is any string; it is not routed, normalised or matched against
+    /// rules), as [`Registry::admit`] does for a request; in a source with
+    /// one bucket set for all, every key shares it. What a server guard
+    /// calls per client key.
+    #[inline]
+    pub fn admit_key(&self, key: &str, tokens: f64) -> Result<Admission, Error> {
+        self.registry.admit_on(
+            self.index,
+            key,
+            super::buckets::Cost::plain(tokens),
+            super::Lane::Interactive,
+        )
     }
 
     /// Tokens available now in the tightest limit.

@@ -1,0 +1,249 @@
+//! [`ClientIp`]: keys by the client's address, from the connection or
+//! from `X-Forwarded-For` behind trusted proxies.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use http::{Extensions, HeaderMap, Request};
+
+use super::key::{KeyExtractor, KeyWriter};
+
+/// How [`ClientIp`] finds the address of the connection's peer.
+pub type PeerFn = fn(&Extensions) -> Option<IpAddr>;
+
+fn socket_addr_peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+/// Keys by the client's IP address.
+///
+/// The peer's address comes from the request's extensions: by default a
+/// plain [`SocketAddr`] the server inserts there. axum stores it as
+/// `ConnectInfo<SocketAddr>` (with `into_make_service_with_connect_info`),
+/// a type this crate cannot name; point [`peer_from`](Self::peer_from) at
+/// it:
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use axum::extract::ConnectInfo;
+/// use tollgate::server::ClientIp;
+///
+/// let ip = ClientIp::peer()
+///     .peer_from(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
+/// # let _ = ip;
+/// ```
+///
+/// Behind reverse proxies, [`trusted_proxies`](Self::trusted_proxies)`(n)`
+/// reads `X-Forwarded-For` instead: each proxy appends the address it
+/// received the request from, so the client is the `n`th address from the
+/// right. Anything further left was written by the client and is ignored,
+/// so a forged header changes nothing. A header with fewer than `n`
+/// addresses (the request did not pass every proxy) or an unreadable entry
+/// falls back to the peer. With no trusted proxy (the default) the header
+/// is never read.
+///
+/// IPv4-mapped IPv6 addresses count as IPv4. An IPv6 client usually holds
+/// a whole /64; [`ipv6_prefix`](Self::ipv6_prefix)`(64)` keys by it.
+#[derive(Clone, Debug)]
+pub struct ClientIp<P = PeerFn> {
+    peer: P,
+    trusted_proxies: usize,
+    ipv6_prefix: u8,
+}
+
+impl ClientIp {
+    /// Keys by the peer's address, read from a [`SocketAddr`] in the
+    /// request's extensions.
+    pub fn peer() -> Self {
+        ClientIp {
+            peer: socket_addr_peer,
+            trusted_proxies: 0,
+            ipv6_prefix: 128,
+        }
+    }
+}
+
+impl<P> ClientIp<P> {
+    /// Reads the peer's address with `peer` instead (for axum's
+    /// `ConnectInfo`, or a server that stores it its own way).
+    pub fn peer_from<F>(self, peer: F) -> ClientIp<F>
+    where
+        F: Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static,
+    {
+        ClientIp {
+            peer,
+            trusted_proxies: self.trusted_proxies,
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
+
+    /// Trusts `n` reverse proxies in front of the server: the client is the
+    /// `n`th address from the right of `X-Forwarded-For`. Zero (the
+    /// default) never reads the header.
+    pub fn trusted_proxies(mut self, n: usize) -> Self {
+        self.trusted_proxies = n;
+        self
+    }
+
+    /// Keys IPv6 clients by their first `bits` bits (at most 128, the
+    /// default; larger values count as 128).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
+        self
+    }
+
+    fn forwarded(&self, headers: &HeaderMap) -> Option<IpAddr> {
+        let n = self.trusted_proxies;
+        if n == 0 {
+            return None;
+        }
+        // Right to left over every line of the header, without allocating.
+        let mut entries = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
+            .map(str::trim);
+        let entry = entries.nth(n - 1)?;
+        entry
+            .parse::<IpAddr>()
+            .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+            .ok()
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None if self.ipv6_prefix < 128 => {
+                    let bits = u128::from(v6);
+                    let mask = u128::MAX.checked_shl(128 - self.ipv6_prefix as u32);
+                    IpAddr::V6(Ipv6Addr::from(bits & mask.unwrap_or(0)))
+                }
+                None => ip,
+            },
+            v4 => v4,
+        }
+    }
+}
+
+impl<P> KeyExtractor for ClientIp<P>
+where
+    P: Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static,
+{
+    #[inline]
+    fn extract<B>(&self, request: &Request<B>, key: &mut KeyWriter) -> bool {
+        let ip = self
+            .forwarded(request.headers())
+            .or_else(|| (self.peer)(request.extensions()));
+        match ip.map(|ip| self.masked(ip)) {
+            Some(IpAddr::V4(v4)) => {
+                write_ipv4(key, v4.octets());
+                true
+            }
+            Some(ip) => {
+                let _ = fmt::Write::write_fmt(key, format_args!("{ip}"));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.trusted_proxies > 0 {
+            "the client address (`X-Forwarded-For` or the peer)".into()
+        } else {
+            "the peer address (insert the connection's `SocketAddr` into the request's \
+             extensions, or set `ClientIp::peer_from`)"
+                .into()
+        }
+    }
+}
+
+/// Dotted decimal, as `Display` writes it, without the formatting
+/// machinery (a third of a guarded request's cost otherwise).
+#[inline]
+fn write_ipv4(key: &mut KeyWriter, octets: [u8; 4]) {
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if o >= 100 {
+            buf[len] = b'0' + o / 100;
+            len += 1;
+        }
+        if o >= 10 {
+            buf[len] = b'0' + o / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + o % 10;
+        len += 1;
+    }
+    key.push(&buf[..len]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::key::key_of;
+    use super::*;
+
+    #[test]
+    fn forwarded_for_takes_the_nth_from_the_right() {
+        let peer: SocketAddr = "192.0.2.9:5000".parse().unwrap();
+        let req = |xff: &[&str]| {
+            let mut b = Request::builder();
+            for v in xff {
+                b = b.header("x-forwarded-for", *v);
+            }
+            let mut r = b.body(()).unwrap();
+            r.extensions_mut().insert(peer);
+            r
+        };
+        let ip = |x: &ClientIp, r: &Request<()>| key_of(x, r).map(|k| k.0);
+        let direct = ClientIp::peer();
+        assert_eq!(ip(&direct, &req(&["6.6.6.6"])).unwrap(), "192.0.2.9");
+        let one = ClientIp::peer().trusted_proxies(1);
+        assert_eq!(ip(&one, &req(&["6.6.6.6, 10.0.0.1"])).unwrap(), "10.0.0.1");
+        let two = ClientIp::peer().trusted_proxies(2);
+        assert_eq!(
+            ip(&two, &req(&["6.6.6.6, 10.0.0.1", "10.0.0.2"])).unwrap(),
+            "10.0.0.1"
+        );
+        // Fewer entries than proxies, or garbage: the peer.
+        assert_eq!(ip(&two, &req(&["10.0.0.2"])).unwrap(), "192.0.2.9");
+        assert_eq!(ip(&one, &req(&["unknown"])).unwrap(), "192.0.2.9");
+        assert_eq!(ip(&direct, &Request::new(())), None);
+    }
+
+    #[test]
+    fn ipv4_is_written_as_display_writes_it() {
+        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.255", "1.20.255.9"] {
+            let v4: std::net::Ipv4Addr = ip.parse().unwrap();
+            let mut k = KeyWriter::new(true);
+            write_ipv4(&mut k, v4.octets());
+            assert_eq!(k.raw_str(), Some(ip));
+        }
+    }
+
+    #[test]
+    fn ipv6_prefixes_and_mapped_addresses() {
+        let x = ClientIp::peer().ipv6_prefix(64);
+        assert_eq!(
+            x.masked("2001:db8:1:2:3:4:5:6".parse().unwrap())
+                .to_string(),
+            "2001:db8:1:2::"
+        );
+        assert_eq!(
+            x.masked("::ffff:1.2.3.4".parse().unwrap()).to_string(),
+            "1.2.3.4"
+        );
+        let none = ClientIp::peer().ipv6_prefix(0);
+        assert_eq!(
+            none.masked("2001:db8::1".parse().unwrap()).to_string(),
+            "::"
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! [`GuardLayer`] and its builder: which tier a key belongs to, what a
+//! request without a key gets, and which headers successes carry.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use http::StatusCode;
+use tower_layer::Layer;
+
+use super::key::KeyExtractor;
+use super::service::Guard;
+use crate::registry::SourceHandle;
+use crate::{Error, Registry};
+
+/// What a request that carries no key gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissingKey {
+    /// It is answered at once with this status (4xx or 5xx) and a problem
+    /// body that names what was missing. The default is 400 Bad Request;
+    /// for API keys, 401 is usual (add your own `WWW-Authenticate`).
+    Refuse(StatusCode),
+    /// It is limited in the named tier, where every request without a key
+    /// shares one bucket.
+    Tier(String),
+}
+
+impl Default for MissingKey {
+    fn default() -> Self {
+        MissingKey::Refuse(StatusCode::BAD_REQUEST)
+    }
+}
+
+/// Which rate-limit headers an admitted request's response carries (a
+/// 429 always carries `Retry-After`, `RateLimit` and `RateLimit-Policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SuccessHeaders {
+    /// None.
+    None,
+    /// `RateLimit` (the default): what remains of the key's quota, so a
+    /// client can slow down before it is refused.
+    #[default]
+    RateLimit,
+    /// `RateLimit` and `RateLimit-Policy`.
+    RateLimitAndPolicy,
+}
+
+/// A tier: a registry source, in which each key has its own bucket set
+/// (see [`tier`](super::tier)).
+pub(crate) struct TierInfo {
+    pub name: Arc<str>,
+    /// The name as an RFC 9651 string, quotes included: `"free"`.
+    pub quoted: Box<str>,
+    pub handle: SourceHandle,
+}
+
+pub(crate) enum Missing {
+    Refuse(StatusCode),
+    Tier(usize),
+}
+
+type TierFn = dyn Fn(&str) -> Option<&'static str> + Send + Sync;
+
+/// What every clone of a guard shares.
+pub(crate) struct Shared<K> {
+    pub extractor: K,
+    pub registry: Registry,
+    pub tiers: Box<[Arc<TierInfo>]>,
+    pub default_tier: usize,
+    map: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    by: Option<Box<TierFn>>,
+    pub missing: Missing,
+    pub success: SuccessHeaders,
+    pub what: String,
+    /// Whether the key as written is needed (a tier lookup reads it).
+    pub keep_raw: bool,
+}
+
+/// Why a key has no tier: a tier function named one the registry lacks.
+pub(crate) struct UnknownTier(pub &'static str);
+
+impl<K> Shared<K> {
+    /// The tier of a key as written (`None`: not UTF-8, or no lookup).
+    #[inline]
+    pub fn tier_of(&self, raw: Option<&str>) -> Result<usize, UnknownTier> {
+        let Some(raw) = raw else {
+            return Ok(self.default_tier);
+        };
+        if let Some(&i) = self.map.get(raw) {
+            return Ok(i);
+        }
+        match self.by.as_ref().and_then(|f| f(raw)) {
+            None => Ok(self.default_tier),
+            Some(name) => self
+                .tiers
+                .iter()
+                .position(|t| &*t.name == name)
+                .ok_or(UnknownTier(name)),
+        }
+    }
+}
+
+/// Guards a server: limits each request by its key, in the key's tier,
+/// answering 429 at once over the limit. See the [module docs](super).
+pub struct GuardLayer<K> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for GuardLayer<K> {
+    fn clone(&self) -> Self {
+        GuardLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for GuardLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tiers: Vec<&str> = self.shared.tiers.iter().map(|t| &*t.name).collect();
+        f.debug_struct("GuardLayer")
+            .field("key", &self.shared.what)
+            .field("tiers", &tiers)
+            .field("default_tier", &tiers[self.shared.default_tier])
+            .finish()
+    }
+}
+
+impl<K: KeyExtractor> GuardLayer<K> {
+    /// A builder over `registry`'s tiers, keying requests with `key`.
+    pub fn builder(registry: Registry, key: K) -> GuardBuilder<K> {
+        GuardBuilder {
+            registry,
+            extractor: key,
+            default_tier: None,
+            map: Vec::new(),
+            by: None,
+            missing: MissingKey::default(),
+            success: SuccessHeaders::default(),
+        }
+    }
+
+    /// The registry the tiers live in (for `host_count`, `set_policy`, …).
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+}
+
+impl<S, K> Layer<S> for GuardLayer<K> {
+    type Service = Guard<S, K>;
+
+    fn layer(&self, inner: S) -> Guard<S, K> {
+        Guard::new(inner, self.shared.clone())
+    }
+}
+
+/// Builds a [`GuardLayer`]; see [`GuardLayer::builder`].
+pub struct GuardBuilder<K> {
+    registry: Registry,
+    extractor: K,
+    default_tier: Option<String>,
+    map: Vec<(String, String)>,
+    by: Option<Box<TierFn>>,
+    missing: MissingKey,
+    success: SuccessHeaders,
+}
+
+impl<K> fmt::Debug for GuardBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardBuilder")
+            .field("default_tier", &self.default_tier)
+            .field("keys", &self.map.len())
+            .field("missing", &self.missing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: KeyExtractor> GuardBuilder<K> {
+    /// The tier of keys that no entry and no function place (required when
+    /// the registry has more than one tier).
+    pub fn default_tier(mut self, name: impl Into<String>) -> Self {
+        self.default_tier = Some(name.into());
+        self
+    }
+
+    /// Places the key `key` (as written) in tier `tier`.
+    pub fn key_tier(mut self, key: impl Into<String>, tier: impl Into<String>) -> Self {
+        self.map.push((key.into(), tier.into()));
+        self
+    }
+
+    /// Places keys in tiers by a function of the key as written (parts of
+    /// a composite key joined by `|`); `None` is the default tier. Entries
+    /// of [`key_tier`](Self::key_tier) are looked up first; a key that is
+    /// not UTF-8 goes to the default tier. A name that is no tier of the
+    /// registry is answered 500 and logged.
+    pub fn tier_by<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&str) -> Option<&'static str> + Send + Sync + 'static,
+    {
+        self.by = Some(Box::new(f));
+        self
+    }
+
+    /// What a request without a key gets (default: 400).
+    pub fn missing_key(mut self, missing: MissingKey) -> Self {
+        self.missing = missing;
+        self
+    }
+
+    /// Which headers an admitted request's response carries (default:
+    /// `RateLimit`).
+    pub fn success_headers(mut self, headers: SuccessHeaders) -> Self {
+        self.success = headers;
+        self
+    }
+
+    /// Takes the registry's sources as tiers and checks every name given.
+    pub fn build(self) -> Result<GuardLayer<K>, Error> {
+        let registry = self.registry;
+        // Every source whose name can go into a header is a tier.
+        let mut tiers = Vec::new();
+        for name in registry.names() {
+            let Some(quoted) = quote(&name) else {
+                continue;
+            };
+            tiers.push(Arc::new(TierInfo {
+                handle: registry.source(&name)?,
+                name: name.as_str().into(),
+                quoted: quoted.into(),
+            }));
+        }
+        let names: Vec<&str> = tiers.iter().map(|t| &*t.name).collect();
+        let find = |name: &str, what: &str| {
+            names.iter().position(|n| *n == name).ok_or_else(|| {
+                Error::config(
+                    what.to_string(),
+                    format!(
+                        "`{name}` is not a tier of the registry; tiers: [{}]. Add \
+                         `tollgate::server::tier(\"{name}\")` to the registry (a tier's \
+                         name is printable ASCII: it goes into headers)",
+                        names.join(", ")
+                    ),
+                )
+            })
+        };
+        let default_tier = match (&self.default_tier, names.len()) {
+            (Some(name), _) => find(name, "default_tier")?,
+            (None, 1) => 0,
+            (None, 0) => {
+                return Err(Error::config(
+                    "GuardLayer",
+                    "the registry has no source to use as a tier; add \
+                     `tollgate::server::tier(\"NAME\").limit(..)`",
+                ))
+            }
+            (None, _) => {
+                return Err(Error::config(
+                    "GuardLayer",
+                    format!(
+                        "the registry has several tiers ([{}]); name the default one with `default_tier`",
+                        names.join(", ")
+                    ),
+                ))
+            }
+        };
+        let mut map = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        for (key, tier) in &self.map {
+            map.insert(
+                key.as_str().into(),
+                find(tier, &format!("key_tier({key:?})"))?,
+            );
+        }
+        let missing = match self.missing {
+            MissingKey::Tier(name) => Missing::Tier(find(&name, "missing_key")?),
+            MissingKey::Refuse(status) if status.as_u16() >= 400 => Missing::Refuse(status),
+            MissingKey::Refuse(status) => {
+                return Err(Error::config(
+                    "missing_key",
+                    format!("refuse with a 4xx or 5xx status, not {status}"),
+                ))
+            }
+        };
+        let keep_raw = !map.is_empty() || self.by.is_some();
+        Ok(GuardLayer {
+            shared: Arc::new(Shared {
+                what: self.extractor.describe(),
+                extractor: self.extractor,
+                registry,
+                tiers: tiers.into_boxed_slice(),
+                default_tier,
+                map,
+                by: self.by,
+                missing,
+                success: self.success,
+                keep_raw,
+            }),
+        })
+    }
+}
+
+/// `name` as an RFC 9651 string (`"free"`), if it is printable ASCII.
+fn quote(name: &str) -> Option<String> {
+    if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    let mut s = String::with_capacity(name.len() + 2);
+    s.push('"');
+    for c in name.chars() {
+        if c == '"' || c == '\\' {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('"');
+    Some(s)
+}

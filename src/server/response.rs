@@ -1,0 +1,257 @@
+//! What the guard writes: the `RateLimit` and `RateLimit-Policy` fields of
+//! draft-ietf-httpapi-ratelimit-headers, `Retry-After`, and RFC 9457
+//! problem bodies for refusals.
+//!
+//! Every time is whole seconds rounded *up*, so a client that waits what it
+//! is told is never early.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
+
+use super::layer::TierInfo;
+use crate::{Permit, Policy};
+
+/// The problem type the rate-limit draft registers for a refusal.
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// Whole seconds, rounded up.
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Whole seconds of a float, rounded up, forgiving the last bits of float
+/// error (`12.000000000000002` is 12).
+fn ceil_f64(secs: f64) -> u64 {
+    if secs.is_nan() || secs <= 0.0 {
+        return 0;
+    }
+    (secs - 1e-9).ceil().min(u64::MAX as f64) as u64
+}
+
+/// A policy as `q` requests per `w` whole seconds: its amount per period as
+/// written, scaled by the least factor (up to an hour's worth) that makes
+/// both whole (`0.5/s` is `q=1;w=2`); else `w` rounded up and `q` rounded
+/// down, never more than the policy allows. `None` when unlimited.
+pub(crate) fn quota_window(policy: &Policy) -> Option<(u64, u64)> {
+    let (amount, period) = policy.quota()?;
+    let period = period.as_secs_f64();
+    let whole = |x: f64| (x - x.round()).abs() <= 1e-9 * x.max(1.0);
+    for k in 1..=3600u32 {
+        let (q, w) = (amount * f64::from(k), period * f64::from(k));
+        if whole(q) && whole(w) && w.round() >= 1.0 {
+            return Some((q.round() as u64, w.round() as u64));
+        }
+    }
+    let w = period.ceil().max(1.0);
+    Some(((amount * w / period).floor() as u64, w as u64))
+}
+
+/// `RateLimit-Policy`: one item per limit, the first named after the tier,
+/// the others `tier-2`, `tier-3`, …
+pub(crate) fn policy_field(tier: &TierInfo, limits: &[Policy]) -> Option<HeaderValue> {
+    let mut out = String::new();
+    let mut n = 0;
+    for (q, w) in limits.iter().filter_map(quota_window) {
+        n += 1;
+        if n > 1 {
+            out.push_str(", ");
+            let open = &tier.quoted[..tier.quoted.len() - 1];
+            let _ = write!(out, "{open}-{n}\"");
+        } else {
+            out.push_str(&tier.quoted);
+        }
+        let _ = write!(out, ";q={q};w={w}");
+    }
+    (n > 0).then(|| HeaderValue::try_from(out).ok()).flatten()
+}
+
+fn ratelimit_field(tier: &TierInfo, remaining: u64, reset: u64) -> Option<HeaderValue> {
+    let mut out = String::with_capacity(tier.quoted.len() + 24);
+    out.push_str(&tier.quoted);
+    let _ = write!(out, ";r={remaining};t={reset}");
+    HeaderValue::try_from(out).ok()
+}
+
+/// `r` and `t` after an admission: the whole requests left in the tightest
+/// limit, and the seconds until it is full again (when some are left) or
+/// until the next request may go (when none are). With several limits, `t`
+/// is the longest such time any of them could need.
+fn remaining_and_reset(available: f64, limits: &[Policy]) -> Option<(u64, u64)> {
+    if !available.is_finite() {
+        return None;
+    }
+    let available = available.max(0.0);
+    let remaining = available.floor();
+    let mut reset = 0.0f64;
+    for p in limits.iter().filter(|p| !p.is_unlimited()) {
+        let target = if remaining >= 1.0 { p.capacity() } else { 1.0 };
+        reset = reset.max((target - available).max(0.0) / p.tokens_per_second());
+    }
+    Some((remaining as u64, ceil_f64(reset)))
+}
+
+/// Adds the success headers to an admitted request's response.
+pub(crate) fn on_success<B>(
+    response: &mut Response<B>,
+    tier: &TierInfo,
+    permit: &Permit,
+    with_policy: bool,
+) {
+    let limits = permit.limits();
+    let Some((r, t)) = remaining_and_reset(permit.available(), &limits) else {
+        return; // an unlimited tier announces nothing
+    };
+    let headers = response.headers_mut();
+    if let Some(v) = ratelimit_field(tier, r, t) {
+        headers.insert(RATELIMIT, v);
+    }
+    if with_policy {
+        if let Some(v) = policy_field(tier, &limits) {
+            headers.insert(RATELIMIT_POLICY, v);
+        }
+    }
+}
+
+/// 429 for a key over its tier's limit, with the exact wait rounded up.
+pub(crate) fn too_many<B: From<String>>(tier: &TierInfo, retry_after: Duration) -> Response<B> {
+    let secs = ceil_secs(retry_after);
+    let limits = tier.handle.limits();
+    let shown: Vec<String> = limits.iter().map(Policy::to_string).collect();
+    let detail = format!(
+        "the `{}` tier's limit ({}) is used up for this key; retry after {secs} s",
+        tier.name,
+        shown.join(" and ")
+    );
+    let mut response = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        QUOTA_EXCEEDED,
+        "Request cannot be satisfied as assigned quota has been exceeded",
+        &detail,
+        Some(&tier.name),
+    );
+    let headers = response.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(v) = ratelimit_field(tier, 0, secs) {
+        headers.insert(RATELIMIT, v);
+    }
+    if let Some(v) = policy_field(tier, &limits) {
+        headers.insert(RATELIMIT_POLICY, v);
+    }
+    response
+}
+
+/// 429 for a key with all its in-flight slots taken: no exact time to
+/// give, so a second.
+pub(crate) fn in_flight_full<B: From<String>>(tier: &TierInfo, max: usize) -> Response<B> {
+    let detail = format!(
+        "the `{}` tier allows {max} requests in flight per key, and this key has them all; \
+         retry once one is answered",
+        tier.name
+    );
+    let mut response = problem(
+        StatusCode::TOO_MANY_REQUESTS,
+        QUOTA_EXCEEDED,
+        "Request cannot be satisfied as assigned quota has been exceeded",
+        &detail,
+        Some(&tier.name),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A refusal with a plain status (`about:blank`): a request without a key,
+/// or the guard's own configuration failing.
+pub(crate) fn plain<B: From<String>>(status: StatusCode, detail: &str) -> Response<B> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    problem(status, "about:blank", title, detail, None)
+}
+
+/// An `application/problem+json` response (RFC 9457).
+fn problem<B: From<String>>(
+    status: StatusCode,
+    kind: &str,
+    title: &str,
+    detail: &str,
+    violated: Option<&str>,
+) -> Response<B> {
+    let mut body = String::with_capacity(160 + detail.len());
+    body.push_str("{\"type\":");
+    json_string(&mut body, kind);
+    body.push_str(",\"title\":");
+    json_string(&mut body, title);
+    let _ = write!(body, ",\"status\":{},\"detail\":", status.as_u16());
+    json_string(&mut body, detail);
+    if let Some(policy) = violated {
+        body.push_str(",\"violated-policies\":[");
+        json_string(&mut body, policy);
+        body.push(']');
+    }
+    body.push('}');
+    let mut response = Response::new(B::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, PROBLEM_JSON);
+    response
+}
+
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Policy {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn quotas_in_whole_seconds() {
+        assert_eq!(quota_window(&p("5/s")), Some((5, 1)));
+        assert_eq!(quota_window(&p("5/min burst 5")), Some((5, 60)));
+        assert_eq!(quota_window(&p("0.5/s")), Some((1, 2)));
+        assert_eq!(quota_window(&p("5000/h")), Some((5000, 3600)));
+        let window = Policy::window(60, Duration::from_secs(60)).unwrap();
+        assert_eq!(quota_window(&window), Some((60, 60)));
+        assert_eq!(quota_window(&Policy::unlimited()), None);
+    }
+
+    #[test]
+    fn remaining_and_reset_round_up() {
+        let limits = [p("5/min burst 5")];
+        // 4 left: full again in 12 s; none left: the next in 12 s less what refilled.
+        assert_eq!(remaining_and_reset(4.0, &limits), Some((4, 12)));
+        assert_eq!(remaining_and_reset(0.5, &limits), Some((0, 6)));
+        assert_eq!(remaining_and_reset(5.0, &limits), Some((5, 0)));
+        assert_eq!(remaining_and_reset(f64::INFINITY, &[]), None);
+        assert_eq!(ceil_secs(Duration::from_millis(200)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(12)), 12);
+    }
+
+    #[test]
+    fn json_is_escaped() {
+        let mut s = String::new();
+        json_string(&mut s, "a\"b\\c\n");
+        assert_eq!(s, r#""a\"b\\c\u000a""#);
+    }
+}
