@@ -134,21 +134,11 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 /// pausing, choose [`TokioClock`].
 #[derive(Clone)]
 pub struct FastClock {
-    // One pointer: the calibrated counter is process-wide (`BASE`), and
-    // what a clock holds of its own is whether it follows tokio.
+    // Held by value, not behind a global: `now()` is then one counter read
+    // and one multiply.
+    clock: quanta::Clock,
+    epoch: u64,
     follow: Arc<Follow>,
-}
-
-/// The process's calibrated counter and its epoch (the raw reading taken
-/// when it was made).
-static BASE: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
-
-fn base() -> &'static (quanta::Clock, u64) {
-    BASE.get_or_init(|| {
-        let clock = quanta::Clock::new();
-        let epoch = clock.raw();
-        (clock, epoch)
-    })
 }
 
 /// Whether any [`FastClock`] of the process follows tokio's paused time:
@@ -170,8 +160,15 @@ impl FastClock {
     /// The process's fast clock (calibrated on first use, about 10 ms once).
     /// Created inside a runtime whose time is paused, it follows tokio's time.
     pub fn new() -> Self {
-        base();
+        static CLOCK: OnceLock<(quanta::Clock, u64)> = OnceLock::new();
+        let (clock, epoch) = CLOCK.get_or_init(|| {
+            let clock = quanta::Clock::new();
+            let epoch = clock.raw();
+            (clock, epoch)
+        });
         let fast = FastClock {
+            clock: clock.clone(),
+            epoch: *epoch,
             follow: Arc::default(),
         };
         if tokio_time_paused() {
@@ -187,11 +184,7 @@ impl FastClock {
 
     #[inline]
     fn counter(&self) -> u64 {
-        // Set by every `new()`, before any clock exists to read it.
-        match BASE.get() {
-            Some((clock, epoch)) => clock.delta_as_nanos(*epoch, clock.raw()),
-            None => 0,
-        }
+        self.clock.delta_as_nanos(self.epoch, self.clock.raw())
     }
 
     /// Switches to tokio's time, reading `from` now (once: later calls keep

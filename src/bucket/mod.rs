@@ -111,7 +111,7 @@ pub struct TokenBucket<C: Clock = FastClock> {
     tau: AtomicU64,
     capacity: AtomicU64,
     /// Serialises policy changes and remembers the policy as given (boxed:
-    /// read rarely, and the bucket stays at 72 bytes).
+    /// read rarely, and the bucket stays small).
     policy: Mutex<Box<Policy>>,
     clock: C,
 }
@@ -183,31 +183,6 @@ impl<C: Clock> TokenBucket<C> {
         }
     }
 
-    /// Swaps `tat` from `v.tat` to `new`; on a lost race, refreshes `v`: from
-    /// the value the CAS saw when the policy is unchanged (no second read of
-    /// a cache line another core just wrote), else by a fresh view.
-    #[inline]
-    fn swap_or_refresh(&self, v: &mut View, new: u64) -> bool {
-        if v.tat == new {
-            return true;
-        }
-        match self
-            .tat
-            .compare_exchange_weak(v.tat, new, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => true,
-            Err(actual) => {
-                fence(Ordering::Acquire);
-                if self.seq.load(Ordering::Relaxed) == v.seq {
-                    v.tat = actual;
-                } else {
-                    *v = self.view();
-                }
-                false
-            }
-        }
-    }
-
     #[inline]
     fn swap_tat(&self, current: u64, new: u64) -> bool {
         current == new
@@ -234,14 +209,14 @@ impl<C: Clock> TokenBucket<C> {
         let now = self.clock.now().as_nanos();
         // A request that arrives before the floor is served as if it arrived at it.
         let arrival = now.max(self.floor.load(Ordering::Acquire));
-        let mut v = self.view();
         loop {
+            let v = self.view();
             let cost = v.params.cost(tokens)?;
             let g = gcra::grant(v.params, v.tat, arrival, cost);
             if g.slot > now {
                 return Err(refused(g.slot - now));
             }
-            if self.swap_or_refresh(&mut v, g.new_tat) {
+            if self.swap_tat(v.tat, g.new_tat) {
                 return Ok(Timestamp::from_nanos(now));
             }
         }
