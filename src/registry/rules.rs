@@ -79,9 +79,7 @@ impl<'a> Target<'a> {
     pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
         let uri = req.uri();
         if uri.authority().is_some() {
-            return Self::from_uri(uri)
-                .with_method(req.method())
-                .with_lane(lane_of(req));
+            return Self::from_uri(uri).with_method(req.method());
         }
         let host_header = req
             .headers()
@@ -90,9 +88,7 @@ impl<'a> Target<'a> {
             .unwrap_or("");
         let (host, port) = split_host_port(host_header);
         let port = port.or_else(|| uri.scheme_str().and_then(default_port));
-        Target::new(host, port, uri.path())
-            .with_method(req.method())
-            .with_lane(lane_of(req))
+        Target::new(host, port, uri.path()).with_method(req.method())
     }
 
     /// The request's method, when the target was made from a request or
@@ -115,20 +111,6 @@ impl<'a> Target<'a> {
     pub fn path(&self) -> &str {
         self.path
     }
-}
-
-/// A request's lane: a [`Lane`](super::Lane) in its extensions, else the
-/// lane header, else interactive.
-fn lane_of<B>(req: &http::Request<B>) -> super::Lane {
-    req.extensions()
-        .get::<super::Lane>()
-        .copied()
-        .or_else(|| {
-            req.headers()
-                .get(super::lanes::LANE_HEADER)
-                .and_then(super::Lane::from_header)
-        })
-        .unwrap_or_default()
 }
 
 fn default_port(scheme: &str) -> Option<u16> {

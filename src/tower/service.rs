@@ -63,14 +63,22 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if self.registry.has_lanes() {
-            // The lane header is for this layer, not for the server.
+        // Only a registry with lanes looks for one (the header is for this
+        // layer, not for the server, and goes).
+        let lane = self.registry.has_lanes().then(|| {
             let header = request.headers_mut().remove(LANE_HEADER);
-            if let Some(lane) = header.as_ref().and_then(Lane::from_header) {
-                request.extensions_mut().insert(lane);
-            }
+            request
+                .extensions()
+                .get::<Lane>()
+                .copied()
+                .or_else(|| header.as_ref().and_then(Lane::from_header))
+                .unwrap_or_default()
+        });
+        let mut target = Target::from_request(&request);
+        if let Some(lane) = lane {
+            target = target.with_lane(lane);
         }
-        let admission = self.registry.admit(&Target::from_request(&request), 1.0);
+        let admission = self.registry.admit(&target, 1.0);
         respond(&mut self.inner, admission, request, observe_http::<ResB>)
     }
 }
