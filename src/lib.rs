@@ -49,6 +49,7 @@ pub mod registry;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 pub mod signal;
+mod sync;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -71,11 +71,10 @@ pub use reservation::Reservation;
 pub(crate) use reservation::Ticket;
 
 use std::fmt;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::clock::{duration_nanos, Clock, FastClock, Timestamp};
+use crate::sync::{fence, spin_loop, AtomicU64, Mutex, Ordering};
 use crate::{Error, Policy, RateLimited};
 
 /// A token bucket: admits requests at a [`Policy`]'s rate with its burst,
@@ -178,7 +177,7 @@ impl<C: Clock> TokenBucket<C> {
                     return View { params, seq, tat };
                 }
             }
-            std::hint::spin_loop();
+            spin_loop();
         }
     }
 
@@ -451,5 +450,7 @@ impl<C: Clock> fmt::Debug for TokenBucket<C> {
     }
 }
 
+#[cfg(all(test, tollgate_loom))]
+mod loom_model;
 #[cfg(test)]
 mod tests;
