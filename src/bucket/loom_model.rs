@@ -19,7 +19,9 @@
 //! * the policy seqlock: a reader sees the params of one policy set, never
 //!   the interval of one and the tolerance of another, and an even version;
 //! * the floor: once a thread knows `defer_until(d)` has returned, nothing
-//!   it is admitted lies before `d`, whatever the policy changes.
+//!   it is admitted lies before `d`, whatever the policy changes;
+//! * conservation: with one policy, `tat` ends one interval past the start
+//!   for every request that kept its token, none more, none less.
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;
@@ -196,7 +198,8 @@ fn loom_model_takes_and_a_policy_change() {
 }
 
 /// Reservations cancelled and committed against takes: a refund gives back
-/// only what no one has queued behind, so the bound holds over the slots.
+/// only what no one has queued behind, so the bound holds over the slots,
+/// and no token is lost or made (every update is a compare-and-swap).
 #[test]
 fn loom_model_reserve_refund_commit() {
     model("reserve_refund_commit", || {
@@ -226,6 +229,10 @@ fn loom_model_reserve_refund_commit() {
         // Whatever was refunded is there to take again: the bound must
         // still hold with one more request at the next free slot.
         reserve_commit(&b, 1.0, &mut log);
+        // Nothing lost, nothing made: on a clock that stands still, `tat`
+        // has grown by one interval for each request that kept its token.
+        let kept = log.len() as u64;
+        assert_eq!(b.view().tat, T0 + kept * p.interval_nanos(), "{log:?}");
         assert_bound(log, &[p]);
     });
 }

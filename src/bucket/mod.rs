@@ -61,7 +61,10 @@
 //! `tat` changes only by compare-and-swap. The policy (three numbers) sits
 //! beside it behind a sequence counter: readers never lock, and a policy
 //! change, the one rare writer, bumps the counter around its update so a
-//! reader never mixes two policies.
+//! reader never mixes two policies. A loom model (`loom_model.rs`, built
+//! with `--cfg tollgate_loom`) checks the window bound, the seqlock and the
+//! floor in every interleaving of takes, reservations, refunds, policy
+//! changes and deferrals from two or three threads.
 
 mod gcra;
 mod reservation;
