@@ -21,6 +21,11 @@
 //!
 //! Every answer is counted ([`ApiStats`]) and logged with its instant, for
 //! the report and the plot.
+//!
+//! The soak (`examples/soak.rs`) also injects deferrals
+//! ([`Upstream::inject_retry_after`]): the next request is answered 429 with
+//! a `Retry-After`, and until that time (less [`TOLERANCE`] at each end) any
+//! request from the same IP counts as a violation. The demo injects none.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -157,6 +162,19 @@ impl SlidingLog {
     }
 }
 
+/// Deferrals injected into one API's answers.
+#[derive(Debug, Default)]
+struct Faults {
+    /// `Retry-After` seconds for the next request; 0 when none is asked for.
+    next: AtomicU64,
+    /// The deferral in force per client IP: (when it was answered, until).
+    deferred: Mutex<HashMap<IpAddr, (Instant, Instant)>>,
+    /// Injected 429s answered.
+    injected: AtomicU64,
+    /// Requests that came inside a deferral (counted as violations too).
+    early: AtomicU64,
+}
+
 /// One API's server state: its counters and a sliding log per client IP.
 #[derive(Debug)]
 struct ApiState {
@@ -164,9 +182,34 @@ struct ApiState {
     stats: Arc<ApiStats>,
     /// One admission log per client IP.
     logs: Mutex<HashMap<IpAddr, SlidingLog>>,
+    /// What the soak injects.
+    faults: Arc<Faults>,
 }
 
 impl ApiState {
+    /// An injected deferral's answer: the 429 that starts one, or a
+    /// violation for a request inside one. `None` for a request to serve.
+    fn deferral(&self, peer: IpAddr) -> Option<Response> {
+        let now = Instant::now();
+        let mut deferred = lock(&self.faults.deferred);
+        if let Some(&(from, until)) = deferred.get(&peer) {
+            // Requests already on their way when the 429 left are let be.
+            if now >= from + TOLERANCE && now + TOLERANCE < until {
+                self.faults.early.fetch_add(1, Ordering::Relaxed);
+                self.stats.record(Outcome::Violation);
+                return Some(retry_after(until.saturating_duration_since(now)));
+            }
+        }
+        let secs = self.faults.next.swap(0, Ordering::Relaxed);
+        if secs == 0 {
+            return None;
+        }
+        let wait = Duration::from_secs(secs);
+        deferred.insert(peer, (now, now + wait));
+        self.faults.injected.fetch_add(1, Ordering::Relaxed);
+        Some(retry_after(wait))
+    }
+
     fn admit(&self, peer: IpAddr, limit: usize, window: Duration) -> Result<usize, usize> {
         lock(&self.logs)
             .entry(peer)
@@ -182,6 +225,7 @@ type Shared = Arc<ApiState>;
 pub struct Upstream {
     addrs: [SocketAddr; 3],
     stats: [Arc<ApiStats>; 3],
+    faults: [Arc<Faults>; 3],
 }
 
 impl Upstream {
@@ -189,11 +233,13 @@ impl Upstream {
     /// serves each API on its own, in background tasks.
     pub async fn start() -> std::io::Result<Upstream> {
         let stats: [Arc<ApiStats>; 3] = Default::default();
+        let faults: [Arc<Faults>; 3] = Default::default();
         let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); 3];
         for api in Api::ALL {
             let state = Arc::new(ApiState {
                 stats: stats[api.index()].clone(),
                 logs: Mutex::default(),
+                faults: faults[api.index()].clone(),
             });
             let app = match api {
                 Api::MusicBrainz => Router::new().route("/ws/2/recording/{mbid}", get(musicbrainz)),
@@ -210,7 +256,11 @@ impl Upstream {
                 }
             });
         }
-        Ok(Upstream { addrs, stats })
+        Ok(Upstream {
+            addrs,
+            stats,
+            faults,
+        })
     }
 
     /// Where `api` listens.
@@ -227,6 +277,28 @@ impl Upstream {
     pub fn stats_handle(&self, api: Api) -> Arc<ApiStats> {
         self.stats[api.index()].clone()
     }
+
+    /// Answers `api`'s next request 429 with `Retry-After: secs` (at least
+    /// 1), and counts a violation for any request from that client before
+    /// then.
+    #[allow(dead_code)] // the soak's, not the demo's
+    pub fn inject_retry_after(&self, api: Api, secs: u64) {
+        self.faults[api.index()]
+            .next
+            .store(secs.max(1), Ordering::Relaxed);
+    }
+
+    /// The injected 429s `api` has answered.
+    #[allow(dead_code)] // the soak's, not the demo's
+    pub fn injected(&self, api: Api) -> u64 {
+        self.faults[api.index()].injected.load(Ordering::Relaxed)
+    }
+
+    /// Of `api`'s violations, those that came inside an injected deferral.
+    #[allow(dead_code)] // the soak's, not the demo's
+    pub fn early(&self, api: Api) -> u64 {
+        self.faults[api.index()].early.load(Ordering::Relaxed)
+    }
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
@@ -239,6 +311,18 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     r
 }
 
+/// A 429 asking the client to wait `wait` (whole seconds, rounded up).
+fn retry_after(wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = json_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        json!({ "error": "Slow down." }),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
+}
+
 /// MusicBrainz: a real User-Agent is required (403 without), and at most
 /// one request a second per IP, answered 503 with no `Retry-After`.
 async fn musicbrainz(
@@ -247,6 +331,9 @@ async fn musicbrainz(
     Path(mbid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(r) = s.deferral(peer.ip()) {
+        return r;
+    }
     if !headers.contains_key(header::USER_AGENT) {
         s.stats.record(Outcome::Other);
         let msg = "Requests without a meaningful User-Agent are blocked.";
@@ -279,6 +366,9 @@ async fn discogs(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    if let Some(r) = s.deferral(peer.ip()) {
+        return r;
+    }
     let authenticated = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -330,6 +420,9 @@ async fn acoustid(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
 ) -> Response {
+    if let Some(r) = s.deferral(peer.ip()) {
+        return r;
+    }
     if s.admit(peer.ip(), 3, Duration::from_secs(1)).is_err() {
         s.stats.record(Outcome::Violation);
         let msg = "rate limit (3 requests per second) exceeded, try again later";

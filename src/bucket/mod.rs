@@ -61,7 +61,10 @@
 //! `tat` changes only by compare-and-swap. The policy (three numbers) sits
 //! beside it behind a sequence counter: readers never lock, and a policy
 //! change, the one rare writer, bumps the counter around its update so a
-//! reader never mixes two policies.
+//! reader never mixes two policies. A loom model (`loom_model.rs`, built
+//! with `--cfg tollgate_loom`) checks the window bound, the seqlock and the
+//! floor in every interleaving of takes, reservations, refunds, policy
+//! changes and deferrals from two or three threads.
 
 mod gcra;
 mod reservation;
@@ -71,11 +74,10 @@ pub use reservation::Reservation;
 pub(crate) use reservation::Ticket;
 
 use std::fmt;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::clock::{duration_nanos, Clock, FastClock, Timestamp};
+use crate::sync::{fence, spin_loop, AtomicU64, Mutex, Ordering};
 use crate::{Error, Policy, RateLimited};
 
 /// A token bucket: admits requests at a [`Policy`]'s rate with its burst,
@@ -179,7 +181,7 @@ impl<C: Clock> TokenBucket<C> {
                     return View { params, seq, tat };
                 }
             }
-            std::hint::spin_loop();
+            spin_loop();
         }
     }
 
@@ -452,5 +454,7 @@ impl<C: Clock> fmt::Debug for TokenBucket<C> {
     }
 }
 
+#[cfg(all(test, tollgate_loom))]
+mod loom_model;
 #[cfg(test)]
 mod tests;

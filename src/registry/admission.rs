@@ -492,7 +492,9 @@ impl Acquire {
                     let now = clock.now();
                     let in_flight = in_flight.take();
                     if taken.slot <= now {
-                        return Poll::Ready(Ok(self.permit(in_flight, now)));
+                        // Admitted at once: at the slot the bucket computed
+                        // (the time it read), not the later `now`.
+                        return Poll::Ready(Ok(self.permit(in_flight, taken.slot)));
                     }
                     tracing::debug!(
                         source = &**buckets.source(),
