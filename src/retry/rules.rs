@@ -56,6 +56,7 @@ pub enum Failure {
 
 /// How long to wait before the retry that [`decide`] allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wait {
     /// The backoff schedule's delay for this attempt.
     Backoff,
