@@ -140,14 +140,11 @@ impl State {
             .and_then(|l| self.waiting[l].front().map(|(id, _)| *id))
     }
 
-    fn wake_head(&mut self, lanes: &Lanes) {
-        if let Some(l) = self.pick(lanes) {
-            if let Some((_, w)) = self.waiting[l].front_mut() {
-                if let Some(w) = w.take() {
-                    w.wake();
-                }
-            }
-        }
+    /// The waker of the head the scheduler picks, taken to be woken once
+    /// the queue's lock is released (a waker is foreign code).
+    fn head_waker(&mut self, lanes: &Lanes) -> Option<Waker> {
+        let l = self.pick(lanes)?;
+        self.waiting[l].front_mut().and_then(|(_, w)| w.take())
     }
 }
 
@@ -194,21 +191,33 @@ impl Queues {
     /// Ticket `id` took its slot: it leaves, the slot is counted for its
     /// lane, and the next head is woken.
     pub fn served(&self, lane: Lane, id: u64) {
-        let mut s = self.state();
-        s.waiting[lane.index()].retain(|(i, _)| *i != id);
-        s.recent = (s.recent << 1) | u64::from(lane == Lane::Batch);
-        s.recent_len = s.recent_len.saturating_add(1);
-        s.wake_head(&self.lanes);
+        let next = {
+            let mut s = self.state();
+            s.waiting[lane.index()].retain(|(i, _)| *i != id);
+            s.recent = (s.recent << 1) | u64::from(lane == Lane::Batch);
+            s.recent_len = s.recent_len.saturating_add(1);
+            s.head_waker(&self.lanes)
+        };
+        if let Some(w) = next {
+            w.wake();
+        }
     }
 
     /// Ticket `id` gave up (its future was dropped, or refused): it leaves,
     /// and the next head is woken if it was the head.
     pub fn leave(&self, lane: Lane, id: u64) {
-        let mut s = self.state();
-        let was_head = s.head(&self.lanes) == Some(id);
-        s.waiting[lane.index()].retain(|(i, _)| *i != id);
-        if was_head {
-            s.wake_head(&self.lanes);
+        let next = {
+            let mut s = self.state();
+            let was_head = s.head(&self.lanes) == Some(id);
+            s.waiting[lane.index()].retain(|(i, _)| *i != id);
+            if was_head {
+                s.head_waker(&self.lanes)
+            } else {
+                None
+            }
+        };
+        if let Some(w) = next {
+            w.wake();
         }
     }
 }

@@ -55,6 +55,10 @@
 //! 2. its host table, for reading, to visit every host set;
 //! 3. a bucket's policy lock inside [`TokenBucket::set_policy`](crate::TokenBucket::set_policy).
 //!
+//! A source with lanes has one more lock per bucket set, its lane queues'
+//! (`lanes.rs`): a leaf, taken with no other lock held; it only moves
+//! tickets and wakers, and wakes the next request after releasing it.
+//!
 //! The host table's *write* lock is a leaf: under it the table touches
 //! only its map. A new host's set is made before the lock is taken (from
 //! the configuration read under lock 1, released by then), and the time a
