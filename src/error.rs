@@ -132,6 +132,13 @@ pub enum Error {
         /// What the store said.
         message: String,
     },
+    /// A synchronous check (`try_acquire`, `check`) of a source whose
+    /// limits live in a shared store (Redis), which only an asynchronous
+    /// call can ask.
+    AsyncOnly {
+        /// The source.
+        source: String,
+    },
 }
 
 impl Error {
@@ -201,6 +208,12 @@ impl fmt::Display for Error {
                  retry once a response arrives, raise max_in_flight, or let the source wait"
             ),
             Error::Store { message } => write!(f, "rate-limit store failed: {message}"),
+            Error::AsyncOnly { source } => write!(
+                f,
+                "source `{source}` keeps its limits in Redis, which a synchronous check cannot \
+                 ask: use `Registry::admit` or `acquire` (with `OnLimit::Reject` they answer \
+                 after one round trip), or keep the source in process with `Source::in_process`"
+            ),
         }
     }
 }

@@ -68,10 +68,12 @@
 
 mod gcra;
 mod reservation;
+mod together;
 
 pub(crate) use gcra::Params;
 pub use reservation::Reservation;
 pub(crate) use reservation::Ticket;
+pub(crate) use together::reserve_together;
 
 use std::fmt;
 use std::time::Duration;

@@ -51,8 +51,14 @@ pub(super) struct LimitSet {
 }
 
 impl LimitSet {
-    fn costs(&self, tokens: f64) -> Result<Vec<u64>, Error> {
-        self.limits.iter().map(|l| l.params.cost(tokens)).collect()
+    /// What each limit takes for a request that weighs `weight(i)` in
+    /// limit `i`.
+    fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.params.cost(weight(i)))
+            .collect()
     }
 
     /// Tokens that `cost` nanoseconds stand for in limit `i`, as
@@ -88,7 +94,7 @@ impl RedisBucket {
         name: &str,
         policies: &[Policy],
         on_store_error: OnStoreError,
-    ) -> Result<RedisBucket, Error> {
+    ) -> RedisBucket {
         let policies = effective(policies);
         let divide_by = match on_store_error {
             OnStoreError::Local { divide_by } => divide_by,
@@ -98,7 +104,7 @@ impl RedisBucket {
             keys: store.keys(name, policies.len()),
             limits: policies.iter().map(|p| Limit::new(*p)).collect(),
         };
-        Ok(RedisBucket {
+        RedisBucket {
             inner: Arc::new(BucketInner {
                 store,
                 name: name.into(),
@@ -107,7 +113,7 @@ impl RedisBucket {
                 health: Health::new(),
                 local: LocalLimits::new(policies, divide_by),
             }),
-        })
+        }
     }
 
     /// The bucket's name (its hash tag in Redis).
@@ -186,8 +192,18 @@ impl RedisBucket {
         tokens: f64,
         max_wait: Duration,
     ) -> Result<RedisReservation, Error> {
+        self.reserve_weighted(|_| tokens, max_wait).await
+    }
+
+    /// [`reserve`](Self::reserve) for a request that weighs `weight(i)` in
+    /// limit `i` (a registry source with a [`Price`](crate::Price)).
+    pub(crate) async fn reserve_weighted(
+        &self,
+        weight: impl Fn(usize) -> f64,
+        max_wait: Duration,
+    ) -> Result<RedisReservation, Error> {
         let set = self.inner.set();
-        let costs = set.costs(tokens)?;
+        let costs = set.costs(&weight)?;
         let op = Op::Take {
             max_wait: duration_nanos(max_wait),
             costs: &costs,
@@ -210,17 +226,21 @@ impl RedisBucket {
             Some(Taken::Refused { now, slot }) => Err(Error::RateLimited(RateLimited::new(
                 slot.saturating_duration_since(now),
             ))),
-            None => self.fallback_reserve(tokens, max_wait),
+            None => self.fallback_reserve(weight, max_wait),
         }
     }
 
-    fn fallback_reserve(&self, tokens: f64, max_wait: Duration) -> Result<RedisReservation, Error> {
+    fn fallback_reserve(
+        &self,
+        weight: impl Fn(usize) -> f64,
+        max_wait: Duration,
+    ) -> Result<RedisReservation, Error> {
         let inner = &self.inner;
         match inner.on_store_error {
             OnStoreError::FailOpen => Ok(RedisReservation::open(inner.clone())),
             OnStoreError::FailClosed => Err(inner.health.closed_error(&inner.name)),
             OnStoreError::Local { .. } => {
-                let taken = inner.local.reserve(tokens, max_wait)?;
+                let taken = inner.local.reserve(weight, max_wait)?;
                 Ok(RedisReservation::local(inner.clone(), taken))
             }
         }
@@ -241,8 +261,29 @@ impl RedisBucket {
     /// The local fallback is deferred too, so the deferral holds while
     /// Redis fails (except when failing open).
     pub async fn defer_for(&self, wait: Duration) -> Result<(), Error> {
+        self.inner.local.defer_for(wait);
+        self.defer_remote(wait).await
+    }
+
+    /// [`defer_for`](Self::defer_for) from synchronous code (a registry
+    /// applying a response's `Retry-After`): the fallback is deferred now,
+    /// Redis in a task on the current tokio runtime (none: Redis is not
+    /// told, and this process still holds the deferral in the registry's
+    /// own buckets).
+    pub(crate) fn defer_in_background(&self, wait: Duration) {
+        self.inner.local.defer_for(wait);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let bucket = self.clone();
+            runtime.spawn(async move {
+                if let Err(e) = bucket.defer_remote(wait).await {
+                    tracing::debug!(bucket = bucket.name(), error = %e, "could not defer in Redis");
+                }
+            });
+        }
+    }
+
+    async fn defer_remote(&self, wait: Duration) -> Result<(), Error> {
         let inner = &self.inner;
-        inner.local.defer_for(wait);
         let set = inner.set();
         let op = Op::Defer {
             wait: duration_nanos(wait),
@@ -290,6 +331,24 @@ impl RedisBucket {
     /// stored state now, or, if it cannot be reached, at the next call that
     /// reaches it; so this never fails for a store error.
     pub async fn set_policies(&self, policies: &[Policy]) -> Result<(), Error> {
+        let set = self.replace_policies(policies);
+        self.sync(set).await;
+        Ok(())
+    }
+
+    /// [`set_policies`](Self::set_policies) from synchronous code (a
+    /// registry applying a policy change under its configuration lock): in
+    /// force in this process at once; Redis rescales in a task on the
+    /// current tokio runtime, or at the next call that reaches it.
+    pub(crate) fn set_policies_in_background(&self, policies: &[Policy]) {
+        let set = self.replace_policies(policies);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let bucket = self.clone();
+            runtime.spawn(async move { bucket.sync(set).await });
+        }
+    }
+
+    fn replace_policies(&self, policies: &[Policy]) -> Arc<LimitSet> {
         let inner = &self.inner;
         let policies = effective(policies);
         let set = Arc::new(LimitSet {
@@ -298,13 +357,17 @@ impl RedisBucket {
         });
         *inner.set.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
         inner.local.set_policies(policies);
+        set
+    }
+
+    async fn sync(&self, set: Arc<LimitSet>) {
+        let inner = &self.inner;
         let store = &inner.store;
         self.on_redis(|| async {
             let reply = store.eval(&set.keys, &set.limits, &Op::Sync).await?;
             script::now("sync", &reply)
         })
         .await;
-        Ok(())
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::bucket::Ticket;
+use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{duration_nanos, Clock, Timestamp, TokioClock};
-use crate::{Error, Policy, RateLimited, TokenBucket};
+use crate::{Error, Policy, TokenBucket};
 
 /// What a Redis-backed bucket does when Redis fails (an error, or no answer
 /// within the store's timeout).
@@ -221,46 +221,20 @@ impl LocalLimits {
     }
 
     /// Takes the latest slot among the limits if within `max_wait`, from
-    /// every limit at that slot, or nothing (as the registry's bucket sets
-    /// do).
-    pub fn reserve(&self, tokens: f64, max_wait: Duration) -> Result<LocalTaken, Error> {
+    /// every limit (`weight(i)` tokens from limit `i`) at that slot, or
+    /// nothing (as the registry's bucket sets do).
+    pub fn reserve(
+        &self,
+        weight: impl Fn(usize) -> f64,
+        max_wait: Duration,
+    ) -> Result<LocalTaken, Error> {
         let buckets = self.buckets();
-        let max_wait_ns = duration_nanos(max_wait);
-        'retry: loop {
-            let now = self.clock.now();
-            let mut slot = now;
-            for b in buckets.iter() {
-                slot = slot.max(b.peek_slot(tokens, now)?);
-            }
-            let wait = slot.as_nanos() - now.as_nanos();
-            if wait > max_wait_ns {
-                return Err(Error::RateLimited(RateLimited::new(Duration::from_nanos(
-                    wait,
-                ))));
-            }
-            let mut tickets = Vec::with_capacity(buckets.len());
-            for b in buckets.iter() {
-                match b.reserve_ticket(tokens, Some(slot), Duration::MAX) {
-                    Ok(t) if t.slot() == slot => tickets.push(t),
-                    other => {
-                        // Another caller moved a limit between the look and
-                        // the take: undo and look again.
-                        if let Ok(t) = other {
-                            b.rollback_ticket(&t);
-                        }
-                        for (b, t) in buckets.iter().zip(&tickets) {
-                            b.rollback_ticket(t);
-                        }
-                        continue 'retry;
-                    }
-                }
-            }
-            return Ok(LocalTaken {
-                buckets,
-                tickets,
-                slot,
-            });
-        }
+        let (slot, tickets) = reserve_together(|| buckets.iter(), weight, &self.clock, max_wait)?;
+        Ok(LocalTaken {
+            buckets,
+            tickets,
+            slot,
+        })
     }
 
     pub fn defer_for(&self, wait: Duration) {

@@ -134,6 +134,32 @@ impl RedisReservation {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
+    /// Tokens left in the tightest limit at the slot once this reservation
+    /// is taken: what a server answers as its remaining quota. Infinite
+    /// when no limit applies (unlimited, or failing open); from the local
+    /// fallback's buckets when the fallback took it.
+    pub fn remaining(&self) -> f64 {
+        match &self.kind {
+            Kind::Remote {
+                set, slot, tickets, ..
+            } => set
+                .limits
+                .iter()
+                .zip(tickets)
+                .map(|(l, t)| {
+                    let p = &l.params;
+                    if p.is_unlimited() {
+                        return f64::INFINITY;
+                    }
+                    let room = (slot.as_nanos() + p.tau).saturating_sub(t.tat_after);
+                    (room as f64 / p.interval as f64).min(p.capacity)
+                })
+                .fold(f64::INFINITY, f64::min),
+            Kind::Local(_) => self.bucket.local.available(),
+            Kind::Open => f64::INFINITY,
+        }
+    }
+
     fn admission(&self) -> Admission {
         Admission {
             at: self.ready_at(),

@@ -235,12 +235,64 @@ impl RedisStore {
             ));
         }
         check_name("bucket name", name)?;
-        RedisBucket::new(
+        Ok(RedisBucket::new(
             self.inner.clone(),
             name,
             policies,
             on_store_error.validate()?,
-        )
+        ))
+    }
+
+    /// The bucket of a registry's bucket set: `source` for a source-wide
+    /// set, `source/KEY` for the set of one host or client key (`KEY` with
+    /// `%`, `{` and `}` percent-encoded, so any key makes a valid hash tag).
+    /// The source name and `on_store_error` were checked when the registry
+    /// was built.
+    pub(crate) fn registry_bucket(
+        &self,
+        source: &str,
+        key: Option<&str>,
+        policies: &[Policy],
+        on_store_error: OnStoreError,
+    ) -> RedisBucket {
+        let name = match key {
+            None => source.to_string(),
+            Some(key) => {
+                let mut name = String::with_capacity(source.len() + 1 + key.len());
+                name.push_str(source);
+                name.push('/');
+                for c in key.chars() {
+                    match c {
+                        '%' => name.push_str("%25"),
+                        '{' => name.push_str("%7B"),
+                        '}' => name.push_str("%7D"),
+                        c => name.push(c),
+                    }
+                }
+                name
+            }
+        };
+        RedisBucket::new(self.inner.clone(), &name, policies, on_store_error)
+    }
+
+    /// Checks what a registry source that keeps its limits here names and
+    /// does when Redis fails.
+    pub(crate) fn check_source(
+        source: &str,
+        on_store_error: OnStoreError,
+    ) -> Result<OnStoreError, Error> {
+        check_name("source name", source)?;
+        on_store_error.validate()
+    }
+
+    /// What buckets do while Redis fails unless told otherwise.
+    pub(crate) fn default_on_store_error(&self) -> OnStoreError {
+        self.inner.on_store_error
+    }
+
+    /// Whether two handles share one store (one connection and settings).
+    pub(crate) fn same(&self, other: &RedisStore) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Redis's clock (`TIME`), in nanoseconds since the Unix epoch: the

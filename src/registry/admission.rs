@@ -174,6 +174,10 @@ impl Registry {
         }
         match take_now(buckets, cost) {
             Ok(permit) => Ok(Admission::Ready(permit)),
+            // Redis decides: one script call, awaited.
+            Err((Error::AsyncOnly { .. }, buckets)) => {
+                Ok(Admission::Wait(Acquire::new(buckets, cost)))
+            }
             Err((Error::RateLimited(_) | Error::InFlightFull { .. }, buckets))
                 if buckets.context.on_limit != OnLimit::Reject =>
             {
@@ -296,6 +300,11 @@ fn name_refusal(e: Error, b: &Buckets) -> Error {
 type InFlightWait =
     Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
+/// A set kept in Redis: its admission (the time on the registry's clock
+/// and what Redis left), boxed as the store's calls are async fns.
+#[cfg(feature = "redis")]
+type RemoteWait = Pin<Box<dyn Future<Output = Result<(Timestamp, f64), Error>> + Send>>;
+
 /// Waits for a request's slot in its routed bucket set; see
 /// [`Registry::acquire`]. Resolves to the [`Permit`] or a refusal.
 #[must_use = "futures do nothing unless awaited; dropping it gives its tokens back"]
@@ -332,6 +341,12 @@ enum State {
         in_flight: Option<OwnedSemaphorePermit>,
         taken: Taken,
         sleep: Sleep,
+    },
+    /// Admitted by Redis: the script call, then the sleep until its slot.
+    #[cfg(feature = "redis")]
+    Remote {
+        in_flight: Option<OwnedSemaphorePermit>,
+        wait: RemoteWait,
     },
     /// Decided before any wait: pass-through, or a routing error.
     Decided(Option<Result<Permit, Error>>),
@@ -477,6 +492,25 @@ impl Acquire {
                         }
                     }
                 }
+                #[cfg(feature = "redis")]
+                State::Reserve { in_flight } if buckets.remote.is_some() => {
+                    let in_flight = in_flight.take();
+                    let wait = remote_wait(buckets.clone(), self.cost, self.start, max_wait);
+                    self.state = State::Remote { in_flight, wait };
+                }
+                #[cfg(feature = "redis")]
+                State::Remote { in_flight, wait } => {
+                    let Poll::Ready(admitted) = wait.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(match admitted {
+                        Ok((at, remaining)) => {
+                            let in_flight = in_flight.take();
+                            Ok(self.permit(in_flight, at).with_remaining(remaining))
+                        }
+                        Err(e) => Err(refused(buckets, name_refusal(e, buckets))),
+                    });
+                }
                 State::Reserve { in_flight } => {
                     let left = if max_wait == Duration::MAX {
                         Duration::MAX
@@ -547,6 +581,53 @@ impl Acquire {
     }
 }
 
+/// Admits a request to a set kept in Redis, waiting at most `max_wait`
+/// from `start`: a deferral this process saw is waited out first (its word
+/// to Redis may still be on the way), then one script call takes the slot
+/// on Redis's clock, and the wait for it runs on the registry's clock. A
+/// deferral that arrives meanwhile sends the request back to the queue (the
+/// slot it leaves stays taken: stricter, never looser). Dropped before its
+/// slot, the reservation gives its tokens back.
+#[cfg(feature = "redis")]
+fn remote_wait(
+    buckets: Arc<Buckets>,
+    cost: Cost,
+    start: Timestamp,
+    max_wait: Duration,
+) -> RemoteWait {
+    Box::pin(async move {
+        let Some(remote) = buckets.remote.clone() else {
+            return Err(buckets.async_only());
+        };
+        let clock = buckets.clock().clone();
+        loop {
+            let now = clock.now();
+            let left = if max_wait == Duration::MAX {
+                Duration::MAX
+            } else {
+                (start + max_wait).saturating_duration_since(now)
+            };
+            let floor = buckets.deferred_until();
+            if floor > now {
+                let wait = floor.saturating_duration_since(now);
+                if wait > left {
+                    return Err(Error::RateLimited(crate::RateLimited::new(wait)));
+                }
+                clock.sleep_until(floor).await;
+                continue;
+            }
+            let reservation = remote
+                .reserve_weighted(|i| buckets.weight(i, cost), left)
+                .await?;
+            let remaining = reservation.remaining();
+            reservation.wait().await;
+            if buckets.deferred_until() <= clock.now() {
+                return Ok((clock.now(), remaining));
+            }
+        }
+    })
+}
+
 impl Future for Acquire {
     type Output = Result<Permit, Error>;
 
@@ -587,6 +668,8 @@ impl fmt::Debug for Acquire {
             State::InFlight { .. } => "waiting for an in-flight slot",
             State::Sleeping { .. } => "waiting for its slot",
             State::Queued { .. } => "queued in its lane",
+            #[cfg(feature = "redis")]
+            State::Remote { .. } => "waiting for Redis or its slot",
             State::Decided(_) => "decided",
             State::Done => "done",
         };

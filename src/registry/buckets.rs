@@ -15,12 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::clock::Clock;
+
 use tokio::sync::Semaphore;
 
 use super::source::OnLimit;
-use crate::bucket::Ticket;
-use crate::clock::{duration_nanos, Clock, SharedClock, Timestamp};
-use crate::{Error, Policy, RateLimited, SignalConfig, TokenBucket};
+use crate::bucket::{reserve_together, Ticket};
+use crate::clock::{SharedClock, Timestamp};
+use crate::{Error, Policy, SignalConfig, TokenBucket};
 
 /// What every bucket set of a source shares: its settings, its
 /// configuration (behind the first lock of the registry's lock order), and
@@ -38,6 +40,10 @@ pub(crate) struct SourceContext {
     pub shadow: bool,
     pub lanes: Option<super::Lanes>,
     pub meters: super::meters::Meters,
+    /// The Redis store that keeps the source's buckets, and what they do
+    /// while it fails; `None`: this process keeps them.
+    #[cfg(feature = "redis")]
+    pub store: Option<(crate::redis::RedisStore, crate::redis::OnStoreError)>,
     config: Mutex<SourceConfig>,
     /// Bumped under `config` after every change, so a set made from an
     /// older configuration can tell and catch up.
@@ -66,7 +72,19 @@ impl SourceContext {
             priced,
             config: Mutex::new(config),
             version: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            store: None,
         }
+    }
+
+    /// Keeps the source's buckets in `store` (`None`: in this process).
+    #[cfg(feature = "redis")]
+    pub fn with_store(
+        mut self,
+        store: Option<(crate::redis::RedisStore, crate::redis::OnStoreError)>,
+    ) -> Self {
+        self.store = store;
+        self
     }
 
     /// The configuration lock: first in the registry's lock order.
@@ -195,6 +213,11 @@ pub(crate) struct Buckets {
     pub in_flight: Option<Arc<Semaphore>>,
     /// The lane queues, for a source with lanes.
     pub queues: Option<super::lanes::Queues>,
+    /// The set's bucket in Redis, for a source kept there: it decides every
+    /// admission. The local buckets above then hold the limits in force
+    /// and the deferrals this process saw, and take no tokens.
+    #[cfg(feature = "redis")]
+    pub remote: Option<crate::redis::RedisBucket>,
 }
 
 /// Tickets taken from every limit of a bucket set, all for one slot.
@@ -217,6 +240,10 @@ impl Buckets {
             policies
         };
         let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
+        #[cfg(feature = "redis")]
+        let remote = context.store.as_ref().map(|(store, mode)| {
+            store.registry_bucket(&context.name, host.as_deref(), policies, *mode)
+        });
         Buckets {
             host,
             server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
@@ -226,7 +253,31 @@ impl Buckets {
             priced: context.priced,
             queues: context.lanes.map(super::lanes::Queues::new),
             in_flight: context.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            #[cfg(feature = "redis")]
+            remote,
             context,
+        }
+    }
+
+    /// Whether Redis decides this set's admissions (then only asynchronous
+    /// calls admit).
+    #[inline(always)]
+    pub fn is_remote(&self) -> bool {
+        #[cfg(feature = "redis")]
+        {
+            self.remote.is_some()
+        }
+        #[cfg(not(feature = "redis"))]
+        {
+            false
+        }
+    }
+
+    /// The refusal of a synchronous check of a set in Redis.
+    #[cold]
+    pub fn async_only(&self) -> Error {
+        Error::AsyncOnly {
+            source: self.source().to_string(),
         }
     }
 
@@ -267,7 +318,7 @@ impl Buckets {
 
     /// What limit `i` takes of `cost`.
     #[inline]
-    fn weight(&self, i: usize, cost: Cost) -> f64 {
+    pub fn weight(&self, i: usize, cost: Cost) -> f64 {
         if (self.priced >> i) & 1 == 1 {
             cost.priced
         } else {
@@ -279,6 +330,9 @@ impl Buckets {
     /// of admission.
     #[inline]
     pub fn try_take(&self, cost: Cost) -> Result<Timestamp, Error> {
+        if self.is_remote() {
+            return Err(self.async_only());
+        }
         if self.rest.is_empty() {
             return self.first.try_acquire_now(self.weight(0, cost));
         }
@@ -298,41 +352,18 @@ impl Buckets {
                 rest: Vec::new(),
             });
         }
-        let max_wait_ns = duration_nanos(max_wait);
-        'retry: loop {
-            let now = self.clock().now();
-            let mut slot = now;
-            for (i, b) in self.limits().enumerate() {
-                slot = slot.max(b.peek_slot(self.weight(i, cost), now)?);
-            }
-            let wait = slot.as_nanos() - now.as_nanos();
-            if wait > max_wait_ns {
-                return Err(Error::RateLimited(RateLimited::from_nanos(wait)));
-            }
-            let mut tickets = Vec::with_capacity(1 + self.rest.len());
-            for (i, b) in self.limits().enumerate() {
-                match b.reserve_ticket(self.weight(i, cost), Some(slot), Duration::MAX) {
-                    Ok(t) if t.slot() == slot => tickets.push(t),
-                    other => {
-                        // Another caller moved a bucket between the look and
-                        // the take: undo and look again.
-                        if let Ok(t) = other {
-                            b.rollback_ticket(&t);
-                        }
-                        for (b, t) in self.limits().zip(&tickets) {
-                            b.rollback_ticket(t);
-                        }
-                        continue 'retry;
-                    }
-                }
-            }
-            let first = tickets.remove(0);
-            return Ok(Taken {
-                slot,
-                first,
-                rest: tickets,
-            });
-        }
+        let (slot, mut tickets) = reserve_together(
+            || self.limits(),
+            |i| self.weight(i, cost),
+            self.clock(),
+            max_wait,
+        )?;
+        let first = tickets.remove(0);
+        Ok(Taken {
+            slot,
+            first,
+            rest: tickets,
+        })
     }
 
     /// Gives back what a pending reservation may still give back.
@@ -347,6 +378,17 @@ impl Buckets {
     pub fn defer_until(&self, t: Timestamp) {
         for b in self.limits() {
             b.defer_until(t);
+        }
+    }
+
+    /// No request before `wait` from now, one then (a server's
+    /// `Retry-After`): every limit's floor here, and Redis told in the
+    /// background for a set kept there.
+    pub fn defer_for(&self, wait: Duration) {
+        self.defer_until(self.clock().now() + wait);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            remote.defer_in_background(wait);
         }
     }
 
@@ -376,11 +418,19 @@ impl Buckets {
     /// the source's configuration lock. Returns the limits now in force.
     pub fn apply(&self, config: &SourceConfig) -> Vec<Policy> {
         let policies = config.for_server_rate(self.server_rate(), &self.context.signals);
+        let mut changed = false;
         for (b, p) in self.limits().zip(&policies) {
             if b.policy() != *p {
                 b.set_policy(*p);
+                changed = true;
             }
         }
+        #[cfg(feature = "redis")]
+        if let (true, Some(remote)) = (changed, &self.remote) {
+            remote.set_policies_in_background(&policies);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = changed;
         self.lowered
             .store(policies.as_slice() != config.effective(), Ordering::Relaxed);
         policies

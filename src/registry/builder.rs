@@ -34,6 +34,8 @@ pub struct RegistryBuilder {
     pub(super) max_hosts: Option<usize>,
     signals: SignalConfig,
     shadow: bool,
+    #[cfg(feature = "redis")]
+    redis: Option<crate::redis::RedisStore>,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -86,6 +88,16 @@ impl RegistryBuilder {
         self
     }
 
+    /// Keeps every source's buckets in Redis (see [`Source::redis`]),
+    /// except sources that choose their own store or
+    /// [`in_process`](Source::in_process).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
+        self.redis = Some(store);
+        self
+    }
+
     /// How server signals are read and applied (caps, safety factor, floor).
     pub fn signals(mut self, config: SignalConfig) -> Self {
         self.signals = config;
@@ -118,13 +130,22 @@ impl RegistryBuilder {
             }
             let config = SourceConfig::new(s.limits.clone(), 1.0)?;
             let policies = config.effective().to_vec();
-            let context = Arc::new(SourceContext::new(
+            let shadow = s.shadow || self.shadow;
+            let context = SourceContext::new(
                 s,
                 s.signals.unwrap_or(self.signals),
-                s.shadow || self.shadow,
+                shadow,
                 priced_mask(s),
                 config,
-            ));
+            );
+            #[cfg(feature = "redis")]
+            let context = context.with_store(store_of(self.redis.as_ref(), s, shadow).map_err(
+                |e| match e {
+                    Error::InvalidConfig { reason, .. } => Error::config(at(), reason),
+                    e => e,
+                },
+            )?);
+            let context = Arc::new(context);
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
             states.push(SourceState {
                 scope: s.scope,
@@ -160,6 +181,47 @@ impl RegistryBuilder {
             }),
         })
     }
+}
+
+/// The Redis store of source `s` (`registry`'s unless it chose its own) and
+/// what it does while Redis fails, or `None` to keep it in process; or why
+/// it cannot be kept in Redis.
+#[cfg(feature = "redis")]
+fn store_of(
+    registry: Option<&crate::redis::RedisStore>,
+    s: &Source,
+    shadow: bool,
+) -> Result<Option<(crate::redis::RedisStore, crate::redis::OnStoreError)>, Error> {
+    use super::source::StoreChoice;
+    let store = match &s.store {
+        StoreChoice::Redis(store) => store,
+        StoreChoice::Registry => match registry {
+            Some(store) => store,
+            None => return Ok(None),
+        },
+        StoreChoice::InProcess => return Ok(None),
+    };
+    let why = if shadow {
+        Some(("shadow mode", "needs"))
+    } else if s.lanes.is_some() {
+        Some(("lanes", "need"))
+    } else {
+        None
+    };
+    if let Some((what, need)) = why {
+        return Err(Error::config(
+            "",
+            format!(
+                "{what} {need} synchronous checks, which a source in Redis cannot make: \
+                     keep the source in process (`Source::in_process`), or drop its {what}"
+            ),
+        ));
+    }
+    let mode = s
+        .on_store_error
+        .unwrap_or_else(|| store.default_on_store_error());
+    let mode = crate::redis::RedisStore::check_source(&s.name, mode)?;
+    Ok(Some((store.clone(), mode)))
 }
 
 /// Which limits a source's price weighs: those marked, or all when none is.

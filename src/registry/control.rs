@@ -140,7 +140,17 @@ impl SourceHandle {
         )
     }
 
-    /// Tokens available now in the tightest limit.
+    /// The source-wide bucket in Redis, for a source kept there: to ask
+    /// Redis what is left ([`RedisBucket::available`](crate::redis::RedisBucket::available)),
+    /// which [`available`](Self::available) cannot do synchronously.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_bucket(&self) -> Option<crate::redis::RedisBucket> {
+        self.state().shared.remote.clone()
+    }
+
+    /// Tokens available now in the tightest limit (for a source kept in
+    /// Redis, this process's view only: see [`redis_bucket`](Self::redis_bucket)).
     pub fn available(&self) -> f64 {
         self.state().shared.available()
     }

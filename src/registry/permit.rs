@@ -22,7 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::buckets::Buckets;
 use super::Registry;
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Timestamp;
 use crate::Signal;
 
 /// Admission of one request: held until its response arrives, it keeps the
@@ -34,6 +34,8 @@ pub struct Permit {
     _in_flight: Option<OwnedSemaphorePermit>,
     waited: Duration,
     admitted_at: Timestamp,
+    /// What Redis left at admission, for a set kept there.
+    remaining: Option<f64>,
 }
 
 impl Permit {
@@ -49,7 +51,15 @@ impl Permit {
             _in_flight: in_flight,
             waited,
             admitted_at,
+            remaining: None,
         }
+    }
+
+    /// A permit from Redis, which left `remaining` tokens.
+    #[cfg(feature = "redis")]
+    pub(super) fn with_remaining(mut self, remaining: f64) -> Self {
+        self.remaining = Some(remaining);
+        self
     }
 
     pub(super) fn pass_through(now: Timestamp) -> Self {
@@ -58,6 +68,7 @@ impl Permit {
             _in_flight: None,
             waited: Duration::ZERO,
             admitted_at: now,
+            remaining: None,
         }
     }
 
@@ -83,8 +94,12 @@ impl Permit {
 
     /// Tokens available now in the tightest limit of the set that admitted
     /// the request (infinite when it passed through): what a server answers
-    /// as its remaining quota.
+    /// as its remaining quota. For a source kept in Redis: what Redis left
+    /// at the request's slot.
     pub fn available(&self) -> f64 {
+        if let Some(remaining) = self.remaining {
+            return remaining;
+        }
         self.buckets
             .as_deref()
             .map_or(f64::INFINITY, |b| b.available())
@@ -120,8 +135,7 @@ impl Permit {
         let source = &**buckets.source();
         let host = buckets.host.as_deref().unwrap_or("");
         if let Some(wait) = signal.retry_after {
-            let until = buckets.clock().now() + wait;
-            buckets.defer_until(until);
+            buckets.defer_for(wait);
             buckets.context.meters.deferred(wait);
             tracing::info!(
                 source,
