@@ -133,6 +133,14 @@ pub(crate) fn refusal<B: From<String>>(tier: &TierInfo, e: Error) -> Response<B>
     match e {
         Error::RateLimited(r) => response::too_many(tier, r.retry_after()),
         Error::InFlightFull { max_in_flight, .. } => response::in_flight_full(tier, max_in_flight),
+        Error::Store { message } => {
+            // A tier kept in Redis that fails closed while Redis is down.
+            tracing::warn!(tier = &*tier.name, error = %message, "the rate limiter's store failed");
+            response::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the rate limiter's shared store is unavailable; retry shortly",
+            )
+        }
         e => {
             tracing::error!(tier = &*tier.name, error = %e, "the rate limiter refused a request");
             response::plain(
