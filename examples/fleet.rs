@@ -3,11 +3,13 @@
 //! Starts a loopback upstream (axum on 127.0.0.1) that allows 10 requests
 //! in any second, counted across all its clients, and answers 429 beyond
 //! (a violation). Then starts four client processes (this program again,
-//! with `--client`), each with two workers sending as fast as their bucket
-//! lets them. The clients share one bucket in Redis, so together they keep
-//! the upstream's limit: the report ends with `violations: 0`.
+//! with `--client`), each with two workers sending through tollgate's tower
+//! layer (over a hyper-util client) as fast as its registry lets them. Each
+//! registry keeps its source in Redis (`RegistryBuilder::redis`), so
+//! together the processes keep the upstream's limit: the report ends with
+//! `violations: 0`.
 //!
-//! With `--local` each process keeps its own bucket with the same policy,
+//! With `--local` each registry keeps its source in process, with the same policy,
 //! as four instances of a service would without a shared store: together
 //! they send four times the limit, and the upstream refuses the excess.
 //!
@@ -34,7 +36,9 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tollgate::redis::RedisStore;
-use tollgate::{Policy, TokenBucket};
+use tollgate::tower::RateLimitLayer;
+use tollgate::{Policy, Registry, Source, UnknownHost};
+use tower::{ServiceBuilder, ServiceExt};
 
 const HELP: &str = "\
 tollgate fleet: four processes share one upstream limit through Redis.
@@ -158,45 +162,40 @@ async fn serve(upstream: Arc<Upstream>) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// One client process: its workers acquire, then send, until the time is up.
+/// One client process: a registry with one source for the upstream (in
+/// Redis, or in this process with `--local`), the tower layer over a
+/// hyper-util client, and workers that send until the time is up.
 async fn client(args: &Args, upstream: SocketAddr, prefix: &str) -> Result<(), String> {
-    enum Limiter {
-        Shared(tollgate::redis::RedisBucket),
-        Own(TokenBucket),
+    let source = Source::new("upstream").limit(policy()).host("127.0.0.1");
+    let mut registry = Registry::builder()
+        .source(source)
+        .unknown_hosts(UnknownHost::Reject);
+    if let (Some(url), false) = (&args.redis, args.local) {
+        let store = RedisStore::connect(url, prefix)
+            .await
+            .map_err(|e| e.to_string())?;
+        registry = registry.redis(store);
     }
-    let limiter = Arc::new(match (&args.redis, args.local) {
-        (Some(url), false) => {
-            let store = RedisStore::connect(url, prefix)
-                .await
-                .map_err(|e| e.to_string())?;
-            Limiter::Shared(
-                store
-                    .bucket("upstream", &[policy()])
-                    .map_err(|e| e.to_string())?,
-            )
-        }
-        _ => Limiter::Own(TokenBucket::new(policy())),
-    });
+    let registry = registry.build().map_err(|e| e.to_string())?;
     let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(registry))
+        .service(http);
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     let (sent, ok) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {
-            let (limiter, http) = (limiter.clone(), http.clone());
+            let svc = svc.clone();
             let (sent, ok) = (sent.clone(), ok.clone());
             tokio::spawn(async move {
-                let uri: http::Uri = format!("http://{upstream}/item").parse().unwrap();
+                let uri = format!("http://{upstream}/item");
                 while Instant::now() < deadline {
-                    match &*limiter {
-                        Limiter::Shared(b) => b.acquire(1.0).await.map(|_| ()),
-                        Limiter::Own(b) => b.acquire(1.0).await,
-                    }
-                    .map_err(|e| e.to_string())?;
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    let status = http
-                        .get(uri.clone())
+                    let request = http::Request::get(&uri)
+                        .body(Empty::<Bytes>::new())
+                        .map_err(|e| e.to_string())?;
+                    let status = svc
+                        .clone()
+                        .oneshot(request)
                         .await
                         .map_err(|e| e.to_string())?
                         .status();
