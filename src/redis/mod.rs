@@ -7,8 +7,51 @@
 //! [`Admission`], and [`OnStoreError`] (what happens while Redis fails).
 //! The arithmetic is the local bucket's (see [`bucket`](crate::bucket)):
 //! `gcra.lua` runs the same steps on the same integer nanoseconds.
-//! A [`Registry`](crate::Registry) keeps its buckets in this process; use a
-//! [`RedisBucket`] where a limit must be shared between processes.
+//!
+//! # In a registry
+//!
+//! A [`Registry`](crate::Registry) keeps a source's buckets here when the
+//! source says so ([`Source::redis`](crate::Source::redis)) or the
+//! registry does ([`RegistryBuilder::redis`](crate::RegistryBuilder::redis));
+//! every adapter then admits through Redis unchanged:
+//!
+//! ```no_run
+//! use tollgate::redis::RedisStore;
+//! use tollgate::{presets, Registry, Target};
+//!
+//! # async fn run() -> Result<(), tollgate::Error> {
+//! let store = RedisStore::connect("redis://127.0.0.1/", "myapp:").await?;
+//! let registry = Registry::builder()
+//!     .source(presets::musicbrainz())
+//!     .redis(store)
+//!     .build()?;
+//! let uri: http::Uri = "https://musicbrainz.org/ws/2/artist".parse().unwrap();
+//! let permit = registry.acquire(&Target::from_uri(&uri), 1.0).await?; // one slot for the fleet
+//! # drop(permit); Ok(()) }
+//! ```
+//!
+//! Each bucket set of such a source (the source's own, or one per host or
+//! client key: bucket `SOURCE/KEY`, with `%`, `{` and `}` in the key
+//! percent-encoded) has a [`RedisBucket`] that decides every admission.
+//! The set's buckets in the process stay beside it and take no tokens:
+//! they hold the limits in force (after slow-downs and a server's quota,
+//! which reach Redis with the next call) and the deferrals this process
+//! saw. A `Retry-After` read from a response defers them at once and Redis
+//! in the background, and an admission waits out a deferral this process
+//! saw before it asks Redis, so the order of the two never lets a request
+//! through early.
+//!
+//! Admission is asynchronous: [`Registry::admit`](crate::Registry::admit)
+//! answers [`Admission::Wait`](crate::Admission::Wait), whose future makes
+//! one script call (with [`OnLimit::Reject`](crate::OnLimit::Reject) it
+//! answers after that call). The synchronous checks
+//! ([`Registry::try_acquire`](crate::Registry::try_acquire),
+//! [`Registry::check`](crate::Registry::check)) cannot ask Redis and refuse
+//! with [`Error::AsyncOnly`](crate::Error::AsyncOnly); shadow mode and lanes
+//! rest on them, so a registry refuses to build them on Redis. The
+//! alternative, a blocking call inside a synchronous check, would stall an
+//! async runtime's worker for a network round trip. A source's
+//! `max_in_flight` counts the requests of this process.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -33,7 +33,7 @@
 //! | `builder.rs` | [`RegistryBuilder`]: checking sources and rules, building |
 //! | `rules.rs` | host and path rules, [`Target`], routing |
 //! | `admission.rs` | routing a request once to its bucket set: [`Admission`], the [`Acquire`] future |
-//! | `buckets.rs` | a bucket set: several limits taken together, a server's rate |
+//! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, its bucket in Redis (feature `redis`) |
 //! | `hosts.rs` | per-host bucket sets with bounded memory |
 //! | `permit.rs` | [`Permit`], and applying what a server said ([`Permit::observe`]) |
 //! | `control.rs` | runtime changes: [`Registry::set_policy`], [`Registry::slow_down`], [`SourceHandle`] |
