@@ -463,3 +463,58 @@ async fn sources_that_need_synchronous_checks_are_refused_on_redis() {
         .build()
         .unwrap();
 }
+
+#[tokio::test]
+async fn every_set_of_a_source_fails_over_together() {
+    let Some(_) = redis_env::redis_url("fail_over_together") else {
+        return;
+    };
+    let server = redis_env::PrivateRedis::start(redis_env::free_port());
+    let store = RedisStore::builder(server.url())
+        .prefix(redis_env::unique_prefix("fail_over_together"))
+        .timeout(Duration::from_secs(1))
+        .probe_every(Duration::from_secs(30))
+        .on_store_error(OnStoreError::FailOpen)
+        .connect()
+        .await
+        .unwrap();
+    let r = Registry::builder()
+        .source(
+            Source::new("api")
+                .limit(policy("100/s"))
+                .host("*.test")
+                .per_host(),
+        )
+        .redis(store)
+        .build()
+        .unwrap();
+    let admit_at = |host: &'static str| {
+        let r = r.clone();
+        async move {
+            let t = Instant::now();
+            let Admission::Wait(w) = r.admit(&Target::new(host, None, "/"), 1.0).unwrap() else {
+                panic!("Redis decides")
+            };
+            drop(w.await.unwrap());
+            t.elapsed()
+        }
+    };
+    admit_at("a.test").await;
+    // Redis stops answering (without closing the connection).
+    let mut raw = ::redis::Client::open(server.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg(&["PAUSE", "3000", "ALL"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // The first call waits out the timeout, then fails open...
+    let first = admit_at("b.test").await;
+    assert!(first >= Duration::from_millis(900), "{first:?}");
+    // ...and a new host's set of the same source knows at once.
+    let next = admit_at("c.test").await;
+    assert!(next < Duration::from_millis(500), "{next:?}");
+}

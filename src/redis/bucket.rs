@@ -40,7 +40,9 @@ pub(super) struct BucketInner {
     pub name: Arc<str>,
     set: RwLock<Arc<LimitSet>>,
     pub on_store_error: OnStoreError,
-    pub health: Health,
+    /// Shared by every bucket of a registry source, so that they fail over
+    /// and come back together.
+    pub health: Arc<Health>,
     pub local: LocalLimits,
 }
 
@@ -94,6 +96,7 @@ impl RedisBucket {
         name: &str,
         policies: &[Policy],
         on_store_error: OnStoreError,
+        health: Arc<Health>,
     ) -> RedisBucket {
         let policies = effective(policies);
         let divide_by = match on_store_error {
@@ -110,7 +113,7 @@ impl RedisBucket {
                 name: name.into(),
                 set: RwLock::new(Arc::new(set)),
                 on_store_error,
-                health: Health::new(),
+                health,
                 local: LocalLimits::new(policies, divide_by),
             }),
         }

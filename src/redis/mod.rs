@@ -120,6 +120,7 @@ mod store;
 pub use bucket::RedisBucket;
 pub use fallback::OnStoreError;
 pub use reservation::{Admission, RedisReservation};
+pub(crate) use store::SourceStore;
 pub use store::{
     RedisStore, RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT,
 };

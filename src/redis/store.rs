@@ -8,7 +8,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, Script, Value};
 
-use super::fallback::OnStoreError;
+use super::fallback::{Health, OnStoreError};
 use super::script::{self, Limit, Op};
 use super::RedisBucket;
 use crate::clock::Timestamp;
@@ -240,39 +240,8 @@ impl RedisStore {
             name,
             policies,
             on_store_error.validate()?,
+            Arc::new(Health::new()),
         ))
-    }
-
-    /// The bucket of a registry's bucket set: `source` for a source-wide
-    /// set, `source/KEY` for the set of one host or client key (`KEY` with
-    /// `%`, `{` and `}` percent-encoded, so any key makes a valid hash tag).
-    /// The source name and `on_store_error` were checked when the registry
-    /// was built.
-    pub(crate) fn registry_bucket(
-        &self,
-        source: &str,
-        key: Option<&str>,
-        policies: &[Policy],
-        on_store_error: OnStoreError,
-    ) -> RedisBucket {
-        let name = match key {
-            None => source.to_string(),
-            Some(key) => {
-                let mut name = String::with_capacity(source.len() + 1 + key.len());
-                name.push_str(source);
-                name.push('/');
-                for c in key.chars() {
-                    match c {
-                        '%' => name.push_str("%25"),
-                        '{' => name.push_str("%7B"),
-                        '}' => name.push_str("%7D"),
-                        c => name.push(c),
-                    }
-                }
-                name
-            }
-        };
-        RedisBucket::new(self.inner.clone(), &name, policies, on_store_error)
     }
 
     /// Checks what a registry source that keeps its limits here names and
@@ -316,6 +285,59 @@ impl RedisStore {
     /// The SHA1 of the script, as `EVALSHA` names it.
     pub fn script_sha(&self) -> &str {
         self.inner.script.get_hash()
+    }
+}
+
+/// A registry source's store: the store, what the source does while Redis
+/// fails, and one health state for all of the source's bucket sets, so
+/// they fail over and come back together (a host's new set does not wait
+/// out a timeout of its own during an outage).
+#[derive(Clone)]
+pub(crate) struct SourceStore {
+    store: RedisStore,
+    on_store_error: OnStoreError,
+    health: Arc<Health>,
+}
+
+impl SourceStore {
+    /// `on_store_error` already checked ([`RedisStore::check_source`]).
+    pub fn new(store: RedisStore, on_store_error: OnStoreError) -> SourceStore {
+        SourceStore {
+            store,
+            on_store_error,
+            health: Arc::new(Health::new()),
+        }
+    }
+
+    /// The bucket of one of the source's sets: `source` for a source-wide
+    /// set, `source/KEY` for the set of one host or client key (`KEY` with
+    /// `%`, `{` and `}` percent-encoded, so any key makes a valid hash
+    /// tag). The source name was checked when the registry was built.
+    pub fn bucket(&self, source: &str, key: Option<&str>, policies: &[Policy]) -> RedisBucket {
+        let name = match key {
+            None => source.to_string(),
+            Some(key) => {
+                let mut name = String::with_capacity(source.len() + 1 + key.len());
+                name.push_str(source);
+                name.push('/');
+                for c in key.chars() {
+                    match c {
+                        '%' => name.push_str("%25"),
+                        '{' => name.push_str("%7B"),
+                        '}' => name.push_str("%7D"),
+                        c => name.push(c),
+                    }
+                }
+                name
+            }
+        };
+        RedisBucket::new(
+            self.store.inner.clone(),
+            &name,
+            policies,
+            self.on_store_error,
+            self.health.clone(),
+        )
     }
 }
 

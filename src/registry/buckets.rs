@@ -43,7 +43,7 @@ pub(crate) struct SourceContext {
     /// The Redis store that keeps the source's buckets, and what they do
     /// while it fails; `None`: this process keeps them.
     #[cfg(feature = "redis")]
-    pub store: Option<(crate::redis::RedisStore, crate::redis::OnStoreError)>,
+    pub store: Option<crate::redis::SourceStore>,
     config: Mutex<SourceConfig>,
     /// Bumped under `config` after every change, so a set made from an
     /// older configuration can tell and catch up.
@@ -79,10 +79,7 @@ impl SourceContext {
 
     /// Keeps the source's buckets in `store` (`None`: in this process).
     #[cfg(feature = "redis")]
-    pub fn with_store(
-        mut self,
-        store: Option<(crate::redis::RedisStore, crate::redis::OnStoreError)>,
-    ) -> Self {
+    pub fn with_store(mut self, store: Option<crate::redis::SourceStore>) -> Self {
         self.store = store;
         self
     }
@@ -241,9 +238,10 @@ impl Buckets {
         };
         let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
         #[cfg(feature = "redis")]
-        let remote = context.store.as_ref().map(|(store, mode)| {
-            store.registry_bucket(&context.name, host.as_deref(), policies, *mode)
-        });
+        let remote = context
+            .store
+            .as_ref()
+            .map(|store| store.bucket(&context.name, host.as_deref(), policies));
         Buckets {
             host,
             server_rate: AtomicU64::new(f64::INFINITY.to_bits()),

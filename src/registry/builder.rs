@@ -191,7 +191,7 @@ fn store_of(
     registry: Option<&crate::redis::RedisStore>,
     s: &Source,
     shadow: bool,
-) -> Result<Option<(crate::redis::RedisStore, crate::redis::OnStoreError)>, Error> {
+) -> Result<Option<crate::redis::SourceStore>, Error> {
     use super::source::StoreChoice;
     let store = match &s.store {
         StoreChoice::Redis(store) => store,
@@ -213,7 +213,7 @@ fn store_of(
             "",
             format!(
                 "{what} {need} synchronous checks, which a source in Redis cannot make: \
-                     keep the source in process (`Source::in_process`), or drop its {what}"
+                 keep the source in process (`Source::in_process`), or drop its {what}"
             ),
         ));
     }
@@ -221,7 +221,7 @@ fn store_of(
         .on_store_error
         .unwrap_or_else(|| store.default_on_store_error());
     let mode = crate::redis::RedisStore::check_source(&s.name, mode)?;
-    Ok(Some((store.clone(), mode)))
+    Ok(Some(crate::redis::SourceStore::new(store.clone(), mode)))
 }
 
 /// Which limits a source's price weighs: those marked, or all when none is.
