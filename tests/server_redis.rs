@@ -19,6 +19,10 @@ use tollgate::Registry;
 
 /// One server instance: its own registry with the tiers in `store`.
 async fn instance(store: RedisStore) -> SocketAddr {
+    instance_with(store, SuccessHeaders::RateLimit).await
+}
+
+async fn instance_with(store: RedisStore, headers: SuccessHeaders) -> SocketAddr {
     let registry = Registry::builder()
         .source(tier("free").limit("5/min burst 5".parse().unwrap()))
         .source(tier("enterprise").limit("20/h burst 20".parse().unwrap()))
@@ -29,7 +33,7 @@ async fn instance(store: RedisStore) -> SocketAddr {
         .default_tier("free")
         .tier_by(|key| key.starts_with("ent-").then_some("enterprise"))
         .missing_key(MissingKey::Refuse(StatusCode::UNAUTHORIZED))
-        .success_headers(SuccessHeaders::RateLimit)
+        .success_headers(headers)
         .build()
         .unwrap();
     let app = Router::new()
@@ -101,6 +105,20 @@ async fn two_instances_hold_one_key_to_one_quota() {
         let retry = r.retry_after.expect("Retry-After");
         assert!((10..=12).contains(&retry), "{retry}");
     }
+
+    // An instance that sends no success headers admits from the same
+    // quota (it checks without a permit, and falls back to Redis).
+    let c = instance_with(
+        redis_env::connect(&url, &prefix).await,
+        SuccessHeaders::None,
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let addr = if i % 2 == 0 { c } else { a };
+        statuses.push(get_key(&client, addr, "k3").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
 
     // Another key has its own quota, on both instances.
     assert_eq!(get_key(&client, b, "k2").await.status, 200);

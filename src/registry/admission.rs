@@ -117,29 +117,38 @@ impl Registry {
         let Some(i) = self.route(target)? else {
             return Ok(());
         };
+        let cost = self.inner.sources[i].context.cost_of(target, tokens);
+        self.check_on(i, target.host(), cost)
+    }
+
+    /// [`check`](Self::check) for source `i` and the bucket set of `host`
+    /// (a per-host source's; the source's own otherwise), without routing.
+    #[inline]
+    pub(super) fn check_on(&self, i: usize, host: &str, cost: Cost) -> Result<(), Error> {
         let state = &self.inner.sources[i];
-        let cost = state.context.cost_of(target, tokens);
         if state.context.shadow {
-            let b = self.buckets_for(i, target.host());
+            let b = self.buckets_for(i, host);
             return shadow_take(b, cost).map(drop).map_err(|(e, _)| e);
         }
-        let take = |b: &Buckets| -> Result<Timestamp, Error> {
+        let take = |b: &Buckets| -> Result<(), Error> {
             if b.in_flight
                 .as_ref()
                 .is_some_and(|s| s.available_permits() == 0)
             {
                 return Err(refused(b, in_flight_full(b)));
             }
-            b.try_take(cost).map_err(|e| refused(b, name_refusal(e, b)))
+            b.try_take(cost)
+                .map_err(|e| refused(b, name_refusal(e, b)))?;
+            b.context.meters.admitted(Duration::ZERO, false);
+            Ok(())
         };
         match &state.hosts {
             None => take(&state.shared),
-            Some(table) => match table.with(target.host(), take) {
+            Some(table) => match table.with(host, take) {
                 Some(r) => r,
-                None => take(&self.new_host(i, target.host())),
+                None => take(&self.new_host(i, host)),
             },
         }
-        .map(|_| ())
     }
 
     /// Routes `target` once and admits `tokens` now, or says that it must

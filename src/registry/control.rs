@@ -115,6 +115,16 @@ impl SourceHandle {
         self.state().name()
     }
 
+    /// What the source does at its limit.
+    pub fn on_limit(&self) -> super::OnLimit {
+        self.state().context.on_limit
+    }
+
+    /// How many requests the source lets be in flight at once, if capped.
+    pub fn max_in_flight(&self) -> Option<usize> {
+        self.state().context.max_in_flight
+    }
+
     /// Waits for `tokens` as the source says (see [`Registry::acquire`]).
     pub fn acquire(&self, tokens: f64) -> Acquire {
         self.registry.acquire_on(self.index, tokens)
@@ -147,6 +157,17 @@ impl SourceHandle {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_bucket(&self) -> Option<crate::redis::RedisBucket> {
         self.state().shared.remote.clone()
+    }
+
+    /// Admits `tokens` for `key`'s own bucket set now, or refuses, without
+    /// a [`Permit`]: [`Registry::check`] for a client key (see
+    /// [`admit_key`](Self::admit_key)). A source's `max_in_flight` refuses
+    /// when full but holds no slot; a source kept in Redis refuses with
+    /// [`Error::AsyncOnly`].
+    #[inline]
+    pub fn check_key(&self, key: &str, tokens: f64) -> Result<(), Error> {
+        self.registry
+            .check_on(self.index, key, super::buckets::Cost::plain(tokens))
     }
 
     /// Tokens available now in the tightest limit (for a source kept in

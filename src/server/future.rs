@@ -89,6 +89,18 @@ impl<S: Service<Request<B>>, B> GuardFuture<S, B> {
         }
     }
 
+    /// Admitted without a permit (nothing to hold or announce).
+    #[inline]
+    pub(crate) fn called(call: S::Future) -> Self {
+        GuardFuture {
+            state: State::Calling {
+                call,
+                permit: None,
+                announce: None,
+            },
+        }
+    }
+
     pub(crate) fn answered(response: S::Response) -> Self {
         GuardFuture {
             state: State::Answered {

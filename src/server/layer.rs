@@ -54,6 +54,11 @@ pub(crate) struct TierInfo {
     /// The name as an RFC 9651 string, quotes included: `"free"`.
     pub quoted: Box<str>,
     pub handle: SourceHandle,
+    /// Whether an admitted request of this tier needs no [`Permit`](crate::Permit)
+    /// when no success headers are sent: no `max_in_flight` slot to hold.
+    pub permit_free: bool,
+    /// Whether a request over the limit may wait (not `OnLimit::Reject`).
+    pub waits: bool,
 }
 
 pub(crate) enum Missing {
@@ -225,8 +230,11 @@ impl<K: KeyExtractor> GuardBuilder<K> {
             let Some(quoted) = quote(&name) else {
                 continue;
             };
+            let handle = registry.source(&name)?;
             tiers.push(Arc::new(TierInfo {
-                handle: registry.source(&name)?,
+                permit_free: handle.max_in_flight().is_none(),
+                waits: handle.on_limit() != crate::OnLimit::Reject,
+                handle,
                 name: name.as_str().into(),
                 quoted: quoted.into(),
             }));

@@ -103,6 +103,16 @@ where
             }
         };
         let info = &shared.tiers[tier];
+        if info.permit_free && !info.waits && shared.success == SuccessHeaders::None {
+            // Answered at once, with nothing to hold or announce: admit
+            // without a permit.
+            match info.handle.check_key(key.escaped(), 1.0) {
+                Ok(()) => return GuardFuture::called(self.inner.call(request)),
+                // A tier kept in Redis: the admission below.
+                Err(Error::AsyncOnly { .. }) => {}
+                Err(e) => return GuardFuture::answered(refusal(info, e)),
+            }
+        }
         let admission = info.handle.admit_key(key.escaped(), 1.0);
         let announce = || match shared.success {
             SuccessHeaders::None => None,
