@@ -153,6 +153,12 @@ async fn synchronous_checks_refuse_with_a_typed_error() {
         .try_acquire(&Target::new("local.test", None, "/"), 1.0)
         .unwrap();
     assert!(mixed.try_acquire(&target(), 1.0).is_err());
+    let kept: Vec<(String, bool)> = mixed
+        .snapshot()
+        .into_iter()
+        .map(|s| (s.name, s.in_redis))
+        .collect();
+    assert_eq!(kept, [("api".into(), true), ("local".into(), false)]);
 }
 
 #[tokio::test]

@@ -171,7 +171,7 @@ impl SourceHandle {
     }
 
     /// Tokens available now in the tightest limit (for a source kept in
-    /// Redis, this process's view only: see [`redis_bucket`](Self::redis_bucket)).
+    /// Redis, this process's view only: see `redis_bucket`, feature `redis`).
     pub fn available(&self) -> f64 {
         self.state().shared.available()
     }

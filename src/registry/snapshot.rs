@@ -28,6 +28,7 @@ impl Registry {
                     configured: config.configured.clone(),
                     limits: config.effective().to_vec(),
                     max_hosts: state.hosts.as_ref().map(|t| t.capacity()),
+                    in_redis: state.shared.is_remote(),
                     buckets,
                 }
             })
@@ -63,6 +64,11 @@ pub struct SourceSnapshot {
     pub limits: Vec<Policy>,
     /// For a per-host source, how many hosts it keeps at most.
     pub max_hosts: Option<usize>,
+    /// Whether Redis keeps the source's buckets (`Source::redis`, feature
+    /// `redis`). Its bucket sets below then show this process's view: the
+    /// limits in force and the deferrals this process saw, with every
+    /// token available; ask Redis with `SourceHandle::redis_bucket`.
+    pub in_redis: bool,
     /// The source-wide set first (host `None`), then one per host.
     pub buckets: Vec<BucketSnapshot>,
 }
