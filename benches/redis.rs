@@ -3,14 +3,17 @@
 //! `RedisBucket::try_acquire` with 1, 8 and 64 concurrent tasks (one
 //! process, one multiplexed connection, as an application has), against
 //! `redis-benchmark` sending the very `EVALSHA` the store sends (read off
-//! `MONITOR`) with as many connections.
+//! `MONITOR`) with as many connections; and the same take through a
+//! registry source kept in Redis (`Registry::admit`, as the adapters call
+//! it).
 //!
 //! ```text
 //! cargo bench --bench redis --features redis                  # starts its own redis-server
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo bench --bench redis --features redis
 //! ```
 //!
-//! `BENCH_SECONDS` (default 3) sets each measurement's length. Prints a
+//! `BENCH_SECONDS` (default 3) sets each measurement's length and
+//! `BENCH_WORKERS` (default 2) tokio's worker threads. Prints a
 //! Markdown table for BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate::redis::{RedisBucket, RedisStore};
-use tollgate::Policy;
+use tollgate::{Admission, Policy, Registry, Source, Target};
 
 const CONCURRENCY: [usize; 3] = [1, 8, 64];
 
@@ -102,21 +105,24 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
-fn ours(rt: &tokio::runtime::Runtime, bucket: &RedisBucket, tasks: usize, length: Duration) -> Row {
+/// Calls `call` in a loop from each of `tasks` tasks for `length`.
+fn measure<F, Fut>(rt: &tokio::runtime::Runtime, tasks: usize, length: Duration, call: F) -> Row
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     rt.block_on(async {
-        let bucket = Arc::new(bucket.clone());
         let start = Instant::now();
         let end = start + length;
         let handles: Vec<_> = (0..tasks)
             .map(|_| {
-                let bucket = bucket.clone();
+                let call = call.clone();
                 tokio::spawn(async move {
                     let mut latencies = Vec::with_capacity(1 << 16);
                     while Instant::now() < end {
                         let t = Instant::now();
-                        let admitted = bucket.try_acquire(1.0).await.unwrap();
+                        call().await;
                         latencies.push(t.elapsed());
-                        assert!(admitted.by_redis());
                     }
                     latencies
                 })
@@ -132,6 +138,39 @@ fn ours(rt: &tokio::runtime::Runtime, bucket: &RedisBucket, tasks: usize, length
             per_second: all.len() as f64 / elapsed.as_secs_f64(),
             p50: percentile(&all, 0.50),
             p99: percentile(&all, 0.99),
+        }
+    })
+}
+
+fn ours(rt: &tokio::runtime::Runtime, bucket: &RedisBucket, tasks: usize, length: Duration) -> Row {
+    let bucket = Arc::new(bucket.clone());
+    measure(rt, tasks, length, move || {
+        let bucket = bucket.clone();
+        async move {
+            let admitted = bucket.try_acquire(1.0).await.unwrap();
+            assert!(admitted.by_redis());
+        }
+    })
+}
+
+/// The same take through a registry source kept in Redis (`Registry::admit`,
+/// as every adapter calls it).
+fn through_registry(
+    rt: &tokio::runtime::Runtime,
+    registry: &Registry,
+    tasks: usize,
+    length: Duration,
+) -> Row {
+    let registry = registry.clone();
+    measure(rt, tasks, length, move || {
+        let registry = registry.clone();
+        async move {
+            let target = Target::new("bench.test", None, "/");
+            let permit = match registry.admit(&target, 1.0).unwrap() {
+                Admission::Ready(p) => p,
+                Admission::Wait(w) => w.await.unwrap(),
+            };
+            assert_eq!(permit.source(), Some("bench"));
         }
     })
 }
@@ -184,8 +223,12 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(3.0),
     );
+    let workers = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
@@ -196,27 +239,41 @@ fn main() {
     let bucket = store
         .bucket("bench", &[Policy::new(1e6, 1e7).unwrap()])
         .unwrap();
+    let registry = Registry::builder()
+        .source(
+            Source::new("bench")
+                .limit(Policy::new(1e6, 1e7).unwrap())
+                .host("bench.test"),
+        )
+        .redis(store.clone())
+        .build()
+        .unwrap();
     let args = captured_evalsha(&rt, port, &bucket);
     assert_eq!(args[0], "EVALSHA");
     assert_eq!(args[1], store.script_sha());
 
     println!(
-        "| concurrency | tollgate `try_acquire`/s | p50 | p99 | redis-benchmark `EVALSHA`/s | p50 | p99 | tollgate / redis-benchmark |"
+        "| concurrency | tollgate `try_acquire`/s | p50 | p99 | redis-benchmark `EVALSHA`/s | p50 | p99 | tollgate / redis-benchmark | `Registry::admit`/s | p50 | p99 | admit / redis-benchmark |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for c in CONCURRENCY {
         let a = ours(&rt, &bucket, c, length);
         let requests = (a.per_second * length.as_secs_f64()) as usize;
         let b = theirs(port, &args, c, requests.max(1_000));
+        let r = through_registry(&rt, &registry, c, length);
         println!(
-            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} |",
+            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} | {:.0} | {} | {} | {:.2} |",
             a.per_second,
             us(a.p50),
             us(a.p99),
             b.per_second,
             us(b.p50),
             us(b.p99),
-            a.per_second / b.per_second
+            a.per_second / b.per_second,
+            r.per_second,
+            us(r.p50),
+            us(r.p99),
+            r.per_second / b.per_second,
         );
     }
 }
