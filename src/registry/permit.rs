@@ -32,7 +32,8 @@ use crate::Signal;
 pub struct Permit {
     buckets: Option<Arc<Buckets>>,
     _in_flight: Option<OwnedSemaphorePermit>,
-    waited: Duration,
+    /// Nanoseconds (a `Duration` would take 16 bytes).
+    waited: u64,
     admitted_at: Timestamp,
     /// What Redis left at admission, for a set kept there; NaN otherwise
     /// (not an `Option`, which would make every permit 8 bytes larger).
@@ -50,7 +51,7 @@ impl Permit {
         Permit {
             buckets: Some(buckets),
             _in_flight: in_flight,
-            waited,
+            waited: crate::clock::duration_nanos(waited),
             admitted_at,
             remaining: f64::NAN,
         }
@@ -67,7 +68,7 @@ impl Permit {
         Permit {
             buckets: None,
             _in_flight: None,
-            waited: Duration::ZERO,
+            waited: 0,
             admitted_at: now,
             remaining: f64::NAN,
         }
@@ -90,7 +91,7 @@ impl Permit {
 
     /// How long the request waited for its slot.
     pub fn waited(&self) -> Duration {
-        self.waited
+        Duration::from_nanos(self.waited)
     }
 
     /// Tokens available now in the tightest limit of the set that admitted
@@ -188,7 +189,7 @@ impl fmt::Debug for Permit {
         f.debug_struct("Permit")
             .field("source", &self.source())
             .field("host", &self.host())
-            .field("waited", &self.waited)
+            .field("waited", &self.waited())
             .finish()
     }
 }
@@ -203,5 +204,16 @@ impl Registry {
     /// Applies a signal ([`Permit::apply_signal`]).
     pub fn apply_signal(&self, permit: &Permit, signal: &Signal) {
         permit.apply_signal(signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every request carries a permit through its adapter's future: keep it
+    /// small (a set, an in-flight slot, the wait, the slot, and what Redis
+    /// left).
+    #[test]
+    fn a_permit_stays_within_48_bytes() {
+        assert!(std::mem::size_of::<super::Permit>() <= 48);
     }
 }
