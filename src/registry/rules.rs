@@ -68,10 +68,21 @@ impl<'a> Target<'a> {
         // One pass over the authority (`[user@]host[:port]`, validated by
         // `http`), rather than `host()` and `port_u16()` each parsing it.
         let authority = uri.authority().map_or("", |a| a.as_str());
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let (host, port) = split_host_port(host_port);
+        let (host, port, upper) = split_authority(authority);
         let port = port.or_else(|| uri.scheme_str().and_then(default_port));
-        Target::new(host, port, uri.path())
+        // The split saw every byte of the host: most are normal already.
+        let host = if upper || host.ends_with('.') || host.starts_with('[') {
+            normalize_host(host)
+        } else {
+            Cow::Borrowed(host)
+        };
+        Target {
+            host,
+            port,
+            path: uri.path(),
+            method: None,
+            lane: super::Lane::Interactive,
+        }
     }
 
     /// The target of a request: the URI's authority, else its `Host` header
@@ -132,6 +143,45 @@ fn split_host_port(s: &str) -> (&str, Option<u16>) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
         _ => (s, None),
+    }
+}
+
+/// `[user@]host[:port]` split as [`split_host_port`] splits what follows
+/// the `@`, in one backward pass: authorities are short, and a byte loop
+/// beats the two `memrchr` calls of `rsplit_once` on them (15 ns a request
+/// in the layer's profile).
+/// Also says whether the host part has an uppercase letter.
+#[inline]
+fn split_authority(a: &str) -> (&str, Option<u16>, bool) {
+    let b = a.as_bytes();
+    let (mut start, mut colon, mut colons, mut upper) = (0, 0, 0u32, false);
+    let mut i = b.len();
+    while i > 0 {
+        i -= 1;
+        match b[i] {
+            b'@' => {
+                start = i + 1;
+                break;
+            }
+            b':' => {
+                if colons == 0 {
+                    colon = i;
+                }
+                colons += 1;
+            }
+            c => upper |= c.is_ascii_uppercase(),
+        }
+    }
+    let host_port = &a[start..];
+    if host_port.starts_with('[') {
+        let (host, port) = split_host_port(host_port);
+        return (host, port, upper);
+    }
+    if colons == 1 {
+        (&a[start..colon], a[colon + 1..].parse().ok(), upper)
+    } else {
+        // No port, or a bare IPv6 address (several colons): no port either.
+        (host_port, None, upper)
     }
 }
 
@@ -378,6 +428,44 @@ mod tests {
         assert_eq!(split_host_port("[::1]"), ("::1", None));
         assert_eq!(split_host_port("::1"), ("::1", None));
         assert_eq!(split_host_port("a.com"), ("a.com", None));
+    }
+
+    /// What `from_uri` did before `split_authority`: the part after the
+    /// last `@`, split by `split_host_port`.
+    fn two_passes(a: &str) -> (&str, Option<u16>) {
+        split_host_port(a.rsplit_once('@').map_or(a, |(_, h)| h))
+    }
+
+    #[test]
+    fn authority_splitting_matches_the_two_pass_split() {
+        for a in [
+            "",
+            "a.com",
+            "a.com:80",
+            "a.com:",
+            "a.com:99999",
+            "user@a.com:8080",
+            "user:pw@a.com",
+            "user:pw@a.com:1",
+            "u@v@a.com:2",
+            "[::1]:3000",
+            "u@[::1]",
+            "::1",
+            "@",
+            ":",
+            "@:5",
+        ] {
+            let (h, p, _) = split_authority(a);
+            assert_eq!((h, p), two_passes(a), "{a:?}");
+        }
+        proptest::proptest!(|(a in "[a-zA-Z@:\\[\\]0-9.]{0,24}")| {
+            let (h, p, upper) = split_authority(&a);
+            proptest::prop_assert_eq!((h, p), two_passes(&a));
+            // Whatever it says of case, the target's host is normalised.
+            if !upper {
+                proptest::prop_assert!(!h.bytes().any(|b| b.is_ascii_uppercase()));
+            }
+        });
     }
 
     #[test]
