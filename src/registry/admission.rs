@@ -596,7 +596,9 @@ impl Acquire {
 /// on Redis's clock, and the wait for it runs on the registry's clock. A
 /// deferral that arrives meanwhile sends the request back to the queue (the
 /// slot it leaves stays taken: stricter, never looser). Dropped before its
-/// slot, the reservation gives its tokens back.
+/// slot, the reservation gives its tokens back; dropped while its call is
+/// on the way to Redis, what that call takes stays taken (stricter, never
+/// looser).
 #[cfg(feature = "redis")]
 fn remote_wait(
     buckets: Arc<Buckets>,
