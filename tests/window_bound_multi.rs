@@ -33,6 +33,8 @@ enum Op {
     Try(f64),
     Start(f64),
     Drop(usize),
+    /// Both limits replaced (`Registry::set_limits`) while requests wait.
+    SetLimits(Policy, Policy),
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -46,6 +48,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             3 => (0.05f64..=1.0).prop_map(Op::Try),
             3 => (0.05f64..=1.0).prop_map(Op::Start),
             1 => any::<usize>().prop_map(Op::Drop),
+            1 => (policy(), policy()).prop_map(|(a, b)| Op::SetLimits(a, b)),
         ],
         1..100,
     )
@@ -66,7 +69,20 @@ proptest! {
             .build()
             .unwrap();
         let src = registry.source("s").unwrap();
-        let max_w = a.capacity().min(b.capacity());
+        // Every limit each position has had: a request weighs at most the
+        // smallest capacity, and a window's bound takes the largest.
+        let mut had = [vec![a], vec![b]];
+        for op in &ops {
+            if let Op::SetLimits(x, y) = op {
+                had[0].push(*x);
+                had[1].push(*y);
+            }
+        }
+        let max_w = had
+            .iter()
+            .flatten()
+            .map(|p| p.capacity())
+            .fold(f64::INFINITY, f64::min);
         let mut admitted = Vec::new();
         let mut pending: Vec<(Waiting, f64)> = Vec::new();
         for op in &ops {
@@ -94,6 +110,10 @@ proptest! {
                     drop(pending.remove(i)); // cancels the wait
                 }
                 Op::Drop(_) => {}
+                Op::SetLimits(x, y) => {
+                    registry.set_limits("s", vec![*x, *y]).unwrap();
+                    poll_all(&mut pending, &mut admitted);
+                }
             }
         }
         while !pending.is_empty() {
@@ -101,12 +121,16 @@ proptest! {
             poll_all(&mut pending, &mut admitted);
         }
         admitted.sort_by_key(|x| x.0);
-        for p in [a, b] {
-            let t = p.interval_nanos();
-            for w in [1, 1_000_000, 100_000_000, 1_000_000_000, t, 2 * t + 1, p.tolerance_nanos(), 5 * t] {
-                let got = max_in_window(&admitted, w);
-                let bound = p.capacity() + p.tokens_per_second() * w as f64 / 1e9;
-                prop_assert!(got <= bound + 1e-9, "{p}: {got} > {bound} in {w} ns; {admitted:?}");
+        for policies in &had {
+            let cap = policies.iter().map(|p| p.capacity()).fold(0.0, f64::max);
+            let rate = policies.iter().map(|p| p.tokens_per_second()).fold(0.0, f64::max);
+            for p in policies {
+                let t = p.interval_nanos();
+                for w in [1, 1_000_000, 100_000_000, 1_000_000_000, t, 2 * t + 1, p.tolerance_nanos(), 5 * t] {
+                    let got = max_in_window(&admitted, w);
+                    let bound = cap + rate * w as f64 / 1e9;
+                    prop_assert!(got <= bound + 1e-9, "{p}: {got} > {bound} in {w} ns; {admitted:?}");
+                }
             }
         }
         let _ = clock.now();

@@ -109,6 +109,12 @@ pub struct TokenBucket<C: Clock = FastClock> {
     /// [`defer_until`](Self::defer_until) only, never lowered, and read apart
     /// from the policy, so no policy change or rescale can move it.
     floor: AtomicU64,
+    /// The latest slot a caller chose for a reservation (a source with
+    /// several limits takes each at the latest slot among them): the tokens
+    /// this limit gathers until then are that reservation's, so a policy
+    /// change counts the level from there (see `gcra::rescale`). Never
+    /// lowered; only the multi-limit path writes it.
+    horizon: AtomicU64,
     /// Even while the policy is stable, odd while `set_policy` rewrites it.
     seq: AtomicU64,
     interval: AtomicU64,
@@ -148,6 +154,7 @@ impl<C: Clock> TokenBucket<C> {
         TokenBucket {
             tat: AtomicU64::new(0),
             floor: AtomicU64::new(0),
+            horizon: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             interval: AtomicU64::new(p.interval),
             tau: AtomicU64::new(p.tau),
@@ -273,6 +280,7 @@ impl<C: Clock> TokenBucket<C> {
                 return Ok(Ticket {
                     slot: g.slot,
                     tat_after: g.new_tat,
+                    tat_before: v.tat,
                     cost,
                     seq: v.seq,
                 });
@@ -311,11 +319,13 @@ impl<C: Clock> TokenBucket<C> {
             if v.seq != ticket.seq || v.params.is_unlimited() {
                 return 0.0;
             }
-            let Some(new_tat) = gcra::refund(v.tat, ticket.tat_after, ticket.cost) else {
+            let Some(new_tat) =
+                gcra::refund(v.tat, ticket.tat_after, ticket.tat_before, ticket.cost)
+            else {
                 return 0.0;
             };
             if self.swap_tat(v.tat, new_tat) {
-                return (v.tat - new_tat) as f64 / v.params.interval as f64;
+                return ticket.cost as f64 / v.params.interval as f64;
             }
         }
     }
@@ -361,7 +371,20 @@ impl<C: Clock> TokenBucket<C> {
         self.tau.store(new.tau, Ordering::Relaxed);
         self.capacity
             .store(new.capacity.to_bits(), Ordering::Relaxed);
+        // Counted from where pending reservations may hold gathered tokens:
+        // see `gcra::rescale`.
         let now = self.clock.now().as_nanos();
+        let now = if new.is_unlimited() {
+            now
+        } else if !old.is_unlimited() && new.interval < old.interval {
+            // Faster: from the latest chosen slot too. Were that
+            // reservation given back since, this is stricter, never looser.
+            now.max(self.floor.load(Ordering::Acquire))
+                .max(self.horizon.load(Ordering::Acquire))
+        } else {
+            // As fast or slower: a later start would be looser before it.
+            now.max(self.floor.load(Ordering::Acquire))
+        };
         let _ = self
             .tat
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
@@ -398,14 +421,25 @@ impl<C: Clock> TokenBucket<C> {
     /// Takes on another bucket's debt and deferral (its `tat` and floor)
     /// where they are later than this one's: for a set that replaces
     /// another, so that it starts no fuller and no earlier.
-    pub(crate) fn inherit(&self, other_tat: u64, other_floor: u64) {
-        self.floor.fetch_max(other_floor, Ordering::AcqRel);
-        self.tat.fetch_max(other_tat, Ordering::AcqRel);
+    pub(crate) fn inherit(&self, (tat, floor, horizon): (u64, u64, u64)) {
+        self.floor.fetch_max(floor, Ordering::AcqRel);
+        self.horizon.fetch_max(horizon, Ordering::AcqRel);
+        self.tat.fetch_max(tat, Ordering::AcqRel);
     }
 
-    /// The raw state, for [`inherit`](Self::inherit): `(tat, floor)`.
-    pub(crate) fn raw_state(&self) -> (u64, u64) {
-        (self.view().tat, self.floor.load(Ordering::Acquire))
+    /// The raw state, for [`inherit`](Self::inherit): `(tat, floor, horizon)`.
+    pub(crate) fn raw_state(&self) -> (u64, u64, u64) {
+        (
+            self.view().tat,
+            self.floor.load(Ordering::Acquire),
+            self.horizon.load(Ordering::Acquire),
+        )
+    }
+
+    /// A reservation was taken at `slot`, a time the caller chose (the
+    /// latest slot among a source's limits): remember it for policy changes.
+    pub(crate) fn hold_until(&self, slot: Timestamp) {
+        self.horizon.fetch_max(slot.as_nanos(), Ordering::AcqRel);
     }
 
     /// [`defer_until`](Self::defer_until) the clock's now plus `wait`.

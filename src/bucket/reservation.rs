@@ -12,6 +12,8 @@ use crate::clock::{Clock, Timestamp};
 pub(crate) struct Ticket {
     pub slot: u64,
     pub tat_after: u64,
+    /// What the reservation found: a refund restores it.
+    pub tat_before: u64,
     pub cost: u64,
     pub seq: u64,
 }

@@ -231,6 +231,57 @@ fn set_policy_keeps_pending_slots() {
 }
 
 #[test]
+fn a_faster_policy_does_not_count_again_what_a_deferred_reservation_holds() {
+    // 1/s burst 4, emptied, then deferred 2 s: one token at the deferral's
+    // end. Sped up to 10/s, the level counts from the deferral's end (one
+    // token there), not from now: from now, the 2 s before the deferral's
+    // end would refill at 10/s, and a second speed-up would hand out the
+    // same tokens again (4 + 2 at one instant under a burst of 4).
+    let (b, _clock) = bucket(4.0, 1.0);
+    b.try_acquire(4.0).unwrap();
+    b.defer_for(Duration::from_secs(2));
+    b.set_policy(Policy::new(4.0, 10.0).unwrap());
+    let first = b.reserve(2.0, Duration::from_secs(5)).unwrap();
+    assert_eq!(first.delay(), ms(2100));
+    first.commit();
+    b.set_policy(Policy::new(4.0, 20.0).unwrap());
+    let next = b.reserve(2.0, Duration::from_secs(5)).unwrap();
+    assert_eq!(next.delay(), ms(2200));
+}
+
+#[test]
+fn a_slower_policy_counts_from_now_even_with_a_chosen_slot_ahead() {
+    // A slot chosen by a caller (a source's other limit) lies 3 s ahead and
+    // is then given back (the bucket is as before it). Slowing down must not
+    // grant, before that slot, what the old rate would have gathered by it.
+    let (b, clock) = bucket(4.0, 10.0);
+    b.try_acquire(4.0).unwrap();
+    let at = clock.now() + Duration::from_secs(3);
+    let t = b.reserve_ticket(1.0, Some(at), Duration::MAX).unwrap();
+    b.hold_until(at);
+    b.cancel_ticket(&t);
+    b.set_policy(Policy::new(4.0, 1.0).unwrap());
+    // Empty now under either policy: the next token is 1 s away at 1/s.
+    let e = b.try_acquire(1.0).unwrap_err();
+    assert_eq!(retry_after(e), Duration::from_secs(1));
+}
+
+#[test]
+fn a_cancelled_reservation_at_a_chosen_slot_leaves_the_bucket_as_it_was() {
+    let (b, clock) = bucket(4.0, 10.0);
+    b.try_acquire(4.0).unwrap();
+    let t = b.reserve_ticket(
+        1.0,
+        Some(clock.now() + Duration::from_secs(3)),
+        Duration::MAX,
+    );
+    let back = b.cancel_ticket(&t.unwrap());
+    assert!((back - 1.0).abs() < 1e-9, "{back}");
+    // Empty as before: the next token in 0.1 s, not after the 3 s slot.
+    assert_eq!(retry_after(b.try_acquire(1.0).unwrap_err()), ms(100));
+}
+
+#[test]
 fn unlimited_admits_everything_unless_deferred() {
     let (b, clock) = bucket(1.0, 1.0);
     b.set_policy(Policy::unlimited());

@@ -51,6 +51,11 @@ where
                 }
             }
         }
+        // This limit gathers tokens until the slot for this request: a
+        // policy change must count from there.
+        for b in limits() {
+            b.hold_until(slot);
+        }
         return Ok((slot, tickets));
     }
 }

@@ -296,8 +296,7 @@ impl Buckets {
         set.lowered
             .store(previous.lowered.load(Ordering::Relaxed), Ordering::Relaxed);
         for (mine, theirs) in set.limits().zip(previous.limits()) {
-            let (tat, floor) = theirs.raw_state();
-            mine.inherit(tat, floor);
+            mine.inherit(theirs.raw_state());
         }
         set
     }
