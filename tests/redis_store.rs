@@ -357,3 +357,60 @@ async fn bad_settings_are_typed_errors() {
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
     }
 }
+
+fn p(s: &str) -> Policy {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_cancelled_reservation_of_several_limits_leaves_each_as_it_was() {
+    let Some((store, _raw)) = setup("cancel_several").await else {
+        return;
+    };
+    // Limit 0 is fast, limit 1 slow: the slow one picks the slot, and the
+    // fast one takes its share there, a second ahead.
+    let both = store
+        .bucket("x", &[p("10/s burst 4"), p("1/s burst 1")])
+        .unwrap();
+    let fast = store.bucket("x", &[p("10/s burst 4")]).unwrap(); // key {x}:0
+    let _ = both.try_acquire(1.0).await.unwrap();
+    let r = both.reserve(1.0, Duration::from_secs(2)).await.unwrap();
+    assert!(r.delay() > Duration::from_millis(800), "{:?}", r.delay());
+    assert_eq!(r.cancel().await.unwrap(), 1.0);
+    // The fast limit is as the cancelled reservation found it: 3 tokens
+    // (and a little refill), not empty until the abandoned slot.
+    let left = fast.available().await.unwrap();
+    assert!((3.0..=4.0).contains(&left), "{left}");
+}
+
+#[tokio::test]
+async fn a_faster_limit_counts_from_the_slot_its_limits_chose() {
+    let Some((store, _raw)) = setup("faster_from_slot").await else {
+        return;
+    };
+    // Limit 0 (100/s burst 2) takes a reservation at the slot limit 1
+    // (1/s) sets a second ahead, and gathers its tokens until then.
+    let both = store
+        .bucket("y", &[p("100/s burst 2"), p("1/s burst 1")])
+        .unwrap();
+    let _ = both.try_acquire(1.0).await.unwrap();
+    let first = both.reserve(1.0, Duration::from_secs(2)).await.unwrap();
+    let first_slot = first.ready_at().unwrap();
+    first.commit();
+    // Limit 0 ten times faster: its level counts from that slot (one token
+    // left there), so two more tokens come 1 ms after it. Counted from now,
+    // it would be full at the slot and hand out 2 more there (3 at once
+    // under a burst of 2).
+    both.set_policies(&[p("1000/s burst 2"), p("1/s burst 1")])
+        .await
+        .unwrap();
+    let fast = store.bucket("y", &[p("1000/s burst 2")]).unwrap();
+    let next = fast.reserve(2.0, Duration::from_secs(2)).await.unwrap();
+    let next_slot = next.ready_at().unwrap();
+    next.commit();
+    assert!(
+        next_slot > first_slot,
+        "{:?} after the first",
+        next_slot.saturating_duration_since(first_slot)
+    );
+}

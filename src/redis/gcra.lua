@@ -14,11 +14,14 @@
 --   the reservation's slot; defer: the wait from now; else unused)
 -- Then, per limit: the params id, interval (s, ns), tau (s, ns), interval
 --   as a float, capacity; and for take the cost (s, ns), for refund the
---   tat after the reservation (s, ns), its cost (s, ns) and policy version.
+--   tat after the reservation (s, ns), its cost (s, ns), policy version and
+--   the tat it found (s, ns).
 --
--- A key holds "tat_s tat_ns floor_s floor_ns version params_id": the
--- theoretical arrival time, the deferral floor, the policy version and the
--- params the tat was computed under. A missing key is a full bucket.
+-- A key holds "tat_s tat_ns floor_s floor_ns version horizon_s horizon_ns
+-- params_id": the theoretical arrival time, the deferral floor, the policy
+-- version, the latest slot a take of several limits chose (see rescale),
+-- and the params the tat was computed under (keys written before the
+-- horizon was kept lack it: read as 0). A missing key is a full bucket.
 -- Keys expire when the bucket is full again (never before a deferral ends).
 -- A refused call writes nothing.
 
@@ -57,7 +60,7 @@ local now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
 local op = ARGV[1]
 local arg_s, arg_n = tonumber(ARGV[3 - 1]), tonumber(ARGV[3])
 local stride = 7
-if op == 'take' then stride = 9 elseif op == 'refund' then stride = 12 end
+if op == 'take' then stride = 9 elseif op == 'refund' then stride = 14 end
 
 -- The params of limit i, as the caller sends them.
 local function params(i)
@@ -83,15 +86,19 @@ local function parse_id(id)
   return p
 end
 
--- gcra::available
-local function available(p, ts, tn)
+-- gcra::available, at time (as, an)
+local function available_at(p, ts, tn, as, an)
   if p.unlimited then
-    if lt(now_s, now_n, ts, tn) then return 0 end
+    if lt(as, an, ts, tn) then return 0 end
     return math.huge
   end
-  local hs, hn = add(now_s, now_n, p.tau_s, p.tau_n)
+  local hs, hn = add(as, an, p.tau_s, p.tau_n)
   local rs, rn = sub(hs, hn, ts, tn)
   return math.min(float(rs, rn) / p.ivf, p.cap)
+end
+
+local function available(p, ts, tn)
+  return available_at(p, ts, tn, now_s, now_n)
 end
 
 -- gcra::defer
@@ -104,35 +111,48 @@ local function defer(p, ts, tn, us, un)
   return max(ts, tn, gs, gn)
 end
 
--- gcra::rescale
-local function rescale(old, new, ts, tn)
+-- gcra::rescale, from time (rs, rn): now, or for a faster rate the latest
+-- slot a take of several limits chose (a limit gathers tokens until then
+-- for that take; counted from now, a faster rate would gather them again).
+local function rescale(old, new, ts, tn, rs, rn)
   if new.unlimited then return now_s, now_n end
   if old.unlimited then
     if lt(now_s, now_n, ts, tn) then return defer(new, now_s, now_n, ts, tn) end
     return now_s, now_n
   end
   local ls, ln = sub(ts, tn, old.tau_s, old.tau_n)
-  if lt(now_s, now_n, ls, ln) then return add(ls, ln, new.tau_s, new.tau_n) end
-  local tokens = math.min(available(old, ts, tn), new.cap)
+  if lt(rs, rn, ls, ln) then return add(ls, ln, new.tau_s, new.tau_n) end
+  local tokens = math.min(available_at(old, ts, tn, rs, rn), new.cap)
   local k = math.floor(tokens * new.ivf)
   local ks = math.floor(k / E)
   local kn = k - ks * E
   if lt(new.tau_s, new.tau_n, ks, kn) then ks, kn = new.tau_s, new.tau_n end
-  local hs, hn = add(now_s, now_n, new.tau_s, new.tau_n)
+  local hs, hn = add(rs, rn, new.tau_s, new.tau_n)
   return sub(hs, hn, ks, kn)
 end
 
 -- A limit's state under the caller's params p: rescaled (and its version
 -- bumped) when it was computed under other params. Nothing is written here.
 local function load(key, p)
-  local st = { ts = 0, tn = 0, fs = 0, fn = 0, ver = 0, dirty = false }
+  local st = { ts = 0, tn = 0, fs = 0, fn = 0, ver = 0, hs = 0, hn = 0, dirty = false }
   local v = redis.call('GET', key)
   if not v then return st end
-  local ts, tn, fs, fn, ver, id = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
+  local ts, tn, fs, fn, ver, hs, hn, id =
+    string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
+  if not ts then
+    hs, hn = '0', '0'
+    ts, tn, fs, fn, ver, id = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
+  end
   if not ts then return st end
   st.ts, st.tn, st.fs, st.fn, st.ver = tonumber(ts), tonumber(tn), tonumber(fs), tonumber(fn), tonumber(ver)
+  st.hs, st.hn = tonumber(hs), tonumber(hn)
   if id ~= p.id then
-    st.ts, st.tn = rescale(parse_id(id), p, st.ts, st.tn)
+    local old = parse_id(id)
+    local rs, rn = now_s, now_n
+    if not old.unlimited and not p.unlimited and lt(p.iv_s, p.iv_n, old.iv_s, old.iv_n) then
+      rs, rn = max(now_s, now_n, st.hs, st.hn)
+    end
+    st.ts, st.tn = rescale(old, p, st.ts, st.tn, rs, rn)
     -- No policy change lowers a deferral.
     if lt(now_s, now_n, st.fs, st.fn) then
       st.ts, st.tn = defer(p, st.ts, st.tn, st.fs, st.fn)
@@ -150,7 +170,8 @@ local function save(key, p, st)
     local ds, dn = sub(us, un, now_s, now_n)
     ms = math.max(1, math.ceil(float(ds, dn) / 1000000))
   end
-  local v = string.format('%d %d %d %d %d %s', st.ts, st.tn, st.fs, st.fn, st.ver, p.id)
+  local v = string.format('%d %d %d %d %d %d %d %s', st.ts, st.tn, st.fs, st.fn, st.ver,
+    st.hs, st.hn, p.id)
   redis.call('SET', key, v, 'PX', ms)
 end
 
@@ -187,15 +208,22 @@ if op == 'take' then
   local out = { 1, now_s, now_n, ss, sn }
   for i = 1, n do
     local p, st = ps[i], sts[i]
+    local bs, bn = st.ts, st.tn
     if not p.unlimited then
       local ms, mn = max(st.ts, st.tn, ss, sn)
       st.ts, st.tn = add(ms, mn, costs[i][1], costs[i][2])
+      if n > 1 then
+        -- Taken at a slot the limits chose together: remember it.
+        st.hs, st.hn = max(st.hs, st.hn, ss, sn)
+      end
       st.dirty = true
     end
     if st.dirty then save(KEYS[i], p, st) end
     out[#out + 1] = st.ver
     out[#out + 1] = st.ts
     out[#out + 1] = st.tn
+    out[#out + 1] = bs
+    out[#out + 1] = bn
   end
   return out
 elseif op == 'refund' then
@@ -210,10 +238,12 @@ elseif op == 'refund' then
     local as, an = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
     local cs, cn = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
     local ver = tonumber(ARGV[b + 5])
+    local bs, bn = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
     local back = 0
     if not p.unlimited and (cs > 0 or cn > 0) and st.ver == ver
         and st.ts == as and st.tn == an then
-      st.ts, st.tn = sub(as, an, cs, cn)
+      -- Back to what the reservation found: as if it had never been made.
+      st.ts, st.tn = bs, bn
       -- A deferral made since stays a floor.
       if lt(now_s, now_n, st.fs, st.fn) then
         st.ts, st.tn = defer(p, st.ts, st.tn, st.fs, st.fn)

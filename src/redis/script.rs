@@ -75,6 +75,8 @@ impl Limit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct RemoteTicket {
     pub tat_after: u64,
+    /// The tat the reservation found: a refund restores it.
+    pub tat_before: u64,
     pub cost: u64,
     pub version: u64,
 }
@@ -139,7 +141,14 @@ pub(super) fn invocation<'s>(
                 let t = tickets[i];
                 let (ts, tn) = pair(t.tat_after);
                 let (cs, cn) = pair(t.cost);
-                inv.arg(ts).arg(tn).arg(cs).arg(cn).arg(t.version);
+                let (bs, bn) = pair(t.tat_before);
+                inv.arg(ts)
+                    .arg(tn)
+                    .arg(cs)
+                    .arg(cn)
+                    .arg(t.version)
+                    .arg(bs)
+                    .arg(bn);
             }
             Op::Defer { .. } | Op::Sync | Op::Peek => {}
         }
@@ -197,16 +206,17 @@ pub(super) fn taken(reply: &Value, costs: &[u64]) -> Result<Taken, Error> {
     if int("take", reply, &v[0])? == 0 {
         return Ok(Taken::Refused { now, slot });
     }
-    if v.len() != 5 + 3 * costs.len() {
+    if v.len() != 5 + 5 * costs.len() {
         return Err(malformed("take", reply));
     }
     let tickets = costs
         .iter()
-        .zip(v[5..].chunks_exact(3))
+        .zip(v[5..].chunks_exact(5))
         .map(|(&cost, t)| {
             Ok(RemoteTicket {
                 version: int("take", reply, &t[0])?,
                 tat_after: time("take", reply, &t[1], &t[2])?.as_nanos(),
+                tat_before: time("take", reply, &t[3], &t[4])?.as_nanos(),
                 cost,
             })
         })
@@ -276,6 +286,8 @@ mod tests {
             Value::Int(7),
             Value::Int(1_700_000_001),
             Value::Int(500),
+            Value::Int(1_700_000_000),
+            Value::Int(900),
         ]);
         match taken(&reply, &[42]).unwrap() {
             Taken::Granted { now, slot, tickets } => {
@@ -285,6 +297,7 @@ mod tests {
                     tickets,
                     vec![RemoteTicket {
                         tat_after: 1_700_000_001_000_000_500,
+                        tat_before: 1_700_000_000_000_000_900,
                         cost: 42,
                         version: 7
                     }]
