@@ -27,7 +27,7 @@ enum Op {
     Reserve { tokens: f64, max_wait_ms: u64 },
     Commit(usize),
     Cancel(usize),
-    SetPolicy(Policy),
+    SetPolicy(Vec<Policy>),
     Defer(u64),
 }
 
@@ -35,21 +35,21 @@ fn policy() -> impl Strategy<Value = Policy> {
     (0.5f64..6.0, 20.0f64..400.0).prop_map(|(c, r)| Policy::new(c, r).unwrap())
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op(limits: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u64..12).prop_map(Op::Sleep),
         4 => (0.05f64..=1.0).prop_map(Op::Try),
         3 => (0.05f64..=1.0, 0u64..60).prop_map(|(tokens, max_wait_ms)| Op::Reserve { tokens, max_wait_ms }),
         2 => any::<usize>().prop_map(Op::Commit),
         1 => any::<usize>().prop_map(Op::Cancel),
-        1 => policy().prop_map(Op::SetPolicy),
+        1 => prop::collection::vec(policy(), limits).prop_map(Op::SetPolicy),
         1 => (0u64..40).prop_map(Op::Defer),
     ]
 }
 
 /// Runs a schedule on a fresh bucket; returns admissions as (Redis ns, weight).
-async fn run(store: &RedisStore, name: &str, first: Policy, ops: &[Op]) -> Vec<(u64, f64)> {
-    let bucket = store.bucket(name, &[first]).unwrap();
+async fn run(store: &RedisStore, name: &str, first: &[Policy], ops: &[Op]) -> Vec<(u64, f64)> {
+    let bucket = store.bucket(name, first).unwrap();
     let mut admitted = Vec::new();
     let mut pending: Vec<(RedisReservation, f64)> = Vec::new();
     for op in ops {
@@ -85,7 +85,7 @@ async fn run(store: &RedisStore, name: &str, first: Policy, ops: &[Op]) -> Vec<(
                 }
             }
             Op::Commit(_) | Op::Cancel(_) => {}
-            Op::SetPolicy(p) => bucket.set_policies(&[*p]).await.unwrap(),
+            Op::SetPolicy(p) => bucket.set_policies(p).await.unwrap(),
             Op::Defer(ms) => bucket.defer_for(Duration::from_millis(*ms)).await.unwrap(),
         }
     }
@@ -118,9 +118,10 @@ fn windows(policies: &[Policy]) -> Vec<u64> {
     ws
 }
 
-#[test]
-fn redis_admits_at_most_capacity_plus_rate_times_window() {
-    let Some(url) = redis_env::redis_url("redis_window_bound") else {
+/// Runs `REDIS_PROPTEST_CASES` (default `default_cases`) random schedules
+/// on buckets of `limits` limits and checks every limit's bound.
+fn check_bound(test: &str, limits: usize, default_cases: u32) {
+    let Some(url) = redis_env::redis_url(test) else {
         return;
     };
     // A runner of our own rather than `proptest!`, which lets
@@ -129,7 +130,7 @@ fn redis_admits_at_most_capacity_plus_rate_times_window() {
         cases: std::env::var("REDIS_PROPTEST_CASES")
             .ok()
             .and_then(|c| c.parse().ok())
-            .unwrap_or(64),
+            .unwrap_or(default_cases),
         // Real-time runs, not replayable seeds: nothing to keep.
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -138,21 +139,26 @@ fn redis_admits_at_most_capacity_plus_rate_times_window() {
         .enable_all()
         .build()
         .unwrap();
-    let store = rt.block_on(redis_env::connect(
-        &url,
-        &redis_env::unique_prefix("window"),
-    ));
+    let store = rt.block_on(redis_env::connect(&url, &redis_env::unique_prefix(test)));
     let case = std::cell::Cell::new(0u64);
     let result = runner.run(
-        &(policy(), prop::collection::vec(op(), 1..60)),
+        &(
+            prop::collection::vec(policy(), limits),
+            prop::collection::vec(op(limits), 1..60),
+        ),
         |(first, ops)| {
-            let mut policies = vec![first];
-            policies.extend(ops.iter().filter_map(|o| match o {
-                Op::SetPolicy(p) => Some(*p),
-                _ => None,
-            }));
-            let min_cap = policies
+            // Every policy each limit has had.
+            let mut had: Vec<Vec<Policy>> = first.iter().map(|p| vec![*p]).collect();
+            for o in &ops {
+                if let Op::SetPolicy(ps) = o {
+                    for (h, p) in had.iter_mut().zip(ps) {
+                        h.push(*p);
+                    }
+                }
+            }
+            let min_cap = had
                 .iter()
+                .flatten()
                 .map(|p| p.capacity())
                 .fold(f64::INFINITY, f64::min);
             let ops: Vec<Op> = ops
@@ -170,19 +176,21 @@ fn redis_admits_at_most_capacity_plus_rate_times_window() {
                 })
                 .collect();
             case.set(case.get() + 1);
-            let admitted = rt.block_on(run(&store, &format!("w{}", case.get()), first, &ops));
-            let cap = policies.iter().map(|p| p.capacity()).fold(0.0, f64::max);
-            let rate = policies
-                .iter()
-                .map(|p| p.tokens_per_second())
-                .fold(0.0, f64::max);
-            for w in windows(&policies) {
-                let got = max_in_window(&admitted, w);
-                let bound = cap + rate * w as f64 / 1e9;
-                prop_assert!(
-                    got <= bound + 1e-9,
-                    "window {w} ns: admitted {got} > bound {bound}; {admitted:?}"
-                );
+            let admitted = rt.block_on(run(&store, &format!("w{}", case.get()), &first, &ops));
+            for policies in &had {
+                let cap = policies.iter().map(|p| p.capacity()).fold(0.0, f64::max);
+                let rate = policies
+                    .iter()
+                    .map(|p| p.tokens_per_second())
+                    .fold(0.0, f64::max);
+                for w in windows(policies) {
+                    let got = max_in_window(&admitted, w);
+                    let bound = cap + rate * w as f64 / 1e9;
+                    prop_assert!(
+                        got <= bound + 1e-9,
+                        "window {w} ns: admitted {got} > bound {bound}; {admitted:?}"
+                    );
+                }
             }
             Ok(())
         },
@@ -190,4 +198,16 @@ fn redis_admits_at_most_capacity_plus_rate_times_window() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+#[test]
+fn redis_admits_at_most_capacity_plus_rate_times_window() {
+    check_bound("redis_window_bound", 1, 64);
+}
+
+/// Two limits taken in one script call, with policy changes while
+/// reservations wait: each limit keeps its own bound.
+#[test]
+fn redis_keeps_every_limit_of_a_bucket_within_its_bound() {
+    check_bound("redis_window_bound_two", 2, 32);
 }

@@ -227,23 +227,40 @@ if op == 'take' then
   end
   return out
 elseif op == 'refund' then
-  -- gcra::refund, per limit; nothing once the slot has come.
+  -- gcra::refund for every limit or for none: nothing once the slot has
+  -- come, and nothing if any limit that took tokens has moved on (a later
+  -- reservation, a deferral, a policy change). All or none, so a caller
+  -- that hears "nothing came back" may still send at the slot in every
+  -- limit's schedule.
   if not lt(now_s, now_n, arg_s, arg_n) then
     return { 0, now_s, now_n }
   end
-  local out = { 1, now_s, now_n }
+  local args = {}
   for i = 1, n do
     local p, st = ps[i], sts[i]
     local b = 3 + (i - 1) * stride + 7
-    local as, an = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-    local cs, cn = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-    local ver = tonumber(ARGV[b + 5])
-    local bs, bn = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
+    local a = {
+      as = tonumber(ARGV[b + 1]), an = tonumber(ARGV[b + 2]),
+      cs = tonumber(ARGV[b + 3]), cn = tonumber(ARGV[b + 4]),
+      ver = tonumber(ARGV[b + 5]),
+      bs = tonumber(ARGV[b + 6]), bn = tonumber(ARGV[b + 7]),
+    }
+    -- A limit that took nothing has nothing to give back either way.
+    a.took = not p.unlimited and (a.cs > 0 or a.cn > 0)
+    if a.took and not (st.ver == a.ver and st.ts == a.as and st.tn == a.an) then
+      local out = { 1, now_s, now_n }
+      for _ = 1, n do out[#out + 1] = 0 end
+      return out
+    end
+    args[i] = a
+  end
+  local out = { 1, now_s, now_n }
+  for i = 1, n do
+    local p, st, a = ps[i], sts[i], args[i]
     local back = 0
-    if not p.unlimited and (cs > 0 or cn > 0) and st.ver == ver
-        and st.ts == as and st.tn == an then
+    if a.took then
       -- Back to what the reservation found: as if it had never been made.
-      st.ts, st.tn = bs, bn
+      st.ts, st.tn = a.bs, a.bn
       -- A deferral made since stays a floor.
       if lt(now_s, now_n, st.fs, st.fn) then
         st.ts, st.tn = defer(p, st.ts, st.tn, st.fs, st.fn)

@@ -184,9 +184,10 @@ impl RedisReservation {
     }
 
     /// Gives the tokens back now, returning how many came back: all of
-    /// them if no reservation was made after this one (in every limit; with
-    /// several limits, the fewest any gave back), none once the slot has
-    /// come or after a policy change.
+    /// them if nothing was taken after this one (in every limit: every
+    /// limit gives back, or none does; with priced limits, the fewest
+    /// tokens any gave back), none once the slot has come, or after a
+    /// deferral or policy change.
     ///
     /// Errors: [`Error::Store`] when Redis cannot be reached (the tokens
     /// then stay taken: stricter, never looser).
@@ -217,12 +218,16 @@ async fn refund(
     if back.is_empty() {
         return Ok(0.0);
     }
-    Ok(back
+    // All limits that took tokens gave them back, or none did; the fewest
+    // any gave back (priced limits weigh differently) is what came back.
+    let given = back
         .iter()
         .zip(tickets)
         .enumerate()
+        .filter(|(_, (_, t))| t.cost > 0)
         .map(|(i, (&back, t))| if back { set.tokens(i, t.cost) } else { 0.0 })
-        .fold(f64::INFINITY, f64::min))
+        .fold(f64::INFINITY, f64::min);
+    Ok(if given.is_finite() { given } else { 0.0 })
 }
 
 impl Drop for RedisReservation {
