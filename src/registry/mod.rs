@@ -53,7 +53,13 @@
 //! 1. a source's configuration (`SourceContext::config`): runtime changes
 //!    and server rates hold it while they apply limits;
 //! 2. its host table, for reading, to visit every host set;
-//! 3. a bucket's policy lock inside [`TokenBucket::set_policy`](crate::TokenBucket::set_policy).
+//! 3. a bucket's policy lock inside [`TokenBucket::set_policy`](crate::TokenBucket::set_policy);
+//!    for a set kept in Redis (feature `redis`), at the same place, its Redis
+//!    bucket's limit-set lock and then its fallback buckets' locks. Nothing
+//!    awaits under any of them: Redis hears of a change from a task spawned
+//!    there.
+//!
+//! A Redis bucket's last-error lock (its health) is a leaf.
 //!
 //! A source with lanes has one more lock per bucket set, its lane queues'
 //! (`lanes.rs`): a leaf, taken with no other lock held; it only moves
