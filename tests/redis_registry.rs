@@ -53,17 +53,23 @@ fn policy(s: &str) -> Policy {
     s.parse().unwrap()
 }
 
-#[tokio::test]
-async fn two_registries_share_one_quota() {
-    let Some(s) = stores("share", 2).await else {
-        return;
-    };
+/// Two registries (two processes) on their own store handles, each with
+/// source `api` at `limit`, refusing rather than waiting.
+async fn two_rejecting(test: &str, limit: &str) -> Option<(Registry, Registry)> {
+    let s = stores(test, 2).await?;
     let source = || {
         Source::new("api")
-            .limit(policy("20/s burst 2"))
+            .limit(policy(limit))
             .on_limit(OnLimit::Reject)
     };
-    let (a, b) = (registry(&s[0], source()), registry(&s[1], source()));
+    Some((registry(&s[0], source()), registry(&s[1], source())))
+}
+
+#[tokio::test]
+async fn two_registries_share_one_quota() {
+    let Some((a, b)) = two_rejecting("share", "20/s burst 2").await else {
+        return;
+    };
     let start = Instant::now();
     let mut admitted = 0u32;
     let mut refused = 0u32;
@@ -163,15 +169,9 @@ async fn synchronous_checks_refuse_with_a_typed_error() {
 
 #[tokio::test]
 async fn a_refusal_names_the_exact_wait_on_redis_clock() {
-    let Some(s) = stores("refusal", 2).await else {
+    let Some((a, b)) = two_rejecting("refusal", "1/s burst 1").await else {
         return;
     };
-    let source = || {
-        Source::new("api")
-            .limit(policy("1/s burst 1"))
-            .on_limit(OnLimit::Reject)
-    };
-    let (a, b) = (registry(&s[0], source()), registry(&s[1], source()));
     let p = admit(&a).await.unwrap();
     assert!(p.available() < 0.1, "{}", p.available());
     let e = admit(&b).await.unwrap_err();
@@ -184,15 +184,9 @@ async fn a_refusal_names_the_exact_wait_on_redis_clock() {
 
 #[tokio::test]
 async fn a_retry_after_in_one_process_holds_the_other() {
-    let Some(s) = stores("defer", 2).await else {
+    let Some((a, b)) = two_rejecting("defer", "100/s burst 10").await else {
         return;
     };
-    let source = || {
-        Source::new("api")
-            .limit(policy("100/s burst 10"))
-            .on_limit(OnLimit::Reject)
-    };
-    let (a, b) = (registry(&s[0], source()), registry(&s[1], source()));
     let p = admit(&a).await.unwrap();
     let mut headers = HeaderMap::new();
     headers.insert("retry-after", HeaderValue::from_static("2"));
