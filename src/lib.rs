@@ -23,6 +23,7 @@
 //! | [`clock`] | [`Clock`]: reading the time and sleeping on the same timeline |
 //! | [`signal`] | [`Signal`], [`SignalConfig`]: what servers say in status and headers |
 //! | [`error`] | [`Error`], [`RateLimited`] |
+//! | [`learn`] | learning the limits of hosts nobody configured: announced quotas, probes, the adaptive controller |
 //! | [`retry`] | which failures the retry adapters repeat, and the [`retry::RetryBudget`] |
 //! | `redis` (feature `redis`) | `RedisStore`, `RedisBucket`: buckets shared through Redis |
 //!
@@ -48,6 +49,7 @@ pub mod backoff;
 pub mod bucket;
 pub mod clock;
 pub mod error;
+pub mod learn;
 pub mod policy;
 pub mod presets;
 #[cfg(feature = "redis")]

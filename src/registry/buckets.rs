@@ -20,9 +20,16 @@ use crate::clock::Clock;
 use tokio::sync::Semaphore;
 
 use super::source::OnLimit;
+use crate::learn::state::{Learner, Observed};
 use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{SharedClock, Timestamp};
-use crate::{Error, Policy, SignalConfig, TokenBucket};
+use crate::{Error, Policy, Signal, SignalConfig, TokenBucket};
+
+/// A lock that a panic elsewhere does not poison for good: the state under
+/// it is always whole between statements.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What every bucket set of a source shares: its settings, its
 /// configuration (behind the first lock of the registry's lock order), and
@@ -39,6 +46,8 @@ pub(crate) struct SourceContext {
     /// Shadow mode: measure what enforcing would do, enforce nothing.
     pub shadow: bool,
     pub lanes: Option<super::Lanes>,
+    /// How the source learns, if it does.
+    pub learn: Option<crate::learn::Learn>,
     pub meters: super::meters::Meters,
     /// The Redis store that keeps the source's buckets, and what they do
     /// while it fails; `None`: this process keeps them.
@@ -64,6 +73,7 @@ impl SourceContext {
             meters: super::meters::Meters::new(&s.name),
             shadow,
             lanes: s.lanes,
+            learn: s.learn,
             name: s.name.as_str().into(),
             on_limit: s.on_limit,
             max_in_flight: s.max_in_flight,
@@ -210,6 +220,9 @@ pub(crate) struct Buckets {
     pub in_flight: Option<Arc<Semaphore>>,
     /// The lane queues, for a source with lanes.
     pub queues: Option<super::lanes::Queues>,
+    /// What the set learned, for a learning source: its limits follow the
+    /// configured ones in `rest`.
+    learner: Option<Mutex<Learner>>,
     /// The set's bucket in Redis, for a source kept there: it decides every
     /// admission. The local buckets above then hold the limits in force
     /// and the deferrals this process saw, and take no tokens.
@@ -231,11 +244,33 @@ impl Buckets {
         policies: &[Policy],
         clock: &SharedClock,
     ) -> Self {
-        let policies: &[Policy] = if policies.is_empty() {
-            &[Policy::unlimited()]
+        Self::with_learner(
+            context.learn.map(Learner::new),
+            context,
+            host,
+            policies,
+            clock,
+        )
+    }
+
+    /// A set with this learning state (`None`: the source does not learn),
+    /// whose limits follow `policies`.
+    fn with_learner(
+        learner: Option<Learner>,
+        context: Arc<SourceContext>,
+        host: Option<Arc<str>>,
+        policies: &[Policy],
+        clock: &SharedClock,
+    ) -> Self {
+        let mut policies: Vec<Policy> = if policies.is_empty() {
+            vec![Policy::unlimited()]
         } else {
-            policies
+            policies.to_vec()
         };
+        if let Some(l) = &learner {
+            policies.extend(l.policies());
+        }
+        let policies = policies.as_slice();
         let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
         #[cfg(feature = "redis")]
         let remote = context
@@ -250,6 +285,7 @@ impl Buckets {
             rest: policies[1..].iter().map(bucket).collect(),
             priced: context.priced,
             queues: context.lanes.map(super::lanes::Queues::new),
+            learner: learner.map(Mutex::new),
             in_flight: context.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
             #[cfg(feature = "redis")]
             remote,
@@ -290,7 +326,8 @@ impl Buckets {
     ) -> Self {
         let server_rate = previous.server_rate();
         let policies = config.for_server_rate(server_rate, &context.signals);
-        let set = Buckets::new(context, Some(host), &policies, clock);
+        let learner = previous.learner.as_ref().map(|l| lock(l).clone());
+        let set = Buckets::with_learner(learner, context, Some(host), &policies, clock);
         set.server_rate
             .store(server_rate.to_bits(), Ordering::Relaxed);
         set.lowered
@@ -414,7 +451,11 @@ impl Buckets {
     /// Applies `config` capped by this set's server rate; the caller holds
     /// the source's configuration lock. Returns the limits now in force.
     pub fn apply(&self, config: &SourceConfig) -> Vec<Policy> {
-        let policies = config.for_server_rate(self.server_rate(), &self.context.signals);
+        let mut policies = config.for_server_rate(self.server_rate(), &self.context.signals);
+        let configured = policies.len();
+        if let Some(l) = &self.learner {
+            policies.extend(lock(l).policies());
+        }
         let mut changed = false;
         for (b, p) in self.limits().zip(&policies) {
             if b.policy() != *p {
@@ -429,14 +470,47 @@ impl Buckets {
         #[cfg(not(feature = "redis"))]
         let _ = changed;
         self.lowered
-            .store(policies.as_slice() != config.effective(), Ordering::Relaxed);
+            .store(&policies[..configured] != config.effective(), Ordering::Relaxed);
         policies
+    }
+
+    /// Whether the set learns ([`Source::learn`](crate::Source::learn)):
+    /// then every response is observed, not only those with a signal.
+    #[inline]
+    pub fn learns(&self) -> bool {
+        self.learner.is_some()
+    }
+
+    /// Takes in what a response said, read at `now`, for a learning set:
+    /// updates what it learned and applies the limits that changed, under
+    /// the source's configuration lock (first) and then the set's learning
+    /// lock. `None` for a set that does not learn.
+    pub fn learn_from(&self, signal: &Signal) -> Option<Observed> {
+        let learner = self.learner.as_ref()?;
+        let now = self.clock().now();
+        let config = self.context.config();
+        let observed = lock(learner).observe(now, signal, &self.context.signals);
+        if observed.changed {
+            self.apply(&config);
+            if let Some(rate) = lock(learner).adaptive_rate() {
+                self.context.meters.learned_rate(rate);
+            }
+        }
+        Some(observed)
+    }
+
+    /// What the set learned, for a snapshot at `now`.
+    pub fn learned(&self, now: Timestamp) -> Vec<crate::learn::LearnedLimit> {
+        self.learner
+            .as_ref()
+            .map_or_else(Vec::new, |l| lock(l).learned(now))
     }
 
     /// Full, undeferred, nobody in flight, and no server-lowered rate at
     /// `now` (read before any lock): equal to a fresh set, safe to drop.
     pub fn is_idle_at(&self, now: Timestamp) -> bool {
         !self.lowered.load(Ordering::Relaxed)
+            && self.learner.as_ref().is_none_or(|l| lock(l).is_idle())
             && self.limits().all(|b| b.is_full_at(now))
             && self.in_flight() == 0
     }

@@ -202,18 +202,19 @@ fn store_of(
         StoreChoice::InProcess => return Ok(None),
     };
     let why = if shadow {
-        Some(("shadow mode", "needs"))
+        Some(("shadow mode", "needs synchronous checks, which a source in Redis cannot make"))
     } else if s.lanes.is_some() {
-        Some(("lanes", "need"))
+        Some(("lanes", "need synchronous checks, which a source in Redis cannot make"))
+    } else if s.learn.is_some() {
+        Some(("learning", "is kept in each process, and a source in Redis shares one schedule"))
     } else {
         None
     };
-    if let Some((what, need)) = why {
+    if let Some((what, why)) = why {
         return Err(Error::config(
             "",
             format!(
-                "{what} {need} synchronous checks, which a source in Redis cannot make: \
-                 keep the source in process (`Source::in_process`), or drop its {what}"
+                "{what} {why}: keep the source in process (`Source::in_process`), or drop its {what}"
             ),
         ));
     }
@@ -230,7 +231,11 @@ fn priced_mask(s: &Source) -> u64 {
         return 0;
     }
     if s.priced.is_empty() {
-        return u64::MAX;
+        // Every configured limit; a learned limit counts requests.
+        return match s.limits.len() {
+            64.. => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
     }
     s.priced.iter().fold(0, |m, &i| m | (1u64 << i))
 }
@@ -254,8 +259,28 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
             .validate()
             .map_err(|e| Error::config(at(), format!("its signal settings: {e}")))?;
     }
-    if s.limits.len() > 64 {
-        return Err(Error::config(at(), "a source holds at most 64 limits"));
+    let extra = if s.learn.is_some() {
+        crate::learn::state::EXTRA_LIMITS
+    } else {
+        0
+    };
+    if s.limits.len() + extra > 64 {
+        return Err(Error::config(
+            at(),
+            format!(
+                "a source holds at most 64 limits{}",
+                if extra > 0 {
+                    ", and learning takes 3 of them"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if let Some(learn) = &s.learn {
+        learn
+            .validate()
+            .map_err(|e| Error::config(at(), format!("its learning settings: {e}")))?;
     }
     if let Some(price) = &s.price {
         let mask = priced_mask(s);

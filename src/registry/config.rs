@@ -17,6 +17,13 @@
 //! max_in_flight = 2                   # optional
 //! on_limit = "wait"                   # or "reject"
 //! max_wait = "30s"                    # with "wait": refuse beyond this
+//!
+//! [[source]]
+//! name = "elsewhere"                  # hosts nobody configured (see `tollgate::learn`)
+//! scope = "per-host"
+//! learn = true                        # adopt the quotas servers announce
+//! adaptive = true                     # and find a rate from bare 429s (implies learn)
+//! learn_expiry = "10min"              # a quota not announced again this long is dropped
 //! ```
 //!
 //! A `[[source]]` with a `preset` takes the preset's name, limits and hosts;
@@ -68,6 +75,12 @@ struct SourceConfig {
     max_in_flight: Option<Spanned<usize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     on_limit: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    learn: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adaptive: Option<Spanned<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    learn_expiry: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_wait: Option<Spanned<String>>,
 }
@@ -127,7 +140,48 @@ fn format_duration(d: Duration) -> String {
     }
 }
 
+/// The learning settings of a `[[source]]`: `learn`, `adaptive` (which
+/// implies learning) and `learn_expiry`.
+fn learn_from(text: &str, c: &SourceConfig) -> Result<Option<crate::learn::Learn>, Error> {
+    let learn = c.learn.as_ref().map(|l| (*l.get_ref(), l.span()));
+    let adaptive = c.adaptive.as_ref().is_some_and(|a| *a.get_ref());
+    if let (Some((false, span)), true) = (&learn, adaptive) {
+        return Err(Error::config(
+            at(text, span.clone(), "learn"),
+            "`adaptive = true` learns: drop `learn = false`, or set `adaptive = false`",
+        ));
+    }
+    let on = adaptive || learn.as_ref().is_some_and(|(l, _)| *l);
+    let expiry = match &c.learn_expiry {
+        None => None,
+        Some(e) if !on => {
+            return Err(Error::config(
+                at(text, e.span(), "learn_expiry"),
+                "`learn_expiry` goes with `learn = true` or `adaptive = true`",
+            ))
+        }
+        Some(e) => Some(parse_duration(e.get_ref()).filter(|d| !d.is_zero()).ok_or_else(|| {
+            Error::config(
+                at(text, e.span(), "learn_expiry"),
+                format!(
+                    "`{}` is not a positive duration; write \"10min\", \"1h\" or \"90s\"",
+                    e.get_ref()
+                ),
+            )
+        })?),
+    };
+    if !on {
+        return Ok(None);
+    }
+    let mut settings = crate::learn::Learn::default().adaptive(adaptive);
+    if let Some(d) = expiry {
+        settings = settings.expire_after(d);
+    }
+    Ok(Some(settings))
+}
+
 fn source_from(text: &str, c: SourceConfig, index: usize) -> Result<Source, Error> {
+    let learn = learn_from(text, &c)?;
     let mut source = match &c.preset {
         Some(p) => preset(p.get_ref()).ok_or_else(|| {
             Error::config(
@@ -147,6 +201,9 @@ fn source_from(text: &str, c: SourceConfig, index: usize) -> Result<Source, Erro
     };
     if let Some(n) = c.name {
         source.name = n.into_inner();
+    }
+    if learn.is_some() {
+        source.learn = learn;
     }
     if let Some(limits) = c.limits {
         source.limits = limits.into_iter().map(Spanned::into_inner).collect();
@@ -339,6 +396,12 @@ impl RegistryBuilder {
                         }
                         .to_string(),
                     )),
+                    learn: s.learn.map(|_| spanned(true)),
+                    adaptive: s.learn.filter(|l| l.adaptive).map(|_| spanned(true)),
+                    learn_expiry: s
+                        .learn
+                        .filter(|l| l.expire_after != crate::learn::Learn::default().expire_after)
+                        .map(|l| spanned(format_duration(l.expire_after))),
                     max_wait: match s.on_limit {
                         OnLimit::Wait { max_wait: Some(w) } => Some(spanned(format_duration(w))),
                         _ => None,

@@ -20,6 +20,7 @@
 //! | `tollgate_shadow_would_wait_seconds` | histogram | `source` | shadow mode: how long |
 //! | `tollgate_shadow_would_refuse_total` | counter | `source` | shadow mode: would have refused |
 //! | `tollgate_in_flight` | gauge | `source` | requests admitted, response not yet seen |
+//! | `tollgate_learned_rate` | gauge | `source` | the adaptive controller's latest rate, requests per second ([`learn`](crate::learn)) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -115,6 +116,12 @@ impl Meters {
         self.handles.lowered.increment(1);
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn learned_rate(&self, rate: f64) {
+        #[cfg(feature = "metrics")]
+        self.handles.learned_rate.set(rate);
+    }
+
     pub fn would_wait(&self, wait: Duration) {
         let s = &self.shadow;
         s.would_wait.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +160,7 @@ mod handles {
         pub would_wait_seconds: Histogram,
         pub would_refuse: Counter,
         pub in_flight: Gauge,
+        pub learned_rate: Gauge,
     }
 
     impl Handles {
@@ -170,7 +178,8 @@ mod handles {
                 would_wait: counter!("tollgate_shadow_would_wait_total", "source" => s.clone()),
                 would_wait_seconds: histogram!("tollgate_shadow_would_wait_seconds", "source" => s.clone()),
                 would_refuse: counter!("tollgate_shadow_would_refuse_total", "source" => s.clone()),
-                in_flight: gauge!("tollgate_in_flight", "source" => s),
+                in_flight: gauge!("tollgate_in_flight", "source" => s.clone()),
+                learned_rate: gauge!("tollgate_learned_rate", "source" => s),
             }
         }
 

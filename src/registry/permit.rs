@@ -122,6 +122,11 @@ impl Permit {
             return Signal::default(); // passed through: nothing to slow down
         };
         if !crate::signal::may_signal(status, headers) {
+            // A learning set counts every response (its controller grows on
+            // successes); the others need not look.
+            if buckets.learns() {
+                buckets.learn_from(&Signal::default());
+            }
             return Signal::default();
         }
         let signal = Signal::parse(status, headers, SystemTime::now(), &buckets.context.signals);
@@ -136,7 +141,15 @@ impl Permit {
         };
         let source = &**buckets.source();
         let host = buckets.host.as_deref().unwrap_or("");
-        if let Some(wait) = signal.retry_after {
+        // A learning set takes in quotas and refusals as limits of its own
+        // (the configured ones stay its ceiling, never lowered by a server);
+        // an adaptive set answers a bare refusal with its controller alone.
+        let learned = buckets.learn_from(signal);
+        let retry_after = match learned {
+            Some(o) if o.leave_to_controller => None,
+            _ => signal.retry_after,
+        };
+        if let Some(wait) = retry_after {
             buckets.defer_for(wait);
             buckets.context.meters.deferred(wait);
             tracing::info!(
@@ -146,7 +159,7 @@ impl Permit {
                 "deferred by the server"
             );
         }
-        if let Some(quota) = signal.quota {
+        if let Some(quota) = signal.quota.filter(|_| learned.is_none()) {
             let rate = quota.per_second();
             // Most responses repeat the rate on record: nothing to do.
             if rate.is_finite() && rate > 0.0 && buckets.server_rate() != rate {

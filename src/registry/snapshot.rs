@@ -47,6 +47,7 @@ fn bucket_snapshot(b: &Buckets, now: Timestamp) -> BucketSnapshot {
         deferred_for: (deferred > now).then(|| deferred.saturating_duration_since(now)),
         server_rate: server_rate.is_finite().then_some(server_rate),
         in_flight: b.in_flight(),
+        learned: b.learned(now),
     }
 }
 
@@ -93,4 +94,10 @@ pub struct BucketSnapshot {
     pub server_rate: Option<f64>,
     /// Requests admitted and not yet answered (with `max_in_flight`).
     pub in_flight: usize,
+    /// What a learning set learned ([`Source::learn`](crate::Source::learn)):
+    /// each limit and where it came from; empty for a set that does not
+    /// learn or learned nothing. Its limits are also among
+    /// [`limits`](Self::limits), after the configured ones (unlimited where
+    /// nothing is learned).
+    pub learned: Vec<crate::learn::LearnedLimit>,
 }

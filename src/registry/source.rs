@@ -84,6 +84,7 @@ pub struct Source {
     pub(crate) priced: Vec<usize>,
     pub(crate) shadow: bool,
     pub(crate) lanes: Option<super::Lanes>,
+    pub(crate) learn: Option<crate::learn::Learn>,
     #[cfg(feature = "redis")]
     pub(crate) store: StoreChoice,
     #[cfg(feature = "redis")]
@@ -132,6 +133,7 @@ impl Source {
             priced: Vec::new(),
             shadow: false,
             lanes: None,
+            learn: None,
             #[cfg(feature = "redis")]
             store: StoreChoice::Registry,
             #[cfg(feature = "redis")]
@@ -237,6 +239,34 @@ impl Source {
     /// for real. For trying a new limit safely.
     pub fn shadow(mut self) -> Self {
         self.shadow = true;
+        self
+    }
+
+    /// Learns the limits its servers announce, and slows down together
+    /// after a refusal instead of releasing every waiting request at once
+    /// (see [`learn`](crate::learn)). The source's limits, if any, stay its
+    /// ceiling; with none it starts unlimited, on purpose. The learned
+    /// quotas expire after 10 minutes without a response announcing them
+    /// again; [`learn_with`](Self::learn_with) sets that and turns on the
+    /// adaptive controller for servers that announce nothing.
+    ///
+    /// ```
+    /// use tollgate::{Registry, Source, UnknownHost};
+    ///
+    /// let registry = Registry::builder()
+    ///     .source(Source::new("elsewhere").learn().per_host())
+    ///     .unknown_hosts(UnknownHost::Default("elsewhere".into()))
+    ///     .build()?;
+    /// # let _ = registry;
+    /// # Ok::<(), tollgate::Error>(())
+    /// ```
+    pub fn learn(self) -> Self {
+        self.learn_with(crate::learn::Learn::default())
+    }
+
+    /// [`learn`](Self::learn) with these settings.
+    pub fn learn_with(mut self, learn: crate::learn::Learn) -> Self {
+        self.learn = Some(learn);
         self
     }
 
