@@ -60,7 +60,9 @@ impl Server {
         }
         // Whole seconds to the window's end, rounded up (as the fields are
         // integers).
-        let to_reset = (Duration::from_secs(window + 1) - elapsed).as_secs_f64().ceil() as u64;
+        let to_reset = (Duration::from_secs(window + 1) - elapsed)
+            .as_secs_f64()
+            .ceil() as u64;
         let mut h = HeaderMap::new();
         let mut put = |k: &str, v: String| {
             h.insert(
@@ -121,7 +123,10 @@ async fn run(
         tasks.push(tokio::spawn(async move {
             let uri: http::Uri = "https://api.example.net/v1/items".parse().unwrap();
             loop {
-                let permit = registry.acquire(&Target::from_uri(&uri), 1.0).await.unwrap();
+                let permit = registry
+                    .acquire(&Target::from_uri(&uri), 1.0)
+                    .await
+                    .unwrap();
                 let at = start.elapsed();
                 if Instant::now() >= end {
                     break;
@@ -214,7 +219,11 @@ async fn a_quota_announced_on_every_response_leaves_nothing_to_refuse() {
 #[tokio::test(start_paused = true)]
 async fn without_learning_each_deferral_releases_a_herd() {
     let registry = Registry::builder()
-        .source(Source::new("elsewhere").limit(Policy::unlimited()).per_host())
+        .source(
+            Source::new("elsewhere")
+                .limit(Policy::unlimited())
+                .per_host(),
+        )
         .unknown_hosts(UnknownHost::Default("elsewhere".into()))
         .build()
         .unwrap();
@@ -242,7 +251,11 @@ async fn retry_after_alone_gets_one_refusal_per_deferral_at_most() {
     .await;
     // Between two refusals coming back, at most one request that was sent
     // in between is refused: the probe (or the one that found the limit).
-    let receipts: Vec<Duration> = log.iter().filter(|s| s.refused).map(|s| s.answered).collect();
+    let receipts: Vec<Duration> = log
+        .iter()
+        .filter(|s| s.refused)
+        .map(|s| s.answered)
+        .collect();
     assert!(!receipts.is_empty());
     let mut sorted = receipts.clone();
     sorted.sort();
@@ -252,7 +265,10 @@ async fn retry_after_alone_gets_one_refusal_per_deferral_at_most() {
             .iter()
             .filter(|s| s.refused && s.at >= from && s.at < to)
             .count();
-        assert!(sent_between <= 1, "{sent_between} refused between {from:?} and {to:?}");
+        assert!(
+            sent_between <= 1,
+            "{sent_between} refused between {from:?} and {to:?}"
+        );
     }
     let ok = log.iter().filter(|s| !s.refused).count();
     let refused = receipts.len();
@@ -276,12 +292,18 @@ async fn a_learned_quota_expires_back_to_the_ceiling() {
     let uri: http::Uri = "https://api.example.net/".parse().unwrap();
     let target = Target::from_uri(&uri);
     let mut quota = HeaderMap::new();
-    quota.insert("ratelimit-policy", HeaderValue::from_static("\"q\";q=2;w=1"));
+    quota.insert(
+        "ratelimit-policy",
+        HeaderValue::from_static("\"q\";q=2;w=1"),
+    );
     let permit = registry.acquire(&target, 1.0).await.unwrap();
     permit.observe(StatusCode::OK, &quota);
     let limits = &registry.snapshot()[0].buckets[0].limits;
     assert_eq!(limits[0], Policy::per_second(20.0).unwrap());
-    assert!((limits[1].tokens_per_second() - 1.8).abs() < 1e-9, "{limits:?}");
+    assert!(
+        (limits[1].tokens_per_second() - 1.8).abs() < 1e-9,
+        "{limits:?}"
+    );
     // Paced at the learned 1.8/s now.
     let t0 = Instant::now();
     for _ in 0..9 {
@@ -358,15 +380,23 @@ learn_expiry = "5min"
 "#;
     let builder = tollgate::RegistryBuilder::from_toml(text).unwrap();
     let back = builder.to_toml();
-    assert!(back.contains("adaptive = true") && back.contains("learn_expiry = \"300s\""), "{back}");
-    tollgate::RegistryBuilder::from_toml(&back).unwrap().build().unwrap();
+    assert!(
+        back.contains("adaptive = true") && back.contains("learn_expiry = \"300s\""),
+        "{back}"
+    );
+    tollgate::RegistryBuilder::from_toml(&back)
+        .unwrap()
+        .build()
+        .unwrap();
     for (bad, says) in [
         ("learn = false\nadaptive = true", "learn"),
         ("learn_expiry = \"5min\"", "learn_expiry"),
         ("learn = true\nlearn_expiry = \"0s\"", "learn_expiry"),
     ] {
         let text = format!("[[source]]\nname = \"x\"\n{bad}\n");
-        let e = tollgate::RegistryBuilder::from_toml(&text).unwrap_err().to_string();
+        let e = tollgate::RegistryBuilder::from_toml(&text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(says), "{bad}: {e}");
     }
 }

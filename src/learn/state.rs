@@ -57,7 +57,14 @@ pub(crate) struct Learner {
     heard: [Option<Heard>; QUOTA_SLOTS],
     control: Control,
     cubic: Cubic,
-    meter: Meter,
+    /// Every response: what the client sends.
+    sent: Meter,
+    /// Responses not refused: what the server takes.
+    taken: Meter,
+    /// When the control rate was last cut: a refusal of a request sent
+    /// before it speaks of the old rate and cuts nothing more (one cut per
+    /// round trip, as TCP's congestion control).
+    cut_at: Timestamp,
 }
 
 impl Learner {
@@ -67,7 +74,9 @@ impl Learner {
             heard: Default::default(),
             control: Control::Off,
             cubic: Cubic::default(),
-            meter: Meter::default(),
+            sent: Meter::default(),
+            taken: Meter::default(),
+            cut_at: Timestamp::ZERO,
         }
     }
 
@@ -124,26 +133,45 @@ impl Learner {
         dropped
     }
 
-    /// Takes in one response read at `now`. Returns whether the limits it
-    /// adds changed, and whether the refusal was bare and left to the
-    /// controller (then no default wait applies).
-    pub fn observe(&mut self, now: Timestamp, signal: &Signal, config: &SignalConfig) -> Observed {
+    /// Takes in one response read at `now` to a request sent at `sent_at`.
+    /// Returns whether the limits it adds changed, and whether the refusal
+    /// was bare and left to the controller (then no default wait applies).
+    pub fn observe(
+        &mut self,
+        now: Timestamp,
+        sent_at: Timestamp,
+        signal: &Signal,
+        config: &SignalConfig,
+    ) -> Observed {
         let before = self.policies();
         self.expire(now);
         let secs = now.as_nanos() as f64 / 1e9;
-        self.meter.count(secs);
+        self.sent.count(secs);
+        if !signal.limited {
+            self.taken.count(secs);
+        }
         for q in &signal.quotas {
             self.hear(*q, now, config);
         }
         let bare = signal.limited && signal.dialects.is_empty();
         let mut leave_to_controller = false;
+        let fresh = sent_at >= self.cut_at;
+        // A server counts in windows of a second or more: a refusal soon
+        // after a cut mostly speaks of requests its window still holds.
+        let may_cut = fresh && now.saturating_duration_since(self.cut_at) >= CUT_SPACING
+            || self.cut_at == Timestamp::ZERO;
         if signal.limited {
-            let sent = self.meter.rate(secs);
+            let sent = self.sent.rate(secs);
             if self.settings.adaptive {
-                self.cubic.throttled(secs, sent);
-                self.control = Control::Adaptive;
+                if may_cut {
+                    // From what the server took, not what was sent: a
+                    // client far over the limit sends many times it.
+                    self.cubic.throttled(secs, self.taken.rate(secs));
+                    self.control = Control::Adaptive;
+                    self.cut_at = now;
+                }
                 leave_to_controller = bare;
-            } else if !self.knows_a_rate() {
+            } else if fresh && !self.knows_a_rate() {
                 let gap = signal
                     .retry_after
                     .unwrap_or(config.default_wait)
@@ -155,9 +183,14 @@ impl Learner {
                     Control::SlowStart { rate, .. } => rate.min(sent),
                     _ => sent,
                 };
-                self.control = Control::Probe { gap, before, at: secs };
+                self.control = Control::Probe {
+                    gap,
+                    before,
+                    at: secs,
+                };
+                self.cut_at = now;
             }
-        } else {
+        } else if fresh {
             self.succeeded(secs);
         }
         Observed {
@@ -167,7 +200,7 @@ impl Learner {
     }
 
     fn succeeded(&mut self, secs: f64) {
-        let sent = self.meter.rate(secs);
+        let sent = self.sent.rate(secs);
         self.control = match std::mem::take(&mut self.control) {
             Control::Off => Control::Off,
             Control::Adaptive => {
@@ -276,6 +309,9 @@ impl Learner {
     }
 }
 
+/// The shortest time between two cuts of the control rate.
+const CUT_SPACING: Duration = Duration::from_secs(1);
+
 /// The shortest probe gap, seconds: a refusal with a tiny `Retry-After`
 /// still spaces the requests that follow it.
 const MIN_GAP: f64 = 0.1;
@@ -335,7 +371,10 @@ mod tests {
             let p = quota_policy(quota(q, w), 0.9).unwrap();
             let most = p.max_in_window(Duration::from_secs(w));
             assert!(most <= q + 1e-9, "{q}/{w}s: {p} admits {most}");
-            assert!(most >= (q * 0.9).floor(), "{q}/{w}s: {p} admits only {most}");
+            assert!(
+                most >= (q * 0.9).floor(),
+                "{q}/{w}s: {p} admits only {most}"
+            );
         }
     }
 
@@ -344,11 +383,21 @@ mod tests {
         let config = SignalConfig::default();
         let mut l = Learner::new(Learn::default().expire_after(Duration::from_secs(60)));
         assert!(l.is_idle());
-        let o = l.observe(at(1.0), &announced(&[quota(5.0, 1)], false), &config);
+        let o = l.observe(
+            at(1.0),
+            at(1.0),
+            &announced(&[quota(5.0, 1)], false),
+            &config,
+        );
         assert!(o.changed);
         assert!((l.policies()[0].tokens_per_second() - 4.5).abs() < 1e-9);
         // Refreshed at 50 s, so still there at 100 s.
-        l.observe(at(50.0), &announced(&[quota(5.0, 1)], false), &config);
+        l.observe(
+            at(50.0),
+            at(50.0),
+            &announced(&[quota(5.0, 1)], false),
+            &config,
+        );
         assert!(!l.expire(at(100.0)));
         assert!(l.expire(at(110.0)));
         assert!(l.is_idle());
@@ -359,10 +408,20 @@ mod tests {
     fn two_windows_two_slots_and_a_third_replaces_the_oldest() {
         let config = SignalConfig::default();
         let mut l = Learner::new(Learn::default());
-        l.observe(at(1.0), &announced(&[quota(100.0, 60), quota(1000.0, 86400)], false), &config);
+        l.observe(
+            at(1.0),
+            at(1.0),
+            &announced(&[quota(100.0, 60), quota(1000.0, 86400)], false),
+            &config,
+        );
         let p = l.policies();
         assert!(!p[0].is_unlimited() && !p[1].is_unlimited() && p[2].is_unlimited());
-        l.observe(at(2.0), &announced(&[quota(10.0, 1)], false), &config);
+        l.observe(
+            at(2.0),
+            at(2.0),
+            &announced(&[quota(10.0, 1)], false),
+            &config,
+        );
         let windows: Vec<_> = l.learned(at(2.0)).iter().map(|x| x.origin).collect();
         assert_eq!(windows.len(), 2);
         assert!(windows.contains(&Origin::Announced {
@@ -376,7 +435,12 @@ mod tests {
         let config = SignalConfig::default();
         let mut l = Learner::new(Learn::default());
         for i in 0..20 {
-            l.observe(at(f64::from(i) * 0.01), &Signal::default(), &config);
+            l.observe(
+                at(f64::from(i) * 0.01),
+                at(f64::from(i) * 0.01),
+                &Signal::default(),
+                &config,
+            );
         }
         let mut refused = Signal {
             limited: true,
@@ -384,13 +448,13 @@ mod tests {
             ..Signal::default()
         };
         refused.dialects = Dialects::from(crate::signal::Dialect::RetryAfter);
-        let o = l.observe(at(0.2), &refused, &config);
+        let o = l.observe(at(0.2), at(0.2), &refused, &config);
         assert!(o.changed && !o.leave_to_controller);
         assert!((l.policies()[QUOTA_SLOTS].tokens_per_second() - 0.5).abs() < 1e-9);
         // The probe's success: slow start from one per gap, doubling.
-        l.observe(at(2.3), &Signal::default(), &config);
+        l.observe(at(2.3), at(2.3), &Signal::default(), &config);
         let r0 = l.policies()[QUOTA_SLOTS].tokens_per_second();
-        l.observe(at(4.4), &Signal::default(), &config);
+        l.observe(at(4.4), at(4.4), &Signal::default(), &config);
         let r1 = l.policies()[QUOTA_SLOTS].tokens_per_second();
         assert!((r1 - 2.0 * r0).abs() < 1e-9, "{r0} {r1}");
         // Up to half the rate sent before (40/s), then a climb of a tenth
@@ -399,7 +463,7 @@ mod tests {
         let mut last = r1;
         while t < 40.0 {
             t += 0.5;
-            l.observe(at(t), &Signal::default(), &config);
+            l.observe(at(t), at(t), &Signal::default(), &config);
             let r = l.policies()[QUOTA_SLOTS].tokens_per_second();
             assert!(r >= last && r <= last * 2.0 + 1e-9, "{last} -> {r}");
             last = r;
@@ -407,7 +471,7 @@ mod tests {
         assert!(last > 20.0 && last <= 20.0 + 2.0 * 40.0, "{last}");
         while t < 700.0 {
             t += 1.0;
-            l.observe(at(t), &Signal::default(), &config);
+            l.observe(at(t), at(t), &Signal::default(), &config);
         }
         assert!(l.is_idle());
     }
@@ -417,14 +481,19 @@ mod tests {
         let config = SignalConfig::default();
         let mut l = Learner::new(Learn::default().adaptive(true));
         for i in 0..100 {
-            l.observe(at(f64::from(i) * 0.05), &Signal::default(), &config);
+            l.observe(
+                at(f64::from(i) * 0.05),
+                at(f64::from(i) * 0.05),
+                &Signal::default(),
+                &config,
+            );
         }
         let bare = Signal {
             limited: true,
             retry_after: Some(Duration::from_secs(1)),
             ..Signal::default()
         };
-        let o = l.observe(at(5.0), &bare, &config);
+        let o = l.observe(at(5.0), at(5.0), &bare, &config);
         assert!(o.changed && o.leave_to_controller);
         let r = l.adaptive_rate().unwrap();
         assert!((r - 20.0 * 0.7).abs() < 1.5, "{r}");

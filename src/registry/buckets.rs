@@ -20,9 +20,9 @@ use crate::clock::Clock;
 use tokio::sync::Semaphore;
 
 use super::source::OnLimit;
-use crate::learn::state::{Learner, Observed};
 use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{SharedClock, Timestamp};
+use crate::learn::state::{Learner, Observed};
 use crate::{Error, Policy, Signal, SignalConfig, TokenBucket};
 
 /// A lock that a panic elsewhere does not poison for good: the state under
@@ -469,8 +469,10 @@ impl Buckets {
         }
         #[cfg(not(feature = "redis"))]
         let _ = changed;
-        self.lowered
-            .store(&policies[..configured] != config.effective(), Ordering::Relaxed);
+        self.lowered.store(
+            &policies[..configured] != config.effective(),
+            Ordering::Relaxed,
+        );
         policies
     }
 
@@ -481,15 +483,16 @@ impl Buckets {
         self.learner.is_some()
     }
 
-    /// Takes in what a response said, read at `now`, for a learning set:
+    /// Takes in what a response to a request admitted at `sent_at` said,
+    /// for a learning set:
     /// updates what it learned and applies the limits that changed, under
     /// the source's configuration lock (first) and then the set's learning
     /// lock. `None` for a set that does not learn.
-    pub fn learn_from(&self, signal: &Signal) -> Option<Observed> {
+    pub fn learn_from(&self, signal: &Signal, sent_at: Timestamp) -> Option<Observed> {
         let learner = self.learner.as_ref()?;
         let now = self.clock().now();
         let config = self.context.config();
-        let observed = lock(learner).observe(now, signal, &self.context.signals);
+        let observed = lock(learner).observe(now, sent_at, signal, &self.context.signals);
         if observed.changed {
             self.apply(&config);
             if let Some(rate) = lock(learner).adaptive_rate() {

@@ -202,11 +202,20 @@ fn store_of(
         StoreChoice::InProcess => return Ok(None),
     };
     let why = if shadow {
-        Some(("shadow mode", "needs synchronous checks, which a source in Redis cannot make"))
+        Some((
+            "shadow mode",
+            "needs synchronous checks, which a source in Redis cannot make",
+        ))
     } else if s.lanes.is_some() {
-        Some(("lanes", "need synchronous checks, which a source in Redis cannot make"))
+        Some((
+            "lanes",
+            "need synchronous checks, which a source in Redis cannot make",
+        ))
     } else if s.learn.is_some() {
-        Some(("learning", "is kept in each process, and a source in Redis shares one schedule"))
+        Some((
+            "learning",
+            "is kept in each process, and a source in Redis shares one schedule",
+        ))
     } else {
         None
     };

@@ -160,15 +160,19 @@ fn learn_from(text: &str, c: &SourceConfig) -> Result<Option<crate::learn::Learn
                 "`learn_expiry` goes with `learn = true` or `adaptive = true`",
             ))
         }
-        Some(e) => Some(parse_duration(e.get_ref()).filter(|d| !d.is_zero()).ok_or_else(|| {
-            Error::config(
-                at(text, e.span(), "learn_expiry"),
-                format!(
-                    "`{}` is not a positive duration; write \"10min\", \"1h\" or \"90s\"",
-                    e.get_ref()
-                ),
-            )
-        })?),
+        Some(e) => Some(
+            parse_duration(e.get_ref())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::config(
+                        at(text, e.span(), "learn_expiry"),
+                        format!(
+                            "`{}` is not a positive duration; write \"10min\", \"1h\" or \"90s\"",
+                            e.get_ref()
+                        ),
+                    )
+                })?,
+        ),
     };
     if !on {
         return Ok(None);

@@ -125,7 +125,7 @@ impl Permit {
             // A learning set counts every response (its controller grows on
             // successes); the others need not look.
             if buckets.learns() {
-                buckets.learn_from(&Signal::default());
+                buckets.learn_from(&Signal::default(), self.admitted_at);
             }
             return Signal::default();
         }
@@ -144,7 +144,7 @@ impl Permit {
         // A learning set takes in quotas and refusals as limits of its own
         // (the configured ones stay its ceiling, never lowered by a server);
         // an adaptive set answers a bare refusal with its controller alone.
-        let learned = buckets.learn_from(signal);
+        let learned = buckets.learn_from(signal, self.admitted_at);
         let retry_after = match learned {
             Some(o) if o.leave_to_controller => None,
             _ => signal.retry_after,
