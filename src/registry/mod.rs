@@ -33,7 +33,7 @@
 //! | `builder.rs` | [`RegistryBuilder`]: checking sources and rules, building |
 //! | `rules.rs` | host and path rules, [`Target`], routing |
 //! | `admission.rs` | routing a request once to its bucket set: [`Admission`], the [`Acquire`] future |
-//! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, its bucket in Redis (feature `redis`) |
+//! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, what it learned ([`crate::learn`]), its bucket in Redis (feature `redis`) |
 //! | `hosts.rs` | per-host bucket sets with bounded memory |
 //! | `permit.rs` | [`Permit`], and applying what a server said ([`Permit::observe`]) |
 //! | `control.rs` | runtime changes: [`Registry::set_policy`], [`Registry::slow_down`], [`SourceHandle`] |
@@ -53,13 +53,20 @@
 //! 1. a source's configuration (`SourceContext::config`): runtime changes
 //!    and server rates hold it while they apply limits;
 //! 2. its host table, for reading, to visit every host set;
-//! 3. a bucket's policy lock inside [`TokenBucket::set_policy`](crate::TokenBucket::set_policy);
+//! 3. for a learning source ([`crate::learn`]), a set's learning state: it
+//!    is read to apply the limits it adds, and updated by a response under
+//!    lock 1 (the host table is not needed then);
+//! 4. a bucket's policy lock inside [`TokenBucket::set_policy`](crate::TokenBucket::set_policy);
 //!    for a set kept in Redis (feature `redis`), at the same place, its Redis
 //!    bucket's limit-set lock and then its fallback buckets' locks. Nothing
 //!    awaits under any of them: Redis hears of a change from a task spawned
 //!    there.
 //!
 //! A Redis bucket's last-error lock (its health) is a leaf.
+//!
+//! Step 3 (a set's learning state) may also be taken under the host
+//! table's *write* lock, by a sweep asking whether a set is idle: it is
+//! then the last lock taken, and nothing under it takes another.
 //!
 //! A source with lanes has one more lock per bucket set, its lane queues'
 //! (`lanes.rs`): a leaf, taken with no other lock held; it only moves
