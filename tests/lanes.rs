@@ -173,3 +173,47 @@ async fn the_tower_layer_reads_and_strips_the_lane_header() {
         "the header reached the server"
     );
 }
+
+/// Issue #19, item 4: a request queued behind the head kept no deadline, so
+/// a batch request waited 11 s under a `max_wait` of 3 s, and forever with
+/// `batch_share(0)`. Every place in the queue keeps `max_wait`.
+#[tokio::test(start_paused = true)]
+async fn a_request_behind_the_head_keeps_its_max_wait() {
+    for share in [0.1, 0.0] {
+        let r = Registry::builder()
+            .source(
+                Source::new("api")
+                    .limit(Policy::per_second(1.0).unwrap())
+                    .lanes(Lanes::new().batch_share(share))
+                    .on_limit(tollgate::OnLimit::Wait {
+                        max_wait: Some(Duration::from_secs(3)),
+                    })
+                    .host("api.test"),
+            )
+            .clock(TokioClock::new())
+            .build()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        let log: Log = Arc::default();
+        // Interactive work keeps the source busy, so batch waits behind it.
+        let busy = loopers(&r, Lane::Interactive, 3, &log, end);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let t0 = Instant::now();
+        let t = Target::new("api.test", None, "/").with_lane(Lane::Batch);
+        let got = r.acquire(&t, 1.0).await;
+        let took = t0.elapsed();
+        assert!(
+            took <= Duration::from_secs(3) + Duration::from_millis(20),
+            "share {share}: answered after {took:?} ({got:?})"
+        );
+        if share == 0.0 {
+            assert!(
+                got.is_err(),
+                "batch_share(0) behind busy interactive work: {got:?}"
+            );
+        }
+        for b in busy {
+            b.abort();
+        }
+    }
+}

@@ -10,7 +10,8 @@
 
 use std::fmt;
 
-use super::admission::{Acquire, Admission};
+use super::acquire::Acquire;
+use super::admission::Admission;
 use super::buckets::SourceConfig;
 use super::{Permit, Registry, SourceState};
 use crate::{Error, Policy};

@@ -32,7 +32,9 @@
 //! |---|---|
 //! | `builder.rs` | [`RegistryBuilder`]: checking sources and rules, building |
 //! | `rules.rs` | host and path rules, [`Target`], routing |
-//! | `admission.rs` | routing a request once to its bucket set: [`Admission`], the [`Acquire`] future |
+//! | `admission.rs` | routing a request once to its bucket set, and admitting it now: [`Admission`] |
+//! | `acquire.rs` | the [`Acquire`] future: waiting for the slot, one function per state |
+//! | `take.rs` | taking tokens now (shadow mode, the in-flight slot) and naming refusals, for both |
 //! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, what it learned ([`crate::learn`]), its bucket in Redis (feature `redis`) |
 //! | `hosts.rs` | per-host bucket sets with bounded memory |
 //! | `permit.rs` | [`Permit`], and applying what a server said ([`Permit::observe`]) |
@@ -88,6 +90,7 @@
 //! for a set of its own inherits the overflow set's debt, deferral and
 //! rate.
 
+mod acquire;
 mod admission;
 mod buckets;
 mod builder;
@@ -103,8 +106,10 @@ mod price;
 pub mod rules;
 mod snapshot;
 mod source;
+mod take;
 
-pub use admission::{Acquire, Admission};
+pub use acquire::Acquire;
+pub use admission::Admission;
 pub use builder::{RegistryBuilder, UnknownHost};
 pub use control::SourceHandle;
 pub use hosts::{DEFAULT_MAX_HOSTS, SWEEP_EVERY};

@@ -1,0 +1,89 @@
+//! Taking tokens now, and what a refusal says: the steps that both
+//! [`Registry::admit`](super::Registry::admit) and the [`Acquire`](super::Acquire)
+//! future share (shadow mode, the in-flight slot, naming the source in a
+//! refusal, counting it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::buckets::{Buckets, Cost};
+use super::meters::Refusal;
+use super::permit::Permit;
+use crate::clock::Clock;
+use crate::Error;
+
+/// Takes an in-flight slot (if capped) and `tokens` now, or neither; a
+/// refusal hands the set back for a wait.
+#[inline]
+pub(super) fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Error, Arc<Buckets>)> {
+    if buckets.context.shadow {
+        return shadow_take(buckets, cost);
+    }
+    let in_flight = match &buckets.in_flight {
+        None => None,
+        Some(sem) => match sem.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => return Err((in_flight_full(&buckets), buckets)),
+        },
+    };
+    match buckets.try_take(cost) {
+        Ok(at) => Ok(Permit::new(buckets, in_flight, Duration::ZERO, at)),
+        Err(e) => Err((name_refusal(e, &buckets), buckets)),
+    }
+}
+
+/// Shadow mode: takes what an enforcing source would (so later figures
+/// follow the same schedule), counts what it would have delayed or refused,
+/// and admits now. Only bad input is an error.
+pub(super) fn shadow_take(
+    buckets: Arc<Buckets>,
+    cost: Cost,
+) -> Result<Permit, (Error, Arc<Buckets>)> {
+    let meters = &buckets.context.meters;
+    let max_wait = buckets.context.on_limit.max_wait();
+    let in_flight = buckets
+        .in_flight
+        .as_ref()
+        .and_then(|s| s.clone().try_acquire_owned().ok());
+    let over = buckets.in_flight.is_some() && in_flight.is_none();
+    let now = buckets.clock().now();
+    match buckets.reserve(cost, max_wait) {
+        Ok(taken) => {
+            let wait = taken.slot.saturating_duration_since(now);
+            if !wait.is_zero() {
+                meters.would_wait(wait);
+            } else if over && max_wait.is_zero() {
+                meters.would_refuse();
+            } else if over {
+                meters.would_wait(Duration::ZERO);
+            }
+        }
+        Err(Error::RateLimited(_)) => meters.would_refuse(),
+        Err(e) => return Err((e, buckets)),
+    }
+    Ok(Permit::new(buckets, in_flight, Duration::ZERO, now))
+}
+
+/// Counts a refusal that goes back to the caller.
+pub(super) fn refused(b: &Buckets, e: Error) -> Error {
+    match &e {
+        Error::RateLimited(_) => b.context.meters.refused(Refusal::Rate),
+        Error::InFlightFull { .. } => b.context.meters.refused(Refusal::InFlight),
+        _ => {}
+    }
+    e
+}
+
+pub(super) fn in_flight_full(b: &Buckets) -> Error {
+    Error::InFlightFull {
+        source: b.source().to_string(),
+        max_in_flight: b.context.max_in_flight.unwrap_or(0),
+    }
+}
+
+pub(super) fn name_refusal(e: Error, b: &Buckets) -> Error {
+    match e {
+        Error::RateLimited(r) => Error::RateLimited(r.with_source(b.source().clone())),
+        e => e,
+    }
+}
