@@ -511,7 +511,8 @@ fn header_table() {
                 h("x-discogs-ratelimit", "25"),
                 h("x-discogs-ratelimit-used", "25"),
             ],
-            s(1.0),
+            // No reset: the quota's whole window, not the 1 s default.
+            s(60.0),
             Some(0.0),
             Some(25.0),
             None,
@@ -556,10 +557,12 @@ fn header_table() {
             None,
             false,
         ),
+        // Exhausted with no reset and no window: the default wait, with
+        // `reset_unknown` set so that the registry escalates.
         (
             200,
             vec![h("x-ratelimit-remaining", "0")],
-            None,
+            s(1.0),
             Some(0.0),
             None,
             None,

@@ -59,6 +59,8 @@
 //!   in [`Signal::quota`]. Quotas are always finite and above zero.
 
 mod config;
+mod family;
+mod generic;
 mod ietf;
 mod values;
 mod vendor;
@@ -69,7 +71,8 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 
 pub use config::{Dialect, Dialects, SignalConfig};
-pub use values::EPOCH_THRESHOLD_SECS;
+pub use family::{HeaderFamily, ResetKind, Unit};
+pub use values::{EPOCH_THRESHOLD_MILLIS, EPOCH_THRESHOLD_SECS};
 
 /// A quota a server announced: `quota` requests per `window`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -118,6 +121,10 @@ pub struct Signal {
     pub quotas: Vec<ServerQuota>,
     /// The dialects that said something readable.
     pub dialects: Dialects,
+    /// Some dialect said the quota is exhausted but gave no readable reset;
+    /// the registry backs off from `retry_after`, doubling while this
+    /// repeats, up to `max_wait`.
+    pub reset_unknown: bool,
 }
 
 /// Remaining, limit and reset as one dialect (or one policy) gives them.
@@ -126,6 +133,8 @@ struct Reading {
     remaining: Option<f64>,
     limit: Option<f64>,
     reset_after: Option<Duration>,
+    /// The window the remaining count belongs to, when known.
+    window: Option<Duration>,
 }
 
 impl Reading {
@@ -134,8 +143,8 @@ impl Reading {
     }
 
     /// Folds `other` in, keeping the tightest: the least remaining with its
-    /// reset (a known remaining beats an unknown one; on a tie the later
-    /// reset), and the least limit.
+    /// reset and window (a known remaining beats an unknown one; on a tie
+    /// the later reset and the longer window), and the least limit.
     fn merge(&mut self, other: Reading) {
         use std::cmp::Ordering::*;
         let order = match (other.remaining, self.remaining) {
@@ -148,8 +157,12 @@ impl Reading {
             Less => {
                 self.remaining = other.remaining;
                 self.reset_after = other.reset_after;
+                self.window = other.window;
             }
-            Equal => self.reset_after = self.reset_after.max(other.reset_after),
+            Equal => {
+                self.reset_after = self.reset_after.max(other.reset_after);
+                self.window = self.window.max(other.window);
+            }
             Greater => {}
         }
         self.limit = match (self.limit, other.limit) {
@@ -161,15 +174,34 @@ impl Reading {
 
 impl Signal {
     /// Reads `status` and `headers` received at `now` (the wall clock, for
-    /// HTTP-dates and epoch resets), with the dialects `config` enables.
+    /// HTTP-dates and epoch resets), with the dialects and families
+    /// `config` holds.
     pub fn parse(
         status: StatusCode,
         headers: &HeaderMap,
         now: SystemTime,
         config: &SignalConfig,
     ) -> Signal {
+        let declared = config.families();
+        let claimed = |n: &str| declared.iter().any(|f| f.names().any(|m| m == n));
+        // One pass over the names: which dialects are present, and the
+        // families the generic rules find. Names a declared family reads
+        // are its own, and no other family reads them.
+        let mut present = Dialects::NONE;
+        let mut found = generic::Found::default();
+        for name in headers.keys().map(http::HeaderName::as_str) {
+            if !declared.is_empty() && claimed(name) {
+                present = present.with(Dialect::Declared);
+            } else if generic::candidate(name) {
+                if let Some(d) = vendor::dialect_of(name) {
+                    present = present.with(d);
+                } else if found.add(name) {
+                    present = present.with(Dialect::Generic);
+                }
+            }
+        }
         // Only the dialects whose headers are present cost any lookups.
-        let on = config.dialects.intersect(present(headers));
+        let on = config.dialects.intersect(present);
         let mut s = Signal {
             limited: status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::SERVICE_UNAVAILABLE,
@@ -185,6 +217,8 @@ impl Signal {
         }
 
         let mut reading = Reading::default();
+        // Prefixed retry-afters: the longest, below the real one.
+        let mut family_wait: Option<Duration> = None;
         // What a dialect said: its reading merged, its quotas already pushed.
         let mut heard = |s: &mut Signal, d: Dialect, r: Option<Reading>, before: usize| {
             if let Some(r) = r {
@@ -196,31 +230,48 @@ impl Signal {
         };
         if on.contains(Dialect::Ietf) {
             let policies = combined(headers, "ratelimit-policy").and_then(|v| ietf::policies(&v));
+            let before = s.quotas.len();
             if let Some(p) = &policies {
                 s.quotas.extend_from_slice(&p.quotas);
             }
             let r = combined(headers, "ratelimit")
                 .and_then(|v| ietf::ratelimit(&v, policies.as_ref(), now));
-            heard(&mut s, Dialect::Ietf, r, 0);
+            heard(&mut s, Dialect::Ietf, r, before);
         }
-        let families = [
-            (Dialect::IetfLegacy, &vendor::DRAFT),
-            (Dialect::XRateLimit, &vendor::X),
-            (Dialect::XRateLimit, &vendor::X_HYPHEN),
-            (Dialect::OpenAi, &vendor::OPENAI),
-            (Dialect::Anthropic, &vendor::ANTHROPIC),
-        ];
-        for (dialect, family) in families {
-            if on.contains(dialect) {
-                let before = s.quotas.len();
-                let r = vendor::family(headers, family, now, &mut s.quotas);
-                heard(&mut s, dialect, r, before);
+        let mut family = |s: &mut Signal, d: Dialect, names: &family::Names<'_>| {
+            let before = s.quotas.len();
+            let (r, wait) = family::read(headers, names, now, &mut s.quotas);
+            if wait.is_some() {
+                family_wait = family_wait.max(wait);
+                s.dialects = s.dialects.with(d);
+            }
+            heard(s, d, r, before);
+        };
+        if on.contains(Dialect::Declared) {
+            for f in declared.iter() {
+                family(&mut s, Dialect::Declared, &f.view());
             }
         }
-        if on.contains(Dialect::Discogs) {
-            let before = s.quotas.len();
-            let r = vendor::discogs(headers, &mut s.quotas);
-            heard(&mut s, Dialect::Discogs, r, before);
+        for (dialect, f) in vendor::TABLE {
+            if on.contains(*dialect) {
+                let names = match declared.is_empty() {
+                    true => f.view(),
+                    false => f.view().filtered(|n| !claimed(n)),
+                };
+                family(&mut s, *dialect, &names);
+            }
+        }
+        if on.contains(Dialect::Generic) {
+            for names in found.families() {
+                family(&mut s, Dialect::Generic, names);
+            }
+            for name in found.retry_afters() {
+                let names = family::Names {
+                    retry_after: Some(name),
+                    ..family::Names::default()
+                };
+                family(&mut s, Dialect::Generic, &names);
+            }
         }
         if s.quotas.len() > 1 {
             let mut unique = Vec::with_capacity(s.quotas.len());
@@ -242,11 +293,30 @@ impl Signal {
             .copied()
             .min_by(|a, b| a.per_second().total_cmp(&b.per_second()));
         let exhausted = s.remaining.is_some_and(|r| r < 1.0);
-        if status == StatusCode::FORBIDDEN && (header_wait.is_some() || exhausted) {
+        let told_wait = header_wait.or(family_wait);
+        // Servers that answer a rate limit with another status (GitHub's 403,
+        // 400 and 418 elsewhere) are believed only with headers that say so.
+        let other_status = [
+            StatusCode::FORBIDDEN,
+            StatusCode::BAD_REQUEST,
+            StatusCode::IM_A_TEAPOT,
+        ];
+        if other_status.contains(&status) && (told_wait.is_some() || exhausted) {
             s.limited = true;
         }
-        let quota_wait = exhausted.then_some(reading.reset_after).flatten();
-        s.retry_after = header_wait
+        let quota_wait = match (exhausted, reading.reset_after) {
+            (true, Some(reset)) => Some(reset),
+            (true, None) if told_wait.is_none() => {
+                // Exhausted with no readable reset: a full window is always
+                // enough for the quota to come back; with none known, the
+                // default wait, and the registry escalates.
+                s.reset_unknown = true;
+                let window = reading.window.or(s.quota.map(|q| q.window));
+                Some(window.unwrap_or(config.default_wait))
+            }
+            _ => None,
+        };
+        s.retry_after = told_wait
             .or(quota_wait)
             .or(s.limited.then_some(config.default_wait))
             .map(cap);
@@ -255,26 +325,15 @@ impl Signal {
 }
 
 /// Whether a response could carry a signal at all: a 429 or 503, or a
-/// header of one of the dialects read here (a 403 is a signal only with
-/// such headers). Most responses carry none, and this look, which
-/// allocates nothing, is all they cost.
+/// header of one of the built-in dialects or of a shape the generic rules
+/// read (a 400, 403 or 418 is a signal only with such headers). Most
+/// responses carry none, and this look, which allocates nothing, is all
+/// they cost. Families declared in a [`SignalConfig`] may use names no rule
+/// knows: use [`SignalConfig::may_signal`] to see those too.
 pub fn may_signal(status: StatusCode, headers: &HeaderMap) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::SERVICE_UNAVAILABLE
-        || headers.keys().any(|k| {
-            // By first letter: most names leave at the first comparison.
-            let k = k.as_str();
-            match k.as_bytes().first() {
-                Some(b'r') => k == "retry-after" || k.starts_with("ratelimit"),
-                Some(b'x') => {
-                    k.starts_with("x-ratelimit-")
-                        || k.starts_with("x-rate-limit-")
-                        || k.starts_with("x-discogs-ratelimit")
-                }
-                Some(b'a') => k.starts_with("anthropic-ratelimit-"),
-                _ => false,
-            }
-        })
+        || headers.keys().any(|k| generic::candidate(k.as_str()))
 }
 
 /// The server's own `Retry-After` alone (delay-seconds, an HTTP-date, or the
@@ -288,41 +347,6 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         return None;
     }
     values::retry_after(first, now)
-}
-
-/// The dialects with at least one header in `headers`.
-fn present(headers: &HeaderMap) -> Dialects {
-    headers
-        .keys()
-        .filter_map(|k| dialect_of(k.as_str()))
-        .collect()
-}
-
-/// The dialect a (lowercase) header name belongs to, if any.
-fn dialect_of(name: &str) -> Option<Dialect> {
-    if let Some(rest) = name.strip_prefix("x-ratelimit-") {
-        return Some(match rest.ends_with("-requests") {
-            true => Dialect::OpenAi,
-            false => Dialect::XRateLimit,
-        });
-    }
-    if let Some(rest) = name.strip_prefix("ratelimit") {
-        return Some(match rest {
-            "" | "-policy" => Dialect::Ietf,
-            _ => Dialect::IetfLegacy,
-        });
-    }
-    if name == "retry-after" {
-        Some(Dialect::RetryAfter)
-    } else if name.starts_with("x-rate-limit-") {
-        Some(Dialect::XRateLimit)
-    } else if name.starts_with("x-discogs-ratelimit") {
-        Some(Dialect::Discogs)
-    } else if name.starts_with("anthropic-ratelimit-") {
-        Some(Dialect::Anthropic)
-    } else {
-        None
-    }
 }
 
 /// A single-valued header: its line, or its lines when they all agree.
@@ -373,6 +397,7 @@ mod tests {
             ("ratelimit-policy", Some(Dialect::Ietf)),
             ("ratelimit-remaining", Some(Dialect::IetfLegacy)),
             ("x-ratelimit-reset-after", Some(Dialect::XRateLimit)),
+            ("x-ratelimit-used", Some(Dialect::XRateLimit)),
             ("x-rate-limit-reset", Some(Dialect::XRateLimit)),
             ("x-ratelimit-reset-requests", Some(Dialect::OpenAi)),
             (
@@ -380,12 +405,26 @@ mod tests {
                 Some(Dialect::Anthropic),
             ),
             ("x-discogs-ratelimit-used", Some(Dialect::Discogs)),
+            ("x-ratelimit-requests-reset", Some(Dialect::Generic)),
+            (
+                "x-hubspot-ratelimit-interval-milliseconds",
+                Some(Dialect::Generic),
+            ),
+            ("x-ratelimit-remaining-minute", Some(Dialect::Generic)),
+            ("x-limit-per-second", Some(Dialect::Generic)),
+            ("x-remaining-today", Some(Dialect::Generic)),
+            ("x-foo-retry-after", Some(Dialect::Generic)),
+            ("x-sentry-rate-limit-reset", Some(Dialect::Generic)),
             ("x-request-id", None),
             ("accept-ranges", None),
             ("retry", None),
         ];
         for (name, dialect) in names {
-            assert_eq!(dialect_of(name), dialect, "{name}");
+            let read = vendor::dialect_of(name).or_else(|| {
+                let mut found = generic::Found::default();
+                found.add(name).then_some(Dialect::Generic)
+            });
+            assert_eq!(read, dialect, "{name}");
             let mut h = HeaderMap::new();
             h.insert(
                 http::HeaderName::from_static(name),
