@@ -285,7 +285,7 @@ pub(super) fn read(
     let get = |name: Option<&str>| name.and_then(|n| single(headers, n));
     let window = get(f.window_ms)
         .and_then(count)
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok())
         .filter(|w| !w.is_zero())
         .or(f.window);
     let limit = f

@@ -75,7 +75,7 @@ fn role(word: &str) -> Option<Role> {
         "limit" | "max" => Role::Limit,
         "remaining" => Role::Remaining,
         "used" => Role::Used,
-        "reset" | "resettime" => Role::Reset,
+        "reset" => Role::Reset,
         "reset-after" => Role::ResetAfter,
         _ => return None,
     })
@@ -296,7 +296,6 @@ mod tests {
             ("x-limit-per-second", "x-", secs(1), Role::Limit),
             ("x-remaining-this-second", "x-", secs(1), Role::Remaining),
             ("x-remaining-today", "x-", secs(86_400), Role::Remaining),
-            ("ratelimit-resettime", "ratelimit", None, Role::Reset),
             (
                 "x-foo-retry-after",
                 "x-foo-retry-after",
