@@ -366,7 +366,7 @@ impl SignalConfig {
         }
         for (i, family) in self.families().iter().enumerate() {
             let location = format!("SignalConfig::families[{i}]");
-            family.validate(&location)?;
+            family.check(&location)?;
             let earlier = self.families()[..i].iter().flat_map(HeaderFamily::names);
             if let Some(name) = earlier.filter(|n| family.names().any(|m| m == *n)).next() {
                 return Err(Error::config(

@@ -179,8 +179,22 @@ impl HeaderFamily {
         }
     }
 
-    /// Checks a declared family; `location` names it in the error.
-    pub(super) fn validate(&self, location: &str) -> Result<(), Error> {
+    /// Checks the family: at least one header name, each a valid lowercase
+    /// name used once, a window above zero, a unit only for numbers. The
+    /// error says what to change.
+    ///
+    /// ```
+    /// use tollgate::signal::HeaderFamily;
+    ///
+    /// assert!(HeaderFamily::new().remaining("x-foo-left").validate().is_ok());
+    /// assert!(HeaderFamily::new().remaining("X-Foo-Left").validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        self.check("HeaderFamily")
+    }
+
+    /// [`validate`](Self::validate), with `location` naming the family.
+    pub(super) fn check(&self, location: &str) -> Result<(), Error> {
         let names: Vec<&str> = self.names().collect();
         if names.is_empty() {
             return Err(Error::config(
@@ -325,7 +339,7 @@ mod tests {
     use super::*;
 
     fn location_and_reason(f: &HeaderFamily) -> String {
-        match f.validate("family") {
+        match f.check("family") {
             Err(Error::InvalidConfig { reason, .. }) => reason,
             other => panic!("{f:?}: {other:?}"),
         }
@@ -336,7 +350,7 @@ mod tests {
         let ok = HeaderFamily::new()
             .remaining("x-foo-left")
             .reset("x-foo-reset");
-        assert_eq!(ok.validate("family"), Ok(()));
+        assert_eq!(ok.validate(), Ok(()));
         let cases = [
             (HeaderFamily::new(), "names no header"),
             (ok.clone().limit("X-Foo-Limit"), "lowercase"),
