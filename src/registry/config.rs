@@ -32,7 +32,7 @@
 //!
 //! A `[[source]]` with a `preset` takes the preset's name, limits and hosts;
 //! any key it also sets replaces the preset's value. Each `[[source.headers]]`
-//! declares a [`HeaderFamily`](crate::signal::HeaderFamily) in the source's
+//! declares a [`HeaderFamily`] in the source's
 //! signal settings (see
 //! [`SignalConfig::with_family`](crate::SignalConfig::with_family)): it is
 //! read on the responses to the requests that source routes.
@@ -192,8 +192,7 @@ fn family_from(text: &str, c: FamilyConfig) -> Result<HeaderFamily, Error> {
         let quoted = |v: &Spanned<String>| reason.contains(&format!("`{}`", v.get_ref()));
         let (key, span) = match keyed
             .clone()
-            .filter(|(_, v)| quoted(v))
-            .last()
+            .rfind(|(_, v)| quoted(v))
             .or(keyed.clone().next())
         {
             Some((k, v)) => (k, v.span()),

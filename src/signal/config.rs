@@ -367,8 +367,8 @@ impl SignalConfig {
         for (i, family) in self.families().iter().enumerate() {
             let location = format!("SignalConfig::families[{i}]");
             family.check(&location)?;
-            let earlier = self.families()[..i].iter().flat_map(HeaderFamily::names);
-            if let Some(name) = earlier.filter(|n| family.names().any(|m| m == *n)).next() {
+            let mut earlier = self.families()[..i].iter().flat_map(HeaderFamily::names);
+            if let Some(name) = earlier.find(|n| family.names().any(|m| m == *n)) {
                 return Err(Error::config(
                     location,
                     format!("`{name}` is read by an earlier family too: keep it in one"),

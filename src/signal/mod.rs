@@ -4,38 +4,85 @@
 //! [`Registry::observe`](crate::Registry::observe) applies the result to
 //! buckets.
 //!
-//! # Dialects
+//! # Dialects are data
 //!
-//! Each family of headers is a [`Dialect`] that [`SignalConfig`] can switch
-//! off. Sources (read November 2026): RFC 9110 §10.2.3 (`Retry-After`);
+//! Servers spell the same few facts (a limit, what remains, when it
+//! resets, how long to wait) in dozens of header shapes. Each shape as its
+//! own code path would grow without end and drift apart; instead a family
+//! is a row of data, a [`HeaderFamily`]: the names of its limit, remaining,
+//! used, reset and retry-after headers, the reset's [`Unit`] and
+//! [`ResetKind`] (a delta, an epoch, by size, a Go duration, a date-time),
+//! and the window of its limit when the names carry it. One reader reads
+//! every row. The rows come from three places, read in this order and
+//! merged alike:
+//!
+//! 1. the families a user declares ([`SignalConfig::with_family`], or
+//!    `[[source.headers]]` in TOML), for shapes no rule can tell apart;
+//! 2. the built-in table below;
+//! 3. the [generic rules](#generic-rules), which build rows from the names
+//!    in the response.
+//!
+//! Each [`Dialect`] can be switched off in [`SignalConfig`]. Sources (read
+//! November 2026): RFC 9110 §10.2.3 (`Retry-After`);
 //! draft-ietf-httpapi-ratelimit-headers, revisions -00 to -11 (May 2026);
 //! docs.github.com (REST API rate limits); Reddit's API announcements on
 //! r/redditdev (2023); discord.com/developers (rate limits);
 //! envoyproxy.io (local rate limit filter); platform.openai.com (rate-limit
-//! guide); docs.anthropic.com (API rate limits); discogs.com/developers.
+//! guide); docs.anthropic.com (API rate limits); discogs.com/developers;
+//! docs.joinmastodon.org/api/rate-limits; linear.app/developers/rate-limiting;
+//! docs.konghq.com (rate-limiting plugin);
+//! developer.etsy.com/documentation/essentials/rate-limits;
+//! developers.hubspot.com/docs/api/usage-details; docs.sentry.io/api/ratelimits;
+//! developer.okta.com/docs/reference/rl-best-practices;
+//! docs.docker.com/docker-hub/usage/pulls; docs.gitlab.com (GitLab.com rate
+//! limits).
 //!
 //! | dialect | headers | example | read as |
 //! |---|---|---|---|
-//! | [`RetryAfter`](Dialect::RetryAfter) | `Retry-After` (RFC 9110 §10.2.3) | `120`, `Tue, 14 Nov 2023 22:13:50 GMT`; in practice also `1.5`, `1700000030` | the wait; wins over every other hint |
-//! | [`Ietf`](Dialect::Ietf) | `RateLimit-Policy` (drafts -05 to -11) | `"burst";q=100;w=60, "daily";q=1000;w=86400`; `burst;q=100;w=60` (-08); `10;w=1, 50;w=60` (-05 to -07) | one quota per policy: `q` per `w` seconds; only `qu="requests"` (the default) paces requests; `pk` and unknown parameters ignored |
+//! | [`RetryAfter`](Dialect::RetryAfter) | `Retry-After` (RFC 9110 §10.2.3) | `120`, `Tue, 14 Nov 2023 22:13:50 GMT`; in practice also `1.5`, `1700000030`, `1700000030000` | the wait; wins over every other hint |
+//! | [`Ietf`](Dialect::Ietf) | `RateLimit-Policy` (drafts -05 to -11) | `"burst";q=100;w=60, "daily";q=1000;w=86400`; `burst;q=100;w=60` (-08); `10;w=1, 50;w=60` (-05 to -07) | one quota per policy: `q` per `w` (or `window`) seconds; only `qu="requests"` (the default) paces requests; `pk` and unknown parameters ignored |
 //! | [`Ietf`](Dialect::Ietf) | `RateLimit` (drafts -07 to -11) | `"default";r=50;t=30`; `limit=100, remaining=50, reset=30` (-07) | `r` available, restored in `t` seconds; `r=0` defers `t` |
-//! | [`IetfLegacy`](Dialect::IetfLegacy) | `RateLimit-Limit`, `-Remaining`, `-Reset` (drafts -00 to -06) | `10`, `1`, `7`; `10, 10;w=1, 50;w=60` | limit (and quotas), remaining, reset |
-//! | [`XRateLimit`](Dialect::XRateLimit) | `X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Reset-After`, `-Used`; `X-Rate-Limit-*` | GitHub `5000`, `0`, `1655120964`; Reddit `598.0`, reset `371`; Envoy `10, 10;w=1;name="per-ip", 1000;w=3600`; Discord reset-after `1.123` | limit (Envoy: first member, then quotas), remaining (decimals allowed), reset by the size rule; Discord's `Reset-After` (always a delta) wins over `Reset`; `-Used` and GitHub's `-Resource` are not needed |
+//! | [`IetfLegacy`](Dialect::IetfLegacy) | `RateLimit-Limit`, `-Remaining`, `-Reset` (drafts -00 to -06; Twitch, GitLab, Heroku, Kong, Docker Hub) | `10`, `1`, `7`; `10, 10;w=1, 50;w=60`; Docker Hub `100;w=21600`, `76;w=21600` | limit (and quotas), remaining (and its window), reset by the size rule |
+//! | [`XRateLimit`](Dialect::XRateLimit) | `X-RateLimit-Limit`, `-Remaining`, `-Used`, `-Reset`, `-Reset-After`; `X-Rate-Limit-*` (X, Okta, Zendesk) | GitHub `5000`, `0`, `1655120964`; Reddit `598.0`, reset `371`; Envoy `10, 10;w=1;name="per-ip", 1000;w=3600`; Discord reset-after `1.123`; Mastodon reset `2023-11-14T22:15:00.000000Z` | limit (Envoy: first member, then quotas), remaining (decimals allowed; else limit − used), reset by the size rule or as a date-time; Discord's `Reset-After` (always a delta) wins over `Reset`; GitHub's `-Resource` is not needed |
 //! | [`OpenAi`](Dialect::OpenAi) | `x-ratelimit-{limit,remaining,reset}-requests` | `60`, `59`, `6m0s`, `1.5s`, `12ms` | reset as a Go duration; the `-tokens` twins do not pace requests and are not read |
 //! | [`Anthropic`](Dialect::Anthropic) | `anthropic-ratelimit-requests-{limit,remaining,reset}` | `50`, `0`, `2023-11-14T22:13:50Z` | reset as an RFC 3339 time; the token headers are not read |
 //! | [`Discogs`](Dialect::Discogs) | `X-Discogs-Ratelimit`, `-Used`, `-Remaining` | `60`, `12`, `48` | a quota per 60 s (Discogs counts a moving minute) |
+//! | [`Generic`](Dialect::Generic) | `X-<Vendor>-RateLimit-*`, `X-<Vendor>-Rate-Limit-*`, `X-RateLimit-Requests-*` | Sentry `40`, `0`, `1700000001`; Linear reset `1700000030000`; Fastly `fastly-ratelimit-remaining` | as `X-RateLimit-*`, reset by the size rule (epoch ms from 10¹²) or as a date-time |
+//! | [`Generic`](Dialect::Generic) | `…-interval-milliseconds` beside `…-max`/`-limit`, `-remaining` | HubSpot `100` per `10000` ms | the window of the family's limit, in ms |
+//! | [`Generic`](Dialect::Generic) | a window in the name: `X-RateLimit-{Limit,Remaining}-{Second,Minute,Hour,Day,Month,Year}`; `X-<Vendor>-RateLimit-{Secondly,Daily}[-Remaining]`; `X-Limit-Per-{Second,Day}`, `X-Remaining-This-Second`, `X-Remaining-Today` | Kong `5`, `0` per second; HubSpot daily `250000`; Etsy `150` per second | a family per window, each a quota; the tightest remaining wins |
+//! | [`Generic`](Dialect::Generic) | `…-Retry-After` under another prefix | `X-RateLimit-Retry-After: 12` | as `Retry-After`, below the real one |
+//! | [`Declared`](Dialect::Declared) | the names of a [`HeaderFamily`] in [`SignalConfig`] | `x-foo-reset: 1500` in ms | as the family says |
+//!
+//! # Generic rules
+//!
+//! A header name with `ratelimit` or `rate-limit` in it joins the family of
+//! its prefix: the word after it names its role (`limit` or `max`,
+//! `remaining`, `used`, `reset`, `reset-after`, `interval-milliseconds`),
+//! optionally after a `requests-` infix, and a window word (`second`,
+//! `secondly`, `minute`, `hour`, `day`, `daily`, `month`, `year`) before or
+//! after the role puts it in a family of that window. Any other word
+//! (`tokens`, `complexity`, `concurrentlimit`) does not count requests, and
+//! the name is not read. Etsy's `x-limit-per-<window>` and
+//! `x-remaining-this-<window>` / `x-remaining-today` are read so too, and
+//! any `<prefix>-retry-after` as a `Retry-After`. At most 8 such families
+//! and 4 such retry-afters are read per response.
 //!
 //! # Epoch or delta
 //!
 //! Reset times written as a bare number (`X-RateLimit-Reset`,
-//! `RateLimit-Reset`, the IETF `t` and `reset`, and a numeric
-//! `Retry-After`) are read by size: at or above
-//! [`EPOCH_THRESHOLD_SECS`] (10⁹, 2001-09-09T01:46:40Z) they are UNIX
-//! timestamps, below it seconds from now. No delta that large means
-//! anything (it is 31.7 years, far beyond any cap), and no timestamp that
-//! small is in the future, so the two readings cannot be confused for any
-//! value a server means. A timestamp in the past is a wait of zero.
-//! Discord's `Reset-After` and OpenAI's durations are deltas by name.
+//! `RateLimit-Reset`, the IETF `t` and `reset`, a numeric `Retry-After`,
+//! and every family of kind [`ResetKind::BySize`]) are read by size: at or
+//! above [`EPOCH_THRESHOLD_MILLIS`] (10¹², 2001-09-09T01:46:40Z in
+//! milliseconds) they are UNIX timestamps in milliseconds; at or above
+//! [`EPOCH_THRESHOLD_SECS`] (10⁹, the same instant in seconds) UNIX
+//! timestamps in seconds; below it seconds from now. No delta that large
+//! means anything (10⁹ s is 31.7 years, far beyond any cap), no timestamp in
+//! seconds that small is in the future, and no timestamp in seconds at or
+//! above 10¹² (the year 33658) is meant, so the three readings cannot be
+//! confused for any value a server means. A timestamp in the past is a wait
+//! of zero. Discord's `Reset-After` and OpenAI's durations are deltas by
+//! name. What size cannot tell (a delta in milliseconds, say `1500` for
+//! 1.5 s) a [`HeaderFamily`] declares.
 //!
 //! # Rules
 //!
@@ -45,18 +92,31 @@
 //!   that breaks its grammar is ignored entirely, never half-applied.
 //! * Numbers are `digits[.digits]`: signs, exponents, `inf` and `NaN` are
 //!   ignored, so Azure's `-1` ("unknown") is ignored. A single-valued header
-//!   sent twice with different values is ignored.
-//! * `Retry-After` wins. Otherwise, when some dialect says fewer than one
-//!   request remains, the wait is its reset; otherwise a limited response
-//!   without a hint waits [`SignalConfig::default_wait`]. Every wait is
-//!   capped at [`SignalConfig::max_wait`].
-//! * Limited: a 429; a 503; a 403 that carries `Retry-After` or an exhausted
-//!   quota (GitHub answers its secondary limits so). A bare 403 is not a
-//!   rate-limit signal.
-//! * Several dialects at once: the tightest wins (the least remaining and
-//!   its reset, the latest reset among those equally exhausted, the least
-//!   limit); every request quota is kept in [`Signal::quotas`], the slowest
-//!   in [`Signal::quota`]. Quotas are always finite and above zero.
+//!   sent twice with different values is ignored. Date-times are ISO 8601:
+//!   RFC 3339, with a fraction, an offset (`±HH:MM`, `±HHMM`, `±HH`) or
+//!   minutes only (`2026-12-03T10:15Z`).
+//! * `Retry-After` wins, then a family's own retry-after (the longest).
+//!   Otherwise, when some dialect says fewer than one request remains, the
+//!   wait is its reset; with no readable reset, the window of that quota
+//!   (or of the tightest quota announced) or else
+//!   [`SignalConfig::default_wait`], and [`Signal::reset_unknown`] is set
+//!   so the registry can escalate; never a short default before a reset
+//!   the server gave. Otherwise a limited response waits
+//!   [`SignalConfig::default_wait`]. Every wait is capped at
+//!   [`SignalConfig::max_wait`].
+//! * Limited: a 429; a 503; a 400, 403 or 418 that carries a retry-after
+//!   or an exhausted quota (GitHub answers its secondary limits with 403,
+//!   Binance bans with 418). A bare 400, 403 or 418 is not a rate-limit
+//!   signal.
+//! * Several dialects or families at once (an account-wide count beside a
+//!   per-endpoint or per-category one): the tightest wins (the least
+//!   remaining and its reset, the latest reset among those equally
+//!   exhausted, the least limit); every request quota is kept in
+//!   [`Signal::quotas`], the slowest in [`Signal::quota`]. Quotas are
+//!   always finite and above zero.
+//! * [`may_signal`] looks at names only, with no allocation, and sees every
+//!   shape above but the declared ones; [`SignalConfig::may_signal`] sees
+//!   those too.
 
 mod config;
 mod family;
