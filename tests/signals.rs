@@ -511,7 +511,8 @@ fn header_table() {
                 h("x-discogs-ratelimit", "25"),
                 h("x-discogs-ratelimit-used", "25"),
             ],
-            s(1.0),
+            // No reset: the quota's whole window, not the 1 s default.
+            s(60.0),
             Some(0.0),
             Some(25.0),
             None,
@@ -556,10 +557,12 @@ fn header_table() {
             None,
             false,
         ),
+        // Exhausted with no reset and no window: the default wait, with
+        // `reset_unknown` set so that the registry escalates.
         (
             200,
             vec![h("x-ratelimit-remaining", "0")],
-            None,
+            s(1.0),
             Some(0.0),
             None,
             None,
@@ -645,4 +648,45 @@ proptest! {
             prop_assert!(q.quota.is_finite() && q.quota >= 0.0 && !q.window.is_zero());
         }
     }
+}
+
+/// Issue #18: a quota said to be exhausted with a reset that cannot be read
+/// waits conservatively, doubling while it repeats, up to the cap; a
+/// response with requests left starts over.
+#[tokio::test(start_paused = true)]
+async fn an_exhausted_quota_without_a_readable_reset_backs_off_doubling() {
+    use tollgate::{Policy, Registry, Source, Target};
+    let registry = Registry::builder()
+        .source(
+            Source::new("api")
+                .limit(Policy::per_second(100.0).unwrap())
+                .host("api.example.com"),
+        )
+        .signals(tollgate::SignalConfig::default().with_max_wait(Duration::from_secs(5)))
+        .build()
+        .unwrap();
+    let uri: http::Uri = "https://api.example.com/".parse().unwrap();
+    let target = Target::from_uri(&uri);
+    let mut spent = HeaderMap::new();
+    spent.insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+    spent.insert("x-ratelimit-reset", HeaderValue::from_static("soon"));
+    let deferred = |r: &Registry| r.snapshot()[0].buckets[0].deferred_for.unwrap_or_default();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let p = registry.acquire(&target, 1.0).await.unwrap();
+        let s = p.observe(StatusCode::OK, &spent);
+        assert!(s.reset_unknown, "{s:?}");
+        seen.push(deferred(&registry).as_secs_f64().round() as u64);
+    }
+    assert_eq!(seen, [1, 2, 4, 5], "doubling from the default wait, capped");
+    let mut left = HeaderMap::new();
+    left.insert("x-ratelimit-remaining", HeaderValue::from_static("10"));
+    registry
+        .acquire(&target, 1.0)
+        .await
+        .unwrap()
+        .observe(StatusCode::OK, &left);
+    let p = registry.acquire(&target, 1.0).await.unwrap();
+    p.observe(StatusCode::OK, &spent);
+    assert_eq!(deferred(&registry).as_secs_f64().round() as u64, 1);
 }

@@ -11,7 +11,7 @@
 //! buckets (`server_rate`), so every policy change applies the configuration
 //! *capped by* it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -212,6 +212,9 @@ pub(crate) struct Buckets {
     /// Whether that rate lowers the limits below the configuration: such a
     /// set holds a server's word and is not evicted.
     lowered: AtomicBool,
+    /// Exhausted quotas in a row whose reset could not be read: each waits
+    /// twice the one before (`Signal::reset_unknown`).
+    strikes: AtomicU32,
     /// The first limit inline (most sources have one), the rest behind it.
     first: TokenBucket<SharedClock>,
     rest: Box<[TokenBucket<SharedClock>]>,
@@ -281,6 +284,7 @@ impl Buckets {
             host,
             server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
             lowered: AtomicBool::new(false),
+            strikes: AtomicU32::new(0),
             first: bucket(&policies[0]),
             rest: policies[1..].iter().map(bucket).collect(),
             priced: context.priced,
@@ -424,6 +428,24 @@ impl Buckets {
         if let Some(remote) = &self.remote {
             remote.defer_in_background(wait);
         }
+    }
+
+    /// The wait `signal` asks for: doubled for each exhausted quota in a
+    /// row whose reset could not be read (capped by the source's `max_wait`
+    /// of signals); the count starts over once a response says requests
+    /// remain.
+    pub fn backoff(&self, signal: &Signal) -> Option<Duration> {
+        if signal.reset_unknown {
+            let n = self.strikes.fetch_add(1, Ordering::AcqRel).min(30);
+            return signal.retry_after.map(|wait| {
+                wait.saturating_mul(1u32 << n)
+                    .min(self.context.signals.max_wait)
+            });
+        }
+        if signal.remaining.is_some_and(|r| r >= 1.0) {
+            self.strikes.store(0, Ordering::Release);
+        }
+        signal.retry_after
     }
 
     /// The deferral in force (the epoch when none).

@@ -133,7 +133,7 @@ impl RegistryBuilder {
             let shadow = s.shadow || self.shadow;
             let context = SourceContext::new(
                 s,
-                s.signals.unwrap_or(self.signals),
+                s.signals.clone().unwrap_or_else(|| self.signals.clone()),
                 shadow,
                 priced_mask(s),
                 config,

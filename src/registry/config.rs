@@ -24,10 +24,25 @@
 //! learn = true                        # adopt the quotas servers announce
 //! adaptive = true                     # and find a rate from bare 429s (implies learn)
 //! learn_expiry = "10min"              # a quota not announced again this long is dropped
+//!
+//! [[source.headers]]                  # a header family of this source
+//! limit = "x-foo-limit"               # each name optional, lowercase
+//! remaining = "x-foo-left"
+//! used = "x-foo-used"
+//! reset = "x-foo-reset"
+//! retry_after = "x-foo-retry-after"
+//! reset_unit = "ms"                   # or "s" (the default)
+//! reset_kind = "delta"                # or "epoch", "by-size" (the default),
+//!                                     # "go-duration", "timestamp"
+//! window = "1s"                       # the limit's window (optional)
 //! ```
 //!
 //! A `[[source]]` with a `preset` takes the preset's name, limits and hosts;
-//! any key it also sets replaces the preset's value.
+//! any key it also sets replaces the preset's value. Each `[[source.headers]]`
+//! declares a [`HeaderFamily`] in the source's
+//! signal settings (see
+//! [`SignalConfig::with_family`](crate::SignalConfig::with_family)): it is
+//! read on the responses to the requests that source routes.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -36,7 +51,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{rules, OnLimit, RegistryBuilder, Scope, Source, UnknownHost};
-use crate::{presets, Error, Policy, Registry};
+use crate::signal::{HeaderFamily, ResetKind, Unit};
+use crate::{presets, Error, Policy, Registry, SignalConfig};
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +99,139 @@ struct SourceConfig {
     learn_expiry: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_wait: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<FamilyConfig>,
+}
+
+/// One `[[source.headers]]` table.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FamilyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remaining: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    used: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reset: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retry_after: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reset_unit: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reset_kind: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window: Option<Spanned<String>>,
+}
+
+const KINDS: [(&str, ResetKind); 5] = [
+    ("by-size", ResetKind::BySize),
+    ("delta", ResetKind::Delta),
+    ("epoch", ResetKind::Epoch),
+    ("go-duration", ResetKind::GoDuration),
+    ("timestamp", ResetKind::Timestamp),
+];
+
+/// A `[[source.headers]]` table as a family, checked, with errors at the
+/// line and key to change.
+fn family_from(text: &str, c: FamilyConfig) -> Result<HeaderFamily, Error> {
+    let mut f = HeaderFamily::new();
+    let names = [
+        ("limit", &c.limit),
+        ("remaining", &c.remaining),
+        ("used", &c.used),
+        ("reset", &c.reset),
+        ("retry_after", &c.retry_after),
+    ];
+    for (key, value) in names {
+        let Some(v) = value else { continue };
+        let name = v.get_ref().clone();
+        f = match key {
+            "limit" => f.limit(name),
+            "remaining" => f.remaining(name),
+            "used" => f.used(name),
+            "reset" => f.reset(name),
+            _ => f.retry_after(name),
+        };
+    }
+    if let Some(u) = &c.reset_unit {
+        f = f.reset_unit(match u.get_ref().as_str() {
+            "s" => Unit::Seconds,
+            "ms" => Unit::Milliseconds,
+            other => {
+                return Err(Error::config(
+                    at(text, u.span(), "reset_unit"),
+                    format!("`{other}` is not a unit; write \"s\" or \"ms\""),
+                ))
+            }
+        });
+    }
+    if let Some(k) = &c.reset_kind {
+        let kind = KINDS.iter().find(|(n, _)| n == k.get_ref());
+        f = f.reset_kind(match kind {
+            Some((_, kind)) => *kind,
+            None => {
+                let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
+                return Err(Error::config(
+                    at(text, k.span(), "reset_kind"),
+                    format!(
+                        "`{}` is not a kind; write one of {}",
+                        k.get_ref(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        });
+    }
+    if let Some(w) = &c.window {
+        f = f.window(parse_duration(w.get_ref()).ok_or_else(|| {
+            Error::config(
+                at(text, w.span(), "window"),
+                format!(
+                    "`{}` is not a duration; write \"250ms\", \"10s\", \"2min\" or \"1h\"",
+                    w.get_ref()
+                ),
+            )
+        })?);
+    }
+    if let Err(Error::InvalidConfig { reason, .. }) = f.validate() {
+        // At the (last) key whose name the reason quotes, else the first.
+        let others = [("window", &c.window), ("reset_unit", &c.reset_unit)];
+        let keyed = names
+            .iter()
+            .chain(others.iter())
+            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
+        let quoted = |v: &Spanned<String>| reason.contains(&format!("`{}`", v.get_ref()));
+        let (key, span) = match keyed
+            .clone()
+            .rfind(|(_, v)| quoted(v))
+            .or(keyed.clone().next())
+        {
+            Some((k, v)) => (k, v.span()),
+            None => ("headers", 0..0),
+        };
+        return Err(Error::config(at(text, span, key), reason));
+    }
+    Ok(f)
+}
+
+fn family_config(f: &HeaderFamily) -> FamilyConfig {
+    let name =
+        |n: &Option<std::borrow::Cow<'static, str>>| n.as_ref().map(|n| spanned(n.to_string()));
+    FamilyConfig {
+        limit: name(&f.limit),
+        remaining: name(&f.remaining),
+        used: name(&f.used),
+        reset: name(&f.reset),
+        retry_after: name(&f.retry_after),
+        reset_unit: (f.reset_unit == Unit::Milliseconds).then(|| spanned("ms".to_string())),
+        reset_kind: KINDS
+            .iter()
+            .find(|(_, k)| *k == f.reset_kind && *k != ResetKind::BySize)
+            .map(|(n, _)| spanned(n.to_string())),
+        window: f.window.map(|w| spanned(format_duration(w))),
+    }
 }
 
 /// `line N, key K` for a span of `text`.
@@ -260,6 +409,13 @@ fn source_from(text: &str, c: SourceConfig, index: usize) -> Result<Source, Erro
             )
         })?),
     };
+    if !c.headers.is_empty() {
+        let mut signals = source.signals.take().unwrap_or_default();
+        for h in c.headers {
+            signals = signals.with_family(family_from(text, h)?);
+        }
+        source.signals = Some(signals);
+    }
     source.on_limit = match c
         .on_limit
         .as_ref()
@@ -410,6 +566,14 @@ impl RegistryBuilder {
                         OnLimit::Wait { max_wait: Some(w) } => Some(spanned(format_duration(w))),
                         _ => None,
                     },
+                    headers: s
+                        .signals
+                        .as_ref()
+                        .map(SignalConfig::families)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(family_config)
+                        .collect(),
                 })
                 .collect(),
         };

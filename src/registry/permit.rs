@@ -5,6 +5,11 @@
 //! * `Retry-After`, or `remaining = 0` with a reset: the set is deferred
 //!   ([`TokenBucket::defer_until`](crate::TokenBucket::defer_until)): a floor
 //!   under every slot that no later policy change lowers.
+//! * `remaining = 0` with a reset that cannot be read
+//!   ([`Signal::reset_unknown`]): deferred by the quota's window (else the
+//!   default wait), doubled for each such answer in a row up to
+//!   [`SignalConfig::max_wait`](crate::SignalConfig), never the short default
+//!   alone; a response that says requests remain starts the count over.
 //! * An announced quota slower than the set's limits lowers their rate to
 //!   the quota times [`SignalConfig::safety`](crate::SignalConfig), never below
 //!   [`SignalConfig::floor`](crate::SignalConfig) of it and never above the
@@ -121,7 +126,7 @@ impl Permit {
         let Some(buckets) = self.buckets.as_deref() else {
             return Signal::default(); // passed through: nothing to slow down
         };
-        if !crate::signal::may_signal(status, headers) {
+        if !buckets.context.signals.may_signal(status, headers) {
             // A learning set counts every response (its controller grows on
             // successes); the others need not look.
             if buckets.learns() {
@@ -147,7 +152,7 @@ impl Permit {
         let learned = buckets.learn_from(signal, self.admitted_at);
         let retry_after = match learned {
             Some(o) if o.leave_to_controller => None,
-            _ => signal.retry_after,
+            _ => buckets.backoff(signal),
         };
         if let Some(wait) = retry_after {
             buckets.defer_for(wait);

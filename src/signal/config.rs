@@ -1,10 +1,15 @@
-//! [`SignalConfig`]: how server signals are read and applied, and which
-//! header [`Dialect`]s are read at all.
+//! [`SignalConfig`]: how server signals are read and applied, which
+//! header [`Dialect`]s are read at all, and the [`HeaderFamily`]s a user
+//! declares.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderMap, StatusCode};
+
+use super::HeaderFamily;
 use crate::Error;
 
 /// A family of rate-limit headers that [`Signal::parse`](super::Signal::parse)
@@ -31,6 +36,13 @@ pub enum Dialect {
     Anthropic,
     /// Discogs' `X-Discogs-Ratelimit`, `-Used`, `-Remaining`.
     Discogs,
+    /// The families the generic rules find by the shape of their names
+    /// (`x-<vendor>-ratelimit-*`, `x-ratelimit-remaining-minute`,
+    /// `x-limit-per-second`, `x-ratelimit-retry-after`, …); see the
+    /// [module docs](super#generic-rules).
+    Generic,
+    /// The [`HeaderFamily`]s declared with [`SignalConfig::with_family`].
+    Declared,
 }
 
 impl Dialect {
@@ -44,6 +56,8 @@ impl Dialect {
         Dialect::OpenAi,
         Dialect::Anthropic,
         Dialect::Discogs,
+        Dialect::Generic,
+        Dialect::Declared,
     ];
 
     /// The dialect's name, as [`FromStr`] reads it back.
@@ -56,6 +70,8 @@ impl Dialect {
             Dialect::OpenAi => "openai",
             Dialect::Anthropic => "anthropic",
             Dialect::Discogs => "discogs",
+            Dialect::Generic => "generic",
+            Dialect::Declared => "declared",
         }
     }
 
@@ -89,8 +105,7 @@ impl FromStr for Dialect {
     }
 }
 
-/// A set of [`Dialect`]s, kept in one integer so that [`SignalConfig`]
-/// stays `Copy`. Like any set it defaults to empty ([`Dialects::NONE`]);
+/// A set of [`Dialect`]s, kept in one integer. Like any set it defaults to empty ([`Dialects::NONE`]);
 /// [`SignalConfig::default`] reads [`Dialects::ALL`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Dialects(u16);
@@ -170,9 +185,11 @@ impl FromIterator<Dialect> for Dialects {
     }
 }
 
-/// How signals are read and applied. Every field can be set (the fields
-/// are public, and each has a `with_` method); [`SignalConfig::validate`]
-/// says whether the values make sense.
+/// How signals are read and applied: the one place they are configured.
+/// Every field can be set (the fields are public, and each has a `with_`
+/// method; declared families are added with [`with_family`](Self::with_family)
+/// and shared, so a clone is cheap); [`SignalConfig::validate`] says
+/// whether the values make sense.
 ///
 /// ```
 /// use std::time::Duration;
@@ -186,7 +203,7 @@ impl FromIterator<Dialect> for Dialects {
 /// assert!(!config.dialects.contains(Dialect::OpenAi));
 /// # Ok::<(), tollgate::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct SignalConfig {
     /// The longest wait taken from a server (default 10 minutes): an absurd
@@ -205,6 +222,9 @@ pub struct SignalConfig {
     pub floor: f64,
     /// The header dialects read (default: all).
     pub dialects: Dialects,
+    /// Declared families, read before the generic rules; `None` when there
+    /// are none, so the default allocates nothing.
+    families: Option<Arc<[HeaderFamily]>>,
 }
 
 impl Default for SignalConfig {
@@ -215,6 +235,7 @@ impl Default for SignalConfig {
             safety: 0.9,
             floor: 0.05,
             dialects: Dialects::ALL,
+            families: None,
         }
     }
 }
@@ -254,6 +275,49 @@ impl SignalConfig {
     pub fn without(mut self, dialect: Dialect) -> Self {
         self.dialects = self.dialects.without(dialect);
         self
+    }
+
+    /// The same config reading one more family, for a shape no generic
+    /// rule can tell apart (a reset in milliseconds that looks like
+    /// seconds, say). Declared families are read before the built-in and
+    /// generic ones; the headers they name are read by them alone; and
+    /// what they say is merged with the rest, the tightest winning. They
+    /// apply to the requests of the source this config is given to
+    /// ([`Source::signals`](crate::Source::signals)), or of every source
+    /// ([`RegistryBuilder::signals`](crate::RegistryBuilder::signals)).
+    ///
+    /// ```
+    /// use tollgate::signal::{HeaderFamily, ResetKind, SignalConfig, Unit};
+    ///
+    /// let config = SignalConfig::default().with_family(
+    ///     HeaderFamily::new()
+    ///         .remaining("x-foo-left")
+    ///         .reset("x-foo-reset")
+    ///         .reset_unit(Unit::Milliseconds)
+    ///         .reset_kind(ResetKind::Delta),
+    /// );
+    /// assert_eq!(config.families().len(), 1);
+    /// ```
+    pub fn with_family(mut self, family: HeaderFamily) -> Self {
+        let mut all = self.families().to_vec();
+        all.push(family);
+        self.families = Some(all.into());
+        self
+    }
+
+    /// The declared families, in the order added.
+    pub fn families(&self) -> &[HeaderFamily] {
+        self.families.as_deref().unwrap_or(&[])
+    }
+
+    /// [`may_signal`](super::may_signal), seeing the headers of this
+    /// config's declared families too.
+    pub fn may_signal(&self, status: StatusCode, headers: &HeaderMap) -> bool {
+        super::may_signal(status, headers)
+            || self
+                .families()
+                .iter()
+                .any(|f| f.names().any(|n| headers.contains_key(n)))
     }
 
     /// Checks every field; the error names the field and the value to use.
@@ -300,6 +364,17 @@ impl SignalConfig {
                 ),
             ));
         }
+        for (i, family) in self.families().iter().enumerate() {
+            let location = format!("SignalConfig::families[{i}]");
+            family.check(&location)?;
+            let mut earlier = self.families()[..i].iter().flat_map(HeaderFamily::names);
+            if let Some(name) = earlier.find(|n| family.names().any(|m| m == *n)) {
+                return Err(Error::config(
+                    location,
+                    format!("`{name}` is read by an earlier family too: keep it in one"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -329,19 +404,28 @@ mod tests {
     fn validation_names_the_field() {
         let ok = SignalConfig::default();
         assert_eq!(ok.validate(), Ok(()));
+        let o = || ok.clone();
+        let foo = || HeaderFamily::new().remaining("x-foo-left");
         let cases = [
-            (ok.with_max_wait(Duration::ZERO), "max_wait"),
+            (o().with_max_wait(Duration::ZERO), "max_wait"),
             (
-                ok.with_default_wait(Duration::from_secs(601)),
+                o().with_default_wait(Duration::from_secs(601)),
                 "default_wait",
             ),
-            (ok.with_safety(0.0), "safety"),
-            (ok.with_safety(1.5), "safety"),
-            (ok.with_safety(f64::NAN), "safety"),
-            (ok.with_safety(-0.5), "safety"),
-            (ok.with_floor(f64::NAN), "floor"),
-            (ok.with_floor(-0.01), "floor"),
-            (ok.with_floor(1.01), "floor"),
+            (o().with_safety(0.0), "safety"),
+            (o().with_safety(1.5), "safety"),
+            (o().with_safety(f64::NAN), "safety"),
+            (o().with_safety(-0.5), "safety"),
+            (o().with_floor(f64::NAN), "floor"),
+            (o().with_floor(-0.01), "floor"),
+            (o().with_floor(1.01), "floor"),
+            (o().with_family(HeaderFamily::new()), "families[0]"),
+            (o().with_family(foo()).with_family(foo()), "families[1]"),
+            (
+                o().with_family(foo())
+                    .with_family(HeaderFamily::new().limit("X-Foo")),
+                "families[1]",
+            ),
         ];
         for (config, field) in cases {
             match config.validate() {
@@ -351,6 +435,7 @@ mod tests {
                 other => panic!("{config:?}: {other:?}"),
             }
         }
-        assert_eq!(ok.with_safety(1.0).with_floor(0.0).validate(), Ok(()));
+        assert_eq!(o().with_safety(1.0).with_floor(0.0).validate(), Ok(()));
+        assert_eq!(o().with_family(foo()).validate(), Ok(()));
     }
 }

@@ -1,6 +1,7 @@
 //! The IETF fields, every revision still met: `RateLimit` and
 //! `RateLimit-Policy` (structured fields, RFC 9651, parsed with `sfv`), and
-//! the limit lists of the older drafts that Envoy also writes.
+//! the limit lists of the older drafts that Envoy and Docker Hub also write.
+//! A window may be written `w=` or, as some servers spell it, `window=`.
 //!
 //! A field that does not follow its grammar is ignored entirely, as the
 //! draft requires: nothing of a malformed field is half-applied.
@@ -17,6 +18,7 @@ struct Policy {
     name: Option<String>,
     quota: f64,
     requests: bool,
+    window: Option<Duration>,
 }
 
 /// What a well-formed `RateLimit-Policy` field announced.
@@ -48,6 +50,14 @@ fn integer(params: &Parameters, key: &str) -> Result<Option<i64>, ()> {
         None => Ok(None),
         Some(BareItem::Integer(i)) if i64::from(*i) >= 0 => Ok(Some(i64::from(*i))),
         Some(_) => Err(()),
+    }
+}
+
+/// The window parameter: `w`, or `window` as some servers write it.
+fn window(params: &Parameters) -> Result<Option<i64>, ()> {
+    match integer(params, "w")? {
+        Some(w) => Ok(Some(w)),
+        None => integer(params, "window"),
     }
 }
 
@@ -90,7 +100,7 @@ pub(super) fn policies(v: &str) -> Option<Policies> {
                 integer(params, "q").ok()??
             }
         };
-        let window = integer(params, "w").ok()?;
+        let window = window(params).ok()?;
         if window == Some(0) {
             return None; // a window of no time has no rate
         }
@@ -109,9 +119,31 @@ pub(super) fn policies(v: &str) -> Option<Policies> {
             name: name(&item.bare_item).map(str::to_owned),
             quota: quota as f64,
             requests,
+            window: window.map(seconds),
         });
     }
     Some(out)
+}
+
+/// A remaining count: `48`, `598.0`, or one list item with a window,
+/// `76;w=21600` (Docker Hub), which is the window the count belongs to.
+pub(super) fn remaining_item(v: &str) -> Option<(f64, Option<Duration>)> {
+    if let Some(n) = count(v) {
+        return Some((n, None));
+    }
+    let list: List = Parser::new(v).parse().ok()?;
+    let [ListEntry::Item(item)] = list.as_slice() else {
+        return None;
+    };
+    let n = match &item.bare_item {
+        BareItem::Integer(i) if i64::from(*i) >= 0 => i64::from(*i) as f64,
+        BareItem::Decimal(d) if f64::from(*d) >= 0.0 => f64::from(*d),
+        _ => return None,
+    };
+    match window(&item.params) {
+        Ok(Some(0)) | Err(()) => None,
+        Ok(w) => Some((n, w.map(seconds))),
+    }
 }
 
 /// `RateLimit`: `"default";r=50;t=30` (drafts -08 to -11; `r` the quota
@@ -145,6 +177,7 @@ pub(super) fn ratelimit(v: &str, policies: Option<&Policies>, now: SystemTime) -
             remaining: Some(remaining as f64),
             limit: policy.map(|p| p.quota),
             reset_after: t.map(reset),
+            window: policy.and_then(|p| p.window),
         });
     }
     Some(reading)
@@ -196,7 +229,7 @@ pub(super) fn limit_list(v: &str) -> Option<(f64, Vec<ServerQuota>)> {
             return None;
         }
         limit.get_or_insert(n);
-        match integer(&item.params, "w") {
+        match window(&item.params) {
             Ok(Some(0)) | Err(()) => return None,
             Ok(Some(w)) => quotas.extend(ServerQuota::checked(n, seconds(w))),
             Ok(None) => {}

@@ -1,12 +1,18 @@
 //! Scalar values as servers write them: counts, seconds, the epoch-or-delta
-//! rule, `Retry-After`, Go durations (OpenAI) and RFC 3339 times
-//! (Anthropic). Every function refuses what it does not recognise.
+//! rule, `Retry-After`, Go durations (OpenAI) and ISO 8601 / RFC 3339 times
+//! (Anthropic, Mastodon). Every function refuses what it does not recognise.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::family::{ResetKind, Unit};
 
 /// A number of seconds at or above this is a UNIX timestamp, below it a
 /// delta; see the [module docs](super#epoch-or-delta).
 pub const EPOCH_THRESHOLD_SECS: u64 = 1_000_000_000;
+
+/// A bare number at or above this (10¹²) is a UNIX timestamp in
+/// milliseconds; see the [module docs](super#epoch-or-delta).
+pub const EPOCH_THRESHOLD_MILLIS: u64 = 1_000_000_000_000;
 
 /// `digits[.digits]` as an exact duration in seconds: the only number
 /// syntax these headers use. Signs, exponents, `inf` and `NaN` are refused,
@@ -41,11 +47,6 @@ pub(super) fn count(v: &str) -> Option<f64> {
     n.is_finite().then_some(n)
 }
 
-/// Seconds that can only be a delta (Discord's `Reset-After`).
-pub(super) fn delta(v: &str) -> Option<Duration> {
-    decimal(v)
-}
-
 /// The wait until `at`: zero when it has passed; the longest wait when it
 /// lies beyond what `SystemTime` holds (the cap then applies).
 pub(super) fn until(at: Option<SystemTime>, now: SystemTime) -> Duration {
@@ -55,9 +56,13 @@ pub(super) fn until(at: Option<SystemTime>, now: SystemTime) -> Duration {
     }
 }
 
-/// Applies the size rule to a number of seconds.
+/// Applies the size rule to a bare number (as a duration of that many
+/// seconds): from 10¹² epoch milliseconds, from 10⁹ epoch seconds, below
+/// that seconds from now.
 pub(super) fn epoch_or_delta(secs: Duration, now: SystemTime) -> Duration {
-    if secs.as_secs() >= EPOCH_THRESHOLD_SECS {
+    if secs.as_secs() >= EPOCH_THRESHOLD_MILLIS {
+        until(UNIX_EPOCH.checked_add(secs / 1000), now)
+    } else if secs.as_secs() >= EPOCH_THRESHOLD_SECS {
         until(UNIX_EPOCH.checked_add(secs), now)
     } else {
         secs
@@ -69,8 +74,45 @@ pub(super) fn reset(v: &str, now: SystemTime) -> Option<Duration> {
     decimal(v).map(|d| epoch_or_delta(d, now))
 }
 
+/// A reset as a family declares it: a number in `unit` that is a delta, an
+/// epoch or either by size; a Go duration; or a date-time. `BySize` also
+/// reads text as an ISO 8601 time or an HTTP-date, so that a generic family
+/// reads every form a server may write.
+pub(super) fn reset_as(v: &str, unit: Unit, kind: ResetKind, now: SystemTime) -> Option<Duration> {
+    let number = || {
+        let d = decimal(v)?;
+        Some(match unit {
+            Unit::Seconds => d,
+            Unit::Milliseconds => d / 1000,
+        })
+    };
+    let date = || {
+        let at = timestamp(v).or_else(|| httpdate::parse_http_date(v).ok())?;
+        Some(until(Some(at), now))
+    };
+    match kind {
+        ResetKind::Delta => number(),
+        ResetKind::Epoch => number().map(|d| until(UNIX_EPOCH.checked_add(d), now)),
+        ResetKind::BySize => match unit {
+            Unit::Seconds => reset(v, now).or_else(date),
+            // Milliseconds: 10¹² ms is 31.7 years, so the same reasoning
+            // splits epochs from deltas at 10¹² whatever the unit.
+            Unit::Milliseconds => match decimal(v) {
+                Some(d) if d.as_secs() >= EPOCH_THRESHOLD_MILLIS => {
+                    until(UNIX_EPOCH.checked_add(d / 1000), now).into()
+                }
+                Some(d) => Some(d / 1000),
+                None => date(),
+            },
+        },
+        ResetKind::GoDuration => go_duration(v),
+        ResetKind::Timestamp => date(),
+    }
+}
+
 /// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110), plus two forms
-/// met in practice: fractional seconds and a UNIX timestamp (by size).
+/// met in practice: fractional seconds and a UNIX timestamp (by size, in
+/// seconds or milliseconds).
 pub(super) fn retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     if let Some(d) = decimal(v) {
         return Some(epoch_or_delta(d, now));
@@ -135,9 +177,12 @@ fn scaled(number: &str, unit: u128) -> Option<u128> {
     Some(whole.saturating_mul(unit).saturating_add(num * unit / den))
 }
 
-/// An RFC 3339 date-time, `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, strictly
-/// (the separators `T` and `Z` in either case, as RFC 3339 §5.6 allows).
-pub(super) fn rfc3339(v: &str) -> Option<SystemTime> {
+/// An ISO 8601 date-time in the forms servers write: RFC 3339's
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)` (`T` and `Z` in either case, as
+/// RFC 3339 §5.6 allows), and ISO 8601's reduced precision `THH:MMZ` and
+/// offsets `±HHMM` and `±HH`. A time without an offset is refused: its zone
+/// is unknown.
+pub(super) fn timestamp(v: &str) -> Option<SystemTime> {
     let b = v.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let s = b.get(from..from + len)?;
@@ -146,11 +191,14 @@ pub(super) fn rfc3339(v: &str) -> Option<SystemTime> {
             .then(|| s.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
     };
     let at = |i: usize, c: &[u8]| b.get(i).is_some_and(|x| c.contains(x));
-    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":") && at(16, b":")) {
+    if !(at(4, b"-") && at(7, b"-") && at(10, b"Tt") && at(13, b":")) {
         return None;
     }
+    // Seconds may be left out (ISO 8601 §4.2.2.3, reduced precision).
+    let with_seconds = at(16, b":");
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let (hour, minute) = (num(11, 2)?, num(14, 2)?);
+    let second = if with_seconds { num(17, 2)? } else { 0 };
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     let month_days = [
         31,
@@ -175,9 +223,9 @@ pub(super) fn rfc3339(v: &str) -> Option<SystemTime> {
     {
         return None;
     }
-    let mut i = 19;
+    let mut i = if with_seconds { 19 } else { 16 };
     let mut nanos = 0u32;
-    if at(i, b".") {
+    if with_seconds && at(i, b".") {
         let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return None;
@@ -194,8 +242,13 @@ pub(super) fn rfc3339(v: &str) -> Option<SystemTime> {
     }
     let offset = match b.get(i..)? {
         [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (h, m) = (num(i + 1, 2)?, num(i + 4, 2)?);
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (h, m) = match rest {
+                [_, _] => (num(i + 1, 2)?, 0),
+                [_, _, b':', _, _] => (num(i + 1, 2)?, num(i + 4, 2)?),
+                [_, _, _, _] => (num(i + 1, 2)?, num(i + 3, 2)?),
+                _ => return None,
+            };
             if h > 23 || m > 59 {
                 return None;
             }
@@ -267,8 +320,22 @@ mod tests {
             epoch_or_delta(secs(EPOCH_THRESHOLD_SECS), now()),
             Duration::ZERO
         );
-        assert_eq!(epoch_or_delta(secs(u64::MAX), now()), Duration::MAX);
+        assert_eq!(
+            epoch_or_delta(secs(999_999_999_999), now()).as_secs(),
+            999_999_999_999 - NOW
+        );
+        assert_eq!(epoch_or_delta(secs(NOW * 1000 + 42_000), now()), secs(42));
+        assert_eq!(
+            epoch_or_delta(Duration::new(NOW * 1000 + 1, 500_000_000), now()),
+            Duration::from_micros(1500)
+        );
+        assert_eq!(
+            epoch_or_delta(secs(EPOCH_THRESHOLD_MILLIS), now()),
+            Duration::ZERO
+        );
+        assert!(epoch_or_delta(secs(u64::MAX), now()) > secs(600));
         assert_eq!(reset("1700000001.5", now()), ms(1500));
+        assert_eq!(reset("1700000001500", now()), ms(1500));
     }
 
     #[test]
@@ -277,6 +344,7 @@ mod tests {
         assert_eq!(at("120"), ms(120_000));
         assert_eq!(at("1.5"), ms(1500));
         assert_eq!(at("1700000030"), ms(30_000));
+        assert_eq!(at("1700000030000"), ms(30_000));
         assert_eq!(at("Tue, 14 Nov 2023 22:13:50 GMT"), ms(30_000));
         assert_eq!(at("Tuesday, 14-Nov-23 22:13:50 GMT"), ms(30_000));
         assert_eq!(at("Tue Nov 14 22:13:50 2023"), ms(30_000));
@@ -312,13 +380,17 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_times() {
-        let t = |s: &str| rfc3339(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
+    fn iso8601_times() {
+        let t = |s: &str| timestamp(s).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
         let secs = |n: u64| Some(Duration::from_secs(n));
         assert_eq!(t("2023-11-14T22:13:20Z"), secs(NOW));
         assert_eq!(t("2023-11-14t22:13:20z"), secs(NOW));
         assert_eq!(t("2023-11-15T00:13:20+02:00"), secs(NOW));
         assert_eq!(t("2023-11-14T21:43:20-00:30"), secs(NOW));
+        assert_eq!(t("2023-11-15T00:13:20+0200"), secs(NOW));
+        assert_eq!(t("2023-11-15T00:13:20+02"), secs(NOW));
+        assert_eq!(t("2023-11-14T22:13Z"), secs(NOW - 20));
+        assert_eq!(t("2023-11-15T00:13+02:00"), secs(NOW - 20));
         assert_eq!(
             t("2023-11-14T22:13:20.25Z"),
             Some(Duration::new(NOW, 250_000_000))
@@ -328,7 +400,7 @@ mod tests {
         assert_eq!(t("2024-02-29T00:00:00Z"), secs(1_709_164_800));
         assert_eq!(t("2100-03-01T00:00:00Z"), secs(4_107_542_400));
         assert_eq!(
-            rfc3339("1969-12-31T23:59:59Z"),
+            timestamp("1969-12-31T23:59:59Z"),
             UNIX_EPOCH.checked_sub(Duration::from_secs(1))
         );
         for bad in [
@@ -342,13 +414,17 @@ mod tests {
             "2023-11-14T24:00:00Z",
             "2023-11-14T22:60:00Z",
             "2023-11-14T22:13:20.Z",
-            "2023-11-14T22:13:20+0200",
+            "2023-11-14T22:13:20+2:00",
+            "2023-11-14T22:13:20+0",
             "2023-11-14T22:13:20+24:00",
+            "2023-11-14T22:13",
+            "2023-11-14T22:13.5Z",
+            "2023-11-14T22Z",
             "2023-11-14T22:13:20Zjunk",
             "+2023-11-14T22:13:20Z",
             "2023-1a-14T22:13:20Z",
         ] {
-            assert_eq!(rfc3339(bad), None, "{bad:?}");
+            assert_eq!(timestamp(bad), None, "{bad:?}");
         }
     }
 }
