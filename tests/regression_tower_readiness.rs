@@ -115,3 +115,55 @@ async fn a_waiting_request_holds_no_inner_concurrency_slot() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert!(waiting.poll().is_ready());
 }
+
+/// Issue #19, item 5: a request whose slot had come while its inner service
+/// was busy was sent as soon as the service was ready, inside a deferral a
+/// server asked for meanwhile (`Retry-After: 10` at 1.5 s, sent at 1.5 s).
+/// After readiness it checks the deferral and queues again.
+#[tokio::test(start_paused = true)]
+async fn a_request_readied_inside_a_deferral_waits_it_out() {
+    use std::sync::{Arc, Mutex};
+    let sent: Arc<Mutex<Vec<(String, Duration)>>> = Arc::default();
+    let start = Instant::now();
+    let log = sent.clone();
+    // Two requests at a time; each takes 1.5 s, and `/a` is answered 429
+    // with `Retry-After: 10`.
+    let inner = ServiceBuilder::new()
+        .concurrency_limit(2)
+        .service(service_fn(move |r: Request<()>| {
+            let log = log.clone();
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push((r.uri().to_string(), start.elapsed()));
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let mut response = Response::new("x");
+                if r.uri().path() == "/a" {
+                    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+                    response
+                        .headers_mut()
+                        .insert("retry-after", http::HeaderValue::from_static("10"));
+                }
+                Ok::<_, Infallible>(response)
+            }
+        }));
+    let svc = RateLimitLayer::new(registry()).layer(inner);
+    // `a` goes at once; `b` must wait for its slot at 1 s; `other`, passed
+    // through at 0.5 s, fills the second place, so at 1 s `b` finds the
+    // inner service busy until `a` is answered at 1.5 s.
+    let a = tokio::spawn(svc.clone().oneshot(get("https://slow.test/a")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let b = tokio::spawn(svc.clone().oneshot(get("https://slow.test/b")));
+    tokio::time::sleep(Duration::from_millis(490)).await;
+    let other = tokio::spawn(svc.clone().oneshot(get("https://other.test/")));
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    other.await.unwrap().unwrap();
+    assert_eq!(a.status(), http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(b.status(), http::StatusCode::OK);
+    let sent = sent.lock().unwrap().clone();
+    let b_at = sent.iter().find(|(u, _)| u.ends_with("/b")).unwrap().1;
+    assert!(
+        b_at >= Duration::from_millis(11_500),
+        "`b` was sent at {b_at:?}, inside the deferral to 11.5 s: {sent:?}"
+    );
+}

@@ -125,6 +125,17 @@ impl Acquire {
         self
     }
 
+    /// A placeholder that has completed (polling it panics).
+    pub(crate) fn finished() -> Self {
+        Acquire {
+            buckets: None,
+            cost: Cost::plain(0.0),
+            lane: Lane::Interactive,
+            start: Timestamp::ZERO,
+            state: State::Done,
+        }
+    }
+
     pub(super) fn done(result: Result<Permit, Error>) -> Self {
         Acquire {
             buckets: None,
@@ -138,6 +149,19 @@ impl Acquire {
     /// The source the request was routed to (`None`: it passes through).
     pub fn source(&self) -> Option<&str> {
         self.buckets.as_deref().map(|b| &**b.source())
+    }
+
+    /// Queues again with `permit`'s in-flight slot, after the future
+    /// completed with it: for a request that could not be sent at its slot
+    /// (its inner service was not ready) while a server deferred the host.
+    /// `max_wait` still counts from the first call; the slot it leaves
+    /// stays taken (stricter, never looser).
+    pub(crate) fn again(&mut self, mut permit: Permit) {
+        let in_flight = permit.take_in_flight();
+        self.state = match self.buckets {
+            Some(_) => State::Reserve { in_flight },
+            None => State::Decided(Some(Ok(permit))),
+        };
     }
 
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<Permit, Error>> {

@@ -79,6 +79,26 @@ impl Permit {
         }
     }
 
+    /// Whether a server deferred the set that admitted the request since
+    /// (a deferral still ahead): a request not yet sent must wait it out.
+    pub(crate) fn is_deferred(&self) -> bool {
+        use crate::clock::Clock;
+        self.buckets
+            .as_deref()
+            .is_some_and(|b| b.deferred_until() > b.clock().now())
+    }
+
+    /// Gives up the in-flight slot to a new admission of the same request
+    /// (its metric gauge counted down, as the new permit counts it again).
+    pub(super) fn take_in_flight(&mut self) -> Option<OwnedSemaphorePermit> {
+        let slot = self._in_flight.take();
+        #[cfg(feature = "metrics")]
+        if let (Some(b), Some(_)) = (&self.buckets, &slot) {
+            b.context.meters.released();
+        }
+        slot
+    }
+
     /// The slot the request was admitted at, on the registry's clock.
     pub fn admitted_at(&self) -> Timestamp {
         self.admitted_at

@@ -2,17 +2,21 @@
 //! response.
 //!
 //! ```text
-//! Waiting ──slot──▶ Readying ──inner ready──▶ Calling ──response──▶ Done
-//!    │                                   ▲
-//!    └────────── admitted at call ───────┘
+//!            ┌──────── deferred meanwhile: acquire again ───────┐
+//!            ▼                                                  │
+//! Waiting(acquiring) ──slot──▶ Waiting(readying) ──inner ready──┴──▶ Calling ──response──▶ Done
+//!                                                                      ▲
+//! (admitted at call, with the inner service ready) ────────────────────┘
 //! ```
 //!
-//! * **Waiting** holds the [`Acquire`] future (routed once, at `call`), an
-//!   unready clone of the inner service, and the request.
-//! * **Readying** holds the [`Permit`] and polls the clone's `poll_ready`
-//!   until it is ready; an inner service that is not always ready (a pool,
-//!   a `ConcurrencyLimit`, a `Buffer`) makes the request wait here with its
-//!   permit kept.
+//! * **Waiting**, acquiring, holds the [`Acquire`] future (routed once, at
+//!   `call`), an unready clone of the inner service, and the request.
+//! * **Waiting**, readying, holds the [`Permit`] and polls the clone's
+//!   `poll_ready` until it is ready; an inner service that is not always
+//!   ready (a pool, a `ConcurrencyLimit`, a `Buffer`) makes the request wait
+//!   here with its permit kept. Once ready, a deferral a server set
+//!   meanwhile (`Retry-After`) sends the request back to acquiring, with a
+//!   fresh unready clone, so nothing is sent inside a deferral.
 //! * **Calling** holds the inner future and the permit until the response,
 //!   which it hands to the registry ([`Permit::observe`]).
 //!
@@ -53,7 +57,8 @@ struct Waiting<S, R> {
 
 enum Phase {
     Acquiring(Acquire),
-    Readying(Option<Permit>),
+    /// The permit, and the finished `Acquire`, kept to queue again.
+    Readying(Option<Permit>, Acquire),
 }
 
 pin_project! {
@@ -141,7 +146,7 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
 
 impl<S, R> Future for ResponseFuture<S, R>
 where
-    S: Service<R>,
+    S: Service<R> + Clone,
     S::Error: Into<BoxError>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -153,17 +158,41 @@ where
                 StateProj::Waiting { waiting } => {
                     let w = &mut **waiting;
                     match &mut w.phase {
-                        Phase::Acquiring(acquire) => match ready!(Pin::new(acquire).poll(cx)) {
-                            Ok(permit) => w.phase = Phase::Readying(Some(permit)),
+                        Phase::Acquiring(acquire) => match ready!(Pin::new(&mut *acquire).poll(cx))
+                        {
+                            Ok(permit) => {
+                                let Phase::Acquiring(acquire) = std::mem::replace(
+                                    &mut w.phase,
+                                    Phase::Readying(Some(permit), Acquire::finished()),
+                                ) else {
+                                    unreachable!()
+                                };
+                                if let Phase::Readying(_, kept) = &mut w.phase {
+                                    *kept = acquire;
+                                }
+                            }
                             Err(e) => {
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(rejection(e)));
                             }
                         },
-                        Phase::Readying(permit) => {
+                        Phase::Readying(permit, acquire) => {
                             if let Err(e) = ready!(w.inner.poll_ready(cx)) {
                                 this.state.set(State::Done);
                                 return Poll::Ready(Err(e.into()));
+                            }
+                            if permit.as_ref().is_some_and(Permit::is_deferred) {
+                                // A server deferred the host while the inner
+                                // service was busy: give its readiness back
+                                // (a fresh clone is unready) and queue again.
+                                let fresh = w.inner.clone();
+                                drop(std::mem::replace(&mut w.inner, fresh));
+                                let mut acquire = std::mem::replace(acquire, Acquire::finished());
+                                if let Some(p) = permit.take() {
+                                    acquire.again(p);
+                                }
+                                w.phase = Phase::Acquiring(acquire);
+                                continue;
                             }
                             let permit = permit.take();
                             let request = w.request.take();
