@@ -217,3 +217,26 @@ async fn a_request_behind_the_head_keeps_its_max_wait() {
         }
     }
 }
+
+/// Issue #19, item 6: `try_acquire` and `check` took the slot a queued head
+/// waited for. While requests wait in a set's lanes, a take now refuses.
+#[tokio::test(start_paused = true)]
+async fn takes_now_do_not_jump_the_lane_queues() {
+    let r = registry();
+    let t = Target::new("api.test", None, "/").with_lane(Lane::Batch);
+    let _first = r.acquire(&t, 1.0).await.unwrap();
+    // The bucket is empty: the next batch request queues.
+    let r2 = r.clone();
+    let queued = tokio::spawn(async move {
+        let t = Target::new("api.test", None, "/").with_lane(Lane::Batch);
+        r2.acquire(&t, 1.0).await.map(|p| p.admitted_at())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Its slot comes at 100 ms; a take now at 100 ms must not win it.
+    tokio::time::advance(Duration::from_millis(50)).await;
+    let now = Target::new("api.test", None, "/");
+    let e = r.try_acquire(&now, 1.0).unwrap_err();
+    assert!(matches!(e, tollgate::Error::RateLimited(_)), "{e}");
+    assert!(r.check(&now, 1.0).is_err());
+    assert!(queued.await.unwrap().is_ok());
+}

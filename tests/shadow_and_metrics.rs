@@ -189,3 +189,43 @@ async fn a_recorder_sees_exact_counts() {
         &DebugValue::Gauge(4.0.into())
     );
 }
+
+/// Issue #19, item 9: when the in-flight cap refused a reject-mode request,
+/// shadow mode still took its tokens, so its later counts drifted from the
+/// enforcing twin's (2 would-refuse against 1 refusal).
+#[test]
+fn shadow_takes_no_tokens_where_the_in_flight_cap_refuses() {
+    let clock = tollgate::ManualClock::new();
+    let source = |name: &str, host: &str| {
+        Source::new(name)
+            .limit("1/s burst 2".parse().unwrap())
+            .max_in_flight(1)
+            .on_limit(OnLimit::Reject)
+            .host(host)
+    };
+    let r = Registry::builder()
+        .source(source("real", "real.test"))
+        .source(source("shadow", "shadow.test").shadow())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut refused = 0;
+    for host in ["real.test", "shadow.test"] {
+        let t = Target::new(host, None, "/");
+        let first = r.try_acquire(&t, 1.0).unwrap();
+        // The cap is full: refused, or counted as refused.
+        match r.try_acquire(&t, 1.0) {
+            Err(_) => refused += 1,
+            Ok(p) => drop(p),
+        }
+        drop(first);
+        // The burst's second token is still there for both.
+        match r.try_acquire(&t, 1.0) {
+            Err(_) => refused += 1,
+            Ok(p) => drop(p),
+        }
+    }
+    assert_eq!(refused, 1, "the enforcing source refuses once");
+    let stats = r.shadow_stats("shadow").unwrap();
+    assert_eq!(stats.would_refuse, 1, "{stats:?}");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::acquire::Acquire;
 use super::buckets::{Buckets, Cost};
 use super::permit::Permit;
-use super::take::{in_flight_full, name_refusal, refused, shadow_take, take_now};
+use super::take::{in_flight_full, lanes_clear, name_refusal, refused, shadow_take, take_now};
 use super::{Lane, OnLimit, Registry, Target, Unknown};
 use crate::clock::Clock;
 use crate::Error;
@@ -120,6 +120,7 @@ impl Registry {
             return shadow_take(b, cost).map(drop).map_err(|(e, _)| e);
         }
         let take = |b: &Buckets| -> Result<(), Error> {
+            lanes_clear(b).map_err(|e| refused(b, e))?;
             if b.in_flight
                 .as_ref()
                 .is_some_and(|s| s.available_permits() == 0)

@@ -19,6 +19,9 @@ pub(super) fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Err
     if buckets.context.shadow {
         return shadow_take(buckets, cost);
     }
+    if let Err(e) = lanes_clear(&buckets) {
+        return Err((e, buckets));
+    }
     let in_flight = match &buckets.in_flight {
         None => None,
         Some(sem) => match sem.clone().try_acquire_owned() {
@@ -47,13 +50,17 @@ pub(super) fn shadow_take(
         .and_then(|s| s.clone().try_acquire_owned().ok());
     let over = buckets.in_flight.is_some() && in_flight.is_none();
     let now = buckets.clock().now();
+    if over && max_wait.is_zero() {
+        // The enforcing twin refuses at the in-flight cap before it takes
+        // any token: so does the schedule kept here.
+        meters.would_refuse();
+        return Ok(Permit::new(buckets, None, Duration::ZERO, now));
+    }
     match buckets.reserve(cost, max_wait) {
         Ok(taken) => {
             let wait = taken.slot.saturating_duration_since(now);
             if !wait.is_zero() {
                 meters.would_wait(wait);
-            } else if over && max_wait.is_zero() {
-                meters.would_refuse();
             } else if over {
                 meters.would_wait(Duration::ZERO);
             }
@@ -62,6 +69,34 @@ pub(super) fn shadow_take(
         Err(e) => return Err((e, buckets)),
     }
     Ok(Permit::new(buckets, in_flight, Duration::ZERO, now))
+}
+
+/// A take now refuses while requests wait in the set's lanes: the slot it
+/// would take is the queue head's. The wait it names is the bucket's next
+/// slot, at least one emission interval of its tightest limit.
+#[inline]
+pub(super) fn lanes_clear(b: &Buckets) -> Result<(), Error> {
+    match &b.queues {
+        Some(q) if !q.is_empty() => Err(queued_refusal(b)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn queued_refusal(b: &Buckets) -> Error {
+    let next = b
+        .next_available()
+        .saturating_duration_since(b.clock().now());
+    let interval = b
+        .policies()
+        .iter()
+        .map(|p| Duration::from_nanos(p.interval_nanos()))
+        .max()
+        .unwrap_or_default();
+    name_refusal(
+        Error::RateLimited(crate::RateLimited::new(next.max(interval))),
+        b,
+    )
 }
 
 /// Counts a refusal that goes back to the caller.
