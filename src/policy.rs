@@ -486,6 +486,14 @@ impl FromStr for Policy {
                     let Ok(c) = c.parse::<f64>() else {
                         return err(&format!("`{c}` is not a number"));
                     };
+                    // Text configures request limits: below one token, no
+                    // request could ever go.
+                    if c < 1.0 {
+                        return err(&format!(
+                            "a burst of {c} admits no request of one token: use `burst 1` or more \
+                             (for fractional tokens, build it in code with `Policy::new`)"
+                        ));
+                    }
                     capacity = c;
                 }
                 "window" => window = true,

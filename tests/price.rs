@@ -192,3 +192,21 @@ impl<S> LayerService<S> for tollgate::tower::RateLimitLayer {
         tower::Layer::layer(self, inner)
     }
 }
+
+/// Issue #19, item 12: `set_policy` skipped the price check `build()` makes;
+/// after lowering the burst to 1 with writes priced at 5, every POST failed
+/// with `InsufficientCapacity` for good. The change is refused instead, and
+/// the source keeps its limit.
+#[test]
+fn a_policy_change_below_a_price_is_refused() {
+    let clock = ManualClock::new();
+    let registry = github(&clock);
+    let e = registry
+        .set_policy("github", Policy::per_minute(900.0).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("github") && e.contains('5'), "{e}");
+    let post = Target::new("api.github.com", None, "/repos/x/issues").with_method(&Method::POST);
+    registry.try_acquire(&post, 1.0).unwrap();
+    assert_eq!(registry.snapshot()[0].configured[0].capacity(), 5.0);
+}

@@ -286,6 +286,14 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
             ),
         ));
     }
+    if s.limits.is_empty() && s.learn.is_none() && s.invalid.is_none() {
+        return Err(Error::config(
+            at(),
+            "it has no limit, so it would admit everything: add one (`.limit(\"10/s\".parse()?)`), \
+             say so on purpose (`.limit(Policy::unlimited())`; in TOML `limits = [\"unlimited\"]`), \
+             or let it learn its servers' limits (`.learn()`)",
+        ));
+    }
     if let Some(learn) = &s.learn {
         learn
             .validate()

@@ -44,6 +44,19 @@ impl Registry {
                 format!("it has {have} limit(s); give exactly {have} policies"),
             ));
         }
+        if let Some(price) = &state.context.price {
+            // The same check as `build`: every price must fit each limit it
+            // weighs, or priced requests would fail from now on.
+            let weighed: Vec<Policy> = limits
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (state.context.priced >> i) & 1 == 1)
+                .map(|(_, p)| *p)
+                .collect();
+            price
+                .check(&weighed)
+                .map_err(|reason| Error::config(format!("source `{name}`"), reason))?;
+        }
         let next = SourceConfig::new(limits, config.factor)?;
         tracing::info!(source = name, from = ?config.configured, to = ?next.configured, "policy changed");
         state.context.replace(&mut config, next);
