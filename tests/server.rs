@@ -254,6 +254,39 @@ async fn a_trusted_proxy_names_the_client() {
 }
 
 #[tokio::test]
+async fn an_app_served_without_connect_info_is_told_how_to_add_it() {
+    // Served with `into_make_service`, not `..._with_connect_info`: axum
+    // inserts no `ConnectInfo`, so no request has a peer address.
+    let make_guard = || {
+        GuardLayer::builder(ip_registry(), ClientIp::peer().peer_from(connect_info))
+            .build()
+            .unwrap()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app(make_guard())).await });
+    let reply = get_with(addr, "/", &[]).await;
+    assert_eq!(reply.status, 400);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    for part in [
+        "ConnectInfo",
+        "app.into_make_service_with_connect_info::<SocketAddr>()",
+    ] {
+        assert!(detail.contains(part), "{detail}");
+    }
+    // The default reader of a plain `SocketAddr` says how to read axum's.
+    let what = ClientIp::peer().describe();
+    for part in [
+        "ConnectInfo",
+        "app.into_make_service_with_connect_info::<SocketAddr>()",
+        "peer_from",
+    ] {
+        assert!(what.contains(part), "{what}");
+    }
+}
+
+#[tokio::test]
 async fn requests_without_a_key_can_share_a_tier() {
     let registry = Registry::builder()
         .source(tier("keyed").limit(Policy::per_minute(30.0).unwrap()))
@@ -305,7 +338,7 @@ mod in_process {
     use http::{Request, Response, StatusCode};
     use tokio::sync::Notify;
     use tokio::time::Instant;
-    use tollgate::server::{tier, GuardLayer, PathKey};
+    use tollgate::server::{tier, ClientIp, GuardLayer, PathKey};
     use tollgate::{OnLimit, Registry};
     use tower::{Layer, Service, ServiceExt};
 
@@ -391,6 +424,52 @@ mod in_process {
         inside.recv().await.unwrap();
         gate.notify_one();
         assert_eq!(third.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+
+    /// A request from the proxy at 10.9.9.9 whose `X-Forwarded-For` is `xff`.
+    fn forwarded(xff: &[u8]) -> Request<()> {
+        let mut req = Request::builder()
+            .header(
+                "x-forwarded-for",
+                http::HeaderValue::from_bytes(xff).unwrap(),
+            )
+            .body(())
+            .unwrap();
+        let proxy: std::net::SocketAddr = "10.9.9.9:443".parse().unwrap();
+        req.extensions_mut().insert(proxy);
+        req
+    }
+
+    #[tokio::test]
+    async fn a_non_ascii_forwarded_entry_does_not_move_the_client_to_the_proxy() {
+        let registry = Registry::builder()
+            .source(tier("per-ip").limit("1/min burst 1".parse().unwrap()))
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry.clone(), ClientIp::peer().trusted_proxies(1))
+            .build()
+            .unwrap();
+        let svc = guard.layer(ok_service());
+        let status = |xff: &'static [u8]| {
+            let svc = svc.clone();
+            async move { svc.oneshot(forwarded(xff)).await.unwrap().status() }
+        };
+        // What the client wrote (left) is not UTF-8; the proxy's entry is.
+        assert_eq!(status(b"\xc3\xa9vil, 198.51.100.7").await, StatusCode::OK);
+        assert_eq!(status(b"\xff, 198.51.100.8").await, StatusCode::OK);
+        assert_eq!(
+            status(b"198.51.100.7").await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the same client"
+        );
+        // Bracketed IPv6, with a port or without, is one client.
+        assert_eq!(status(b"x, [2001:db8::1]:4711").await, StatusCode::OK);
+        assert_eq!(
+            status(b"[2001:db8::1]").await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status(b"2001:db8::1").await, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(registry.host_count("per-ip").unwrap(), 3, "never the proxy");
     }
 
     #[tokio::test]
