@@ -426,6 +426,42 @@ mod in_process {
         assert_eq!(third.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 
+    #[tokio::test]
+    async fn composite_keys_with_the_separator_in_a_part_stay_apart() {
+        use std::sync::Mutex;
+        let registry = Registry::builder()
+            .source(tier("free").limit("5/min burst 5".parse().unwrap()))
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let key = (
+            tollgate::server::HeaderKey::new("x-a").unwrap(),
+            tollgate::server::HeaderKey::new("x-b").unwrap(),
+        );
+        let guard = GuardLayer::builder(registry, key)
+            .tier_by(move |key| {
+                s.lock().unwrap().push(key.to_owned());
+                None::<&'static str>
+            })
+            .build()
+            .unwrap();
+        let svc = guard.layer(ok_service());
+        for (a, b) in [("a|b", "c"), ("a", "b|c"), ("a\\", "b"), ("a", "\\b")] {
+            let req = Request::builder()
+                .header("x-a", a)
+                .header("x-b", b)
+                .body(())
+                .unwrap();
+            assert_eq!(
+                svc.clone().oneshot(req).await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [r"a\|b|c", r"a|b\|c", r"a\\|b", r"a|\\b"]);
+    }
+
     /// A request from the proxy at 10.9.9.9 whose `X-Forwarded-For` is `xff`.
     fn forwarded(xff: &[u8]) -> Request<()> {
         let mut req = Request::builder()

@@ -189,14 +189,16 @@ impl<K: KeyExtractor> GuardBuilder<K> {
         self
     }
 
-    /// Places the key `key` (as written) in tier `tier`.
+    /// Places the key `key` (as written; for a key of several parts, see
+    /// [`composite_key`](super::composite_key)) in tier `tier`.
     pub fn key_tier(mut self, key: impl Into<String>, tier: impl Into<String>) -> Self {
         self.map.push((key.into(), tier.into()));
         self
     }
 
-    /// Places keys in tiers by a function of the key as written (parts of
-    /// a composite key joined by `|`); `None` is the default tier. Entries
+    /// Places keys in tiers by a function of the key as written (a key of
+    /// several parts is escaped: read it with [`key_parts`](super::key_parts));
+    /// `None` is the default tier. Entries
     /// of [`key_tier`](Self::key_tier) are looked up first; a key that is
     /// not UTF-8 goes to the default tier. A name that is no tier of the
     /// registry is answered 500 and logged.

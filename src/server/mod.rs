@@ -124,7 +124,7 @@ mod service;
 pub use client_ip::{ClientIp, PeerFn};
 pub use extract::{HeaderKey, KeyFn, PathKey, RequestHead};
 pub use future::GuardFuture;
-pub use key::{KeyExtractor, KeyWriter};
+pub use key::{composite_key, key_parts, KeyExtractor, KeyParts, KeyWriter};
 pub use layer::{GuardBuilder, GuardLayer, MissingKey, SuccessHeaders};
 pub use response::QUOTA_EXCEEDED;
 pub use service::Guard;
