@@ -43,7 +43,9 @@ fn api_key_guard(registry: Registry) -> GuardLayer<HeaderKey> {
     GuardLayer::builder(registry, HeaderKey::new("x-api-key").unwrap())
         .default_tier("free")
         .key_tier("ent-1", "enterprise")
-        .tier_by(|key| key.starts_with("ent-").then_some("enterprise"))
+        .tier_by(["enterprise"], |key| {
+            key.starts_with("ent-").then_some("enterprise")
+        })
         .missing_key(MissingKey::Refuse(StatusCode::UNAUTHORIZED))
         .success_headers(SuccessHeaders::RateLimitAndPolicy)
         .build()
@@ -323,6 +325,22 @@ fn bad_configuration_is_a_typed_error() {
         .default_tier("free")
         .missing_key(MissingKey::Refuse(StatusCode::OK)));
     assert!(e.contains("4xx or 5xx"), "{e}");
+    // A tier function's names are checked when the guard is built.
+    let e = err(GuardLayer::builder(tiers(), key())
+        .default_tier("free")
+        .tier_by(["enterprise", "gold"], |k| {
+            k.strip_prefix("plan-").map(String::from)
+        }));
+    assert!(
+        e.contains("tier_by")
+            && e.contains("`gold` is not a tier")
+            && e.contains(r#"tollgate::server::tier("gold")"#),
+        "{e}"
+    );
+    let e = err(GuardLayer::builder(tiers(), key())
+        .default_tier("free")
+        .tier_by(Vec::<String>::new(), |_| Some("free")));
+    assert!(e.contains("list every tier name"), "{e}");
     let none = Registry::builder().build().unwrap();
     let e = err(GuardLayer::builder(none, key()));
     assert!(e.contains("no source to use as a tier"), "{e}");
@@ -440,9 +458,9 @@ mod in_process {
             tollgate::server::HeaderKey::new("x-b").unwrap(),
         );
         let guard = GuardLayer::builder(registry, key)
-            .tier_by(move |key| {
+            .tier_by(["free"], move |key| {
                 s.lock().unwrap().push(key.to_owned());
-                None::<&'static str>
+                None::<&str>
             })
             .build()
             .unwrap();
@@ -509,13 +527,14 @@ mod in_process {
     }
 
     #[tokio::test]
-    async fn a_tier_function_naming_no_tier_is_a_500_not_a_panic() {
+    async fn a_tier_function_naming_no_tier_is_a_500_that_says_which() {
         let registry = Registry::builder()
             .source(tier("free").limit("5/s".parse().unwrap()))
             .build()
             .unwrap();
+        // Declared right, but the function returns another (owned) name.
         let guard = GuardLayer::builder(registry, PathKey)
-            .tier_by(|_| Some("gold"))
+            .tier_by(["free"], |path| Some(format!("gold{path}")))
             .build()
             .unwrap();
         let resp = guard
@@ -525,5 +544,12 @@ mod in_process {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let body = resp.body();
+        assert!(
+            body.contains("`gold/`")
+                && body.contains("tiers: [free]")
+                && body.contains(r#"tollgate::server::tier(\"gold/\")"#),
+            "{body}"
+        );
     }
 }
