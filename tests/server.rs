@@ -480,6 +480,34 @@ mod in_process {
         assert_eq!(seen, [r"a\|b|c", r"a|b\|c", r"a\\|b", r"a|\\b"]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_ratelimit_item_names_the_limit_it_reports() {
+        // The second limit is the tighter: its `r` is reported, by its name.
+        let registry = Registry::builder()
+            .source(
+                tier("api")
+                    .limit("100/s burst 100".parse().unwrap())
+                    .limit("2/min burst 2".parse().unwrap()),
+            )
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry, PathKey)
+            .success_headers(tollgate::server::SuccessHeaders::RateLimitAndPolicy)
+            .build()
+            .unwrap();
+        let svc = guard.layer(ok_service());
+        let first = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(
+            first.headers()["ratelimit-policy"],
+            r#""api";q=100;w=1, "api-2";q=2;w=60"#
+        );
+        assert_eq!(first.headers()["ratelimit"], r#""api-2";r=1;t=30"#);
+        svc.clone().oneshot(Request::new(())).await.unwrap();
+        let refused = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["ratelimit"], r#""api-2";r=0;t=30"#);
+    }
+
     /// A request from the proxy at 10.9.9.9 whose `X-Forwarded-For` is `xff`.
     fn forwarded(xff: &[u8]) -> Request<()> {
         let mut req = Request::builder()
