@@ -330,14 +330,14 @@ mod tests {
         let (fast, slow) = (p("10/s burst 10"), p("1000/h burst 1000"));
         let (small, large) = (p("1/min burst 1"), p("100/s burst 100"));
         // Below the other in burst and rate: always the lowest.
-        assert_eq!(reported(&[large.clone(), small.clone()], None), 1);
-        assert_eq!(reported(&[small.clone(), large], None), 0);
+        assert_eq!(reported(&[large, small], None), 1);
+        assert_eq!(reported(&[small, large], None), 0);
         // Crossing: the smallest burst, unless a refusal's wait rules it out.
-        assert_eq!(reported(&[slow.clone(), fast.clone()], None), 1);
+        assert_eq!(reported(&[slow, fast], None), 1);
         let long = Some(Duration::from_secs(2));
-        assert_eq!(reported(&[slow.clone(), fast.clone()], long), 0);
+        assert_eq!(reported(&[slow, fast], long), 0);
         let short = Some(Duration::from_millis(50));
-        assert_eq!(reported(&[slow.clone(), fast], short), 1);
+        assert_eq!(reported(&[slow, fast], short), 1);
         // Unlimited limits are not items.
         assert_eq!(reported(&[Policy::unlimited(), slow, small], None), 1);
     }
