@@ -40,7 +40,9 @@ fn app() -> Result<Router, tollgate::Error> {
 
     let by_api_key = GuardLayer::builder(registry.clone(), HeaderKey::new("x-api-key")?)
         .default_tier("free")
-        .tier_by(|key| ENTERPRISE_KEYS.contains(&key).then_some("enterprise"))
+        .tier_by(["enterprise"], |key| {
+            ENTERPRISE_KEYS.contains(&key).then_some("enterprise")
+        })
         .missing_key(MissingKey::Refuse(StatusCode::UNAUTHORIZED))
         .build()?;
 

@@ -119,6 +119,51 @@ async fn other_hosts_keep_their_own_budget() {
     assert_eq!(budget.key_count(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_down_host_beyond_max_keys_spends_only_its_own_deposits() {
+    // One key is kept: every other host is in the overflow.
+    let budget = ten_percent().max_keys(1);
+    let down_hits = Arc::new(AtomicUsize::new(0));
+    let d = down_hits.clone();
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::with_rules(
+            rules().budget(budget.clone()),
+        )))
+        .service(service_fn(move |req: Request<String>| {
+            let down = req.uri().host() == Some("down.test");
+            if down {
+                d.fetch_add(1, Ordering::SeqCst);
+            }
+            let status = if down { 503 } else { 200 };
+            async move {
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .status(status)
+                        .body(String::new())
+                        .unwrap(),
+                )
+            }
+        }));
+    let send = |host: &str| {
+        let req = Request::get(format!("https://{host}/"))
+            .body(String::new())
+            .unwrap();
+        svc.clone().oneshot(req)
+    };
+    send("first.test").await.unwrap();
+    // A healthy host in the overflow pays in a hundred requests...
+    for _ in 0..100 {
+        send("healthy.test").await.unwrap();
+    }
+    assert_eq!(budget.key_count(), 1);
+    // ...which a failing one there cannot spend: ten requests, one retry at most.
+    for _ in 0..10 {
+        assert_eq!(send("down.test").await.unwrap().status(), 503);
+    }
+    let hits = down_hits.load(Ordering::SeqCst);
+    assert!((10..=11).contains(&hits), "{hits} attempts for 10 requests");
+}
+
 #[cfg(feature = "reqwest")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reqwest_a_failing_host_gets_ten_percent_more_attempts() {

@@ -43,7 +43,9 @@ fn api_key_guard(registry: Registry) -> GuardLayer<HeaderKey> {
     GuardLayer::builder(registry, HeaderKey::new("x-api-key").unwrap())
         .default_tier("free")
         .key_tier("ent-1", "enterprise")
-        .tier_by(|key| key.starts_with("ent-").then_some("enterprise"))
+        .tier_by(["enterprise"], |key| {
+            key.starts_with("ent-").then_some("enterprise")
+        })
         .missing_key(MissingKey::Refuse(StatusCode::UNAUTHORIZED))
         .success_headers(SuccessHeaders::RateLimitAndPolicy)
         .build()
@@ -254,6 +256,39 @@ async fn a_trusted_proxy_names_the_client() {
 }
 
 #[tokio::test]
+async fn an_app_served_without_connect_info_is_told_how_to_add_it() {
+    // Served with `into_make_service`, not `..._with_connect_info`: axum
+    // inserts no `ConnectInfo`, so no request has a peer address.
+    let make_guard = || {
+        GuardLayer::builder(ip_registry(), ClientIp::peer().peer_from(connect_info))
+            .build()
+            .unwrap()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app(make_guard())).await });
+    let reply = get_with(addr, "/", &[]).await;
+    assert_eq!(reply.status, 400);
+    let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    for part in [
+        "ConnectInfo",
+        "app.into_make_service_with_connect_info::<SocketAddr>()",
+    ] {
+        assert!(detail.contains(part), "{detail}");
+    }
+    // The default reader of a plain `SocketAddr` says how to read axum's.
+    let what = ClientIp::peer().describe();
+    for part in [
+        "ConnectInfo",
+        "app.into_make_service_with_connect_info::<SocketAddr>()",
+        "peer_from",
+    ] {
+        assert!(what.contains(part), "{what}");
+    }
+}
+
+#[tokio::test]
 async fn requests_without_a_key_can_share_a_tier() {
     let registry = Registry::builder()
         .source(tier("keyed").limit(Policy::per_minute(30.0).unwrap()))
@@ -290,6 +325,22 @@ fn bad_configuration_is_a_typed_error() {
         .default_tier("free")
         .missing_key(MissingKey::Refuse(StatusCode::OK)));
     assert!(e.contains("4xx or 5xx"), "{e}");
+    // A tier function's names are checked when the guard is built.
+    let e = err(GuardLayer::builder(tiers(), key())
+        .default_tier("free")
+        .tier_by(["enterprise", "gold"], |k| {
+            k.strip_prefix("plan-").map(String::from)
+        }));
+    assert!(
+        e.contains("tier_by")
+            && e.contains("`gold` is not a tier")
+            && e.contains(r#"tollgate::server::tier("gold")"#),
+        "{e}"
+    );
+    let e = err(GuardLayer::builder(tiers(), key())
+        .default_tier("free")
+        .tier_by(Vec::<String>::new(), |_| Some("free")));
+    assert!(e.contains("list every tier name"), "{e}");
     let none = Registry::builder().build().unwrap();
     let e = err(GuardLayer::builder(none, key()));
     assert!(e.contains("no source to use as a tier"), "{e}");
@@ -305,7 +356,7 @@ mod in_process {
     use http::{Request, Response, StatusCode};
     use tokio::sync::Notify;
     use tokio::time::Instant;
-    use tollgate::server::{tier, GuardLayer, PathKey};
+    use tollgate::server::{tier, ClientIp, GuardLayer, PathKey};
     use tollgate::{OnLimit, Registry};
     use tower::{Layer, Service, ServiceExt};
 
@@ -394,13 +445,124 @@ mod in_process {
     }
 
     #[tokio::test]
-    async fn a_tier_function_naming_no_tier_is_a_500_not_a_panic() {
+    async fn composite_keys_with_the_separator_in_a_part_stay_apart() {
+        use std::sync::Mutex;
+        let registry = Registry::builder()
+            .source(tier("free").limit("5/min burst 5".parse().unwrap()))
+            .build()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let key = (
+            tollgate::server::HeaderKey::new("x-a").unwrap(),
+            tollgate::server::HeaderKey::new("x-b").unwrap(),
+        );
+        let guard = GuardLayer::builder(registry, key)
+            .tier_by(["free"], move |key| {
+                s.lock().unwrap().push(key.to_owned());
+                None::<&str>
+            })
+            .build()
+            .unwrap();
+        let svc = guard.layer(ok_service());
+        for (a, b) in [("a|b", "c"), ("a", "b|c"), ("a\\", "b"), ("a", "\\b")] {
+            let req = Request::builder()
+                .header("x-a", a)
+                .header("x-b", b)
+                .body(())
+                .unwrap();
+            assert_eq!(
+                svc.clone().oneshot(req).await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [r"a\|b|c", r"a|b\|c", r"a\\|b", r"a|\\b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ratelimit_item_names_the_limit_it_reports() {
+        // The second limit is the tighter: its `r` is reported, by its name.
+        let registry = Registry::builder()
+            .source(
+                tier("api")
+                    .limit("100/s burst 100".parse().unwrap())
+                    .limit("2/min burst 2".parse().unwrap()),
+            )
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry, PathKey)
+            .success_headers(tollgate::server::SuccessHeaders::RateLimitAndPolicy)
+            .build()
+            .unwrap();
+        let svc = guard.layer(ok_service());
+        let first = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(
+            first.headers()["ratelimit-policy"],
+            r#""api";q=100;w=1, "api-2";q=2;w=60"#
+        );
+        assert_eq!(first.headers()["ratelimit"], r#""api-2";r=1;t=30"#);
+        svc.clone().oneshot(Request::new(())).await.unwrap();
+        let refused = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["ratelimit"], r#""api-2";r=0;t=30"#);
+    }
+
+    /// A request from the proxy at 10.9.9.9 whose `X-Forwarded-For` is `xff`.
+    fn forwarded(xff: &[u8]) -> Request<()> {
+        let mut req = Request::builder()
+            .header(
+                "x-forwarded-for",
+                http::HeaderValue::from_bytes(xff).unwrap(),
+            )
+            .body(())
+            .unwrap();
+        let proxy: std::net::SocketAddr = "10.9.9.9:443".parse().unwrap();
+        req.extensions_mut().insert(proxy);
+        req
+    }
+
+    #[tokio::test]
+    async fn a_non_ascii_forwarded_entry_does_not_move_the_client_to_the_proxy() {
+        let registry = Registry::builder()
+            .source(tier("per-ip").limit("1/min burst 1".parse().unwrap()))
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry.clone(), ClientIp::peer().trusted_proxies(1))
+            .build()
+            .unwrap();
+        let svc = guard.layer(ok_service());
+        let status = |xff: &'static [u8]| {
+            let svc = svc.clone();
+            async move { svc.oneshot(forwarded(xff)).await.unwrap().status() }
+        };
+        // What the client wrote (left) is not UTF-8; the proxy's entry is.
+        assert_eq!(status(b"\xc3\xa9vil, 198.51.100.7").await, StatusCode::OK);
+        assert_eq!(status(b"\xff, 198.51.100.8").await, StatusCode::OK);
+        assert_eq!(
+            status(b"198.51.100.7").await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "the same client"
+        );
+        // Bracketed IPv6, with a port or without, is one client.
+        assert_eq!(status(b"x, [2001:db8::1]:4711").await, StatusCode::OK);
+        assert_eq!(
+            status(b"[2001:db8::1]").await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(status(b"2001:db8::1").await, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(registry.host_count("per-ip").unwrap(), 3, "never the proxy");
+    }
+
+    #[tokio::test]
+    async fn a_tier_function_naming_no_tier_is_a_500_that_says_which() {
         let registry = Registry::builder()
             .source(tier("free").limit("5/s".parse().unwrap()))
             .build()
             .unwrap();
+        // Declared right, but the function returns another (owned) name.
         let guard = GuardLayer::builder(registry, PathKey)
-            .tier_by(|_| Some("gold"))
+            .tier_by(["free"], |path| Some(format!("gold{path}")))
             .build()
             .unwrap();
         let resp = guard
@@ -410,5 +572,12 @@ mod in_process {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let body = resp.body();
+        assert!(
+            body.contains("`gold/`")
+                && body.contains("tiers: [free]")
+                && body.contains(r#"tollgate::server::tier(\"gold/\")"#),
+            "{body}"
+        );
     }
 }

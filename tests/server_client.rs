@@ -106,3 +106,56 @@ async fn a_client_refused_once_is_not_refused_again() {
     assert_eq!(count(&seen, 429), 1, "{seen:?}");
     assert!(count(&seen, 200) >= 5, "{seen:?}");
 }
+
+mod in_process {
+    //! The guard's answers read by the client's parser, without a network.
+    use std::convert::Infallible;
+    use std::time::SystemTime;
+
+    use http::{Request, Response, StatusCode};
+    use tollgate::server::{tier, GuardLayer, PathKey, SuccessHeaders};
+    use tollgate::{Policy, Registry, Signal, SignalConfig};
+    use tower::{Layer, ServiceExt};
+
+    /// The largest integer RFC 9651 allows: 15 digits.
+    const SF_MAX: f64 = 999_999_999_999_999.0;
+
+    fn integers(field: &str) -> Vec<u64> {
+        field
+            .split([';', ','])
+            .filter_map(|p| p.trim().split_once('='))
+            .map(|(_, v)| v.parse().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn numbers_past_fifteen_digits_are_clamped_so_the_fields_stay_valid() {
+        let huge = Policy::per_second(1e9).unwrap().burst(1e16).unwrap();
+        let registry = Registry::builder()
+            .source(tier("huge").limit(huge))
+            .build()
+            .unwrap();
+        let guard = GuardLayer::builder(registry, PathKey)
+            .success_headers(SuccessHeaders::RateLimitAndPolicy)
+            .build()
+            .unwrap();
+        let svc = guard.layer(tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("ok")))
+        }));
+        let resp = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        for name in ["ratelimit", "ratelimit-policy"] {
+            let field = resp.headers()[name].to_str().unwrap();
+            for n in integers(field) {
+                assert!(n as f64 <= SF_MAX, "{name}: {field}");
+            }
+        }
+        let signal = Signal::parse(
+            resp.status(),
+            resp.headers(),
+            SystemTime::now(),
+            &SignalConfig::default(),
+        );
+        assert_eq!(signal.remaining, Some(SF_MAX), "{:?}", resp.headers());
+    }
+}

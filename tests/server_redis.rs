@@ -31,7 +31,9 @@ async fn instance_with(store: RedisStore, headers: SuccessHeaders) -> SocketAddr
         .unwrap();
     let guard = GuardLayer::builder(registry, HeaderKey::new("x-api-key").unwrap())
         .default_tier("free")
-        .tier_by(|key| key.starts_with("ent-").then_some("enterprise"))
+        .tier_by(["enterprise"], |key| {
+            key.starts_with("ent-").then_some("enterprise")
+        })
         .missing_key(MissingKey::Refuse(StatusCode::UNAUTHORIZED))
         .success_headers(headers)
         .build()

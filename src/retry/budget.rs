@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use crate::{Error, Registry, Target, DEFAULT_MAX_HOSTS};
 
 /// The window is kept as this many slots, so it slides in steps of a tenth.
 const SLOTS: u64 = 10;
+/// Spare windows for keys beyond `max_keys`, each held by one key at a time.
+const SPARE_WINDOWS: usize = 64;
 /// Ratios are kept in millionths, so that the bound is integer arithmetic:
 /// 10 % of 10 requests is exactly one retry, not 0.999….
 const PPM: u128 = 1_000_000;
@@ -26,8 +29,11 @@ const PPM: u128 = 1_000_000;
 /// [`per_source`](Self::per_source), else the request's host and port. At
 /// most [`max_keys`](Self::max_keys) keys are kept (default 10,000): keys
 /// whose window holds nothing are dropped (an empty window equals a fresh
-/// one), and while every key is live the extra keys share one window, which
-/// is stricter, never looser.
+/// one). While every kept key is live, a further key takes one of 64 spare
+/// windows (chosen by a hash of the key), which it holds until that window
+/// empties; a key whose spare window another key holds counts nothing and
+/// gets no retry. So a key never spends what other keys deposited: beyond
+/// `max_keys` the budget is stricter, never looser.
 ///
 /// Clones share the budget (an `Arc` inside), so one budget can serve the
 /// tower [`RetryPolicy`](crate::tower::RetryPolicy), the reqwest
@@ -62,13 +68,17 @@ struct Inner {
     epoch: Instant,
     registry: Option<Registry>,
     max_keys: usize,
+    /// Picks a key's spare window; seeded per budget, so that no one can
+    /// choose host names that take each other's.
+    spare_hasher: foldhash::fast::RandomState,
     table: Mutex<Table>,
 }
 
 #[derive(Default)]
 struct Table {
     keys: HashMap<Box<str>, Window>,
-    overflow: Window,
+    /// Empty until every kept key is live; then `SPARE_WINDOWS` of them.
+    spare: Vec<Spare>,
     /// The slot of the last sweep that freed nothing: no sweep again in it.
     swept_at: Option<u64>,
 }
@@ -78,6 +88,13 @@ struct Slot {
     index: u64,
     deposits: u32,
     withdrawals: u32,
+}
+
+/// A spare window and the hash of the key that holds it.
+#[derive(Clone, Copy, Default)]
+struct Spare {
+    holder: u64,
+    window: Window,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -166,6 +183,7 @@ impl RetryBudget {
                 epoch: Instant::now(),
                 registry: None,
                 max_keys: DEFAULT_MAX_HOSTS,
+                spare_hasher: Default::default(),
                 table: Mutex::default(),
             }),
         })
@@ -194,6 +212,7 @@ impl RetryBudget {
             epoch: i.epoch,
             registry: i.registry.clone(),
             max_keys: i.max_keys,
+            spare_hasher: Default::default(),
             table: Mutex::default(),
         };
         change(&mut inner);
@@ -205,8 +224,10 @@ impl RetryBudget {
     /// Counts one request to `target`.
     pub fn deposit(&self, target: &Target<'_>) {
         self.with_window(target, |w, now| {
-            let s = w.slot(now);
-            s.deposits = s.deposits.saturating_add(1);
+            if let Some(w) = w {
+                let s = w.slot(now);
+                s.deposits = s.deposits.saturating_add(1);
+            }
         });
     }
 
@@ -218,6 +239,9 @@ impl RetryBudget {
             u128::from(self.inner.reserve_ppm),
         );
         self.with_window(target, |w, now| {
+            let Some(w) = w else {
+                return false; // no window of its own: nothing it may spend
+            };
             let (deposits, withdrawals) = w.sums(now);
             let allowed = (withdrawals + 1) * PPM <= ratio * deposits + reserve;
             if allowed {
@@ -251,7 +275,13 @@ impl RetryBudget {
         }
     }
 
-    fn with_window<R>(&self, target: &Target<'_>, f: impl FnOnce(&mut Window, u64) -> R) -> R {
+    /// Runs `f` on `target`'s window, or on `None` when the key has none
+    /// (beyond `max_keys`, with its spare window held by another key).
+    fn with_window<R>(
+        &self,
+        target: &Target<'_>,
+        f: impl FnOnce(Option<&mut Window>, u64) -> R,
+    ) -> R {
         let key = self.key(target);
         let elapsed = Instant::now().saturating_duration_since(self.inner.epoch);
         let now = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) / self.inner.slot_nanos;
@@ -263,11 +293,31 @@ impl RetryBudget {
                 table.swept_at = Some(now);
             }
             if table.keys.len() >= self.inner.max_keys {
-                return f(&mut table.overflow, now);
+                return f(self.spare(table, &key, now), now);
             }
         }
         let window = table.keys.entry(key.into_boxed_str()).or_default();
-        f(window, now)
+        f(Some(window), now)
+    }
+
+    /// The spare window of `key`, if no other live key holds it: a shared
+    /// one would let a failing host spend what healthy hosts deposited.
+    fn spare<'t>(&self, table: &'t mut Table, key: &str, now: u64) -> Option<&'t mut Window> {
+        if table.spare.is_empty() {
+            table.spare = vec![Spare::default(); SPARE_WINDOWS];
+        }
+        let hash = self.inner.spare_hasher.hash_one(key);
+        let spare = &mut table.spare[(hash % SPARE_WINDOWS as u64) as usize];
+        if spare.holder != hash {
+            if spare.window.live(now).next().is_some() {
+                return None;
+            }
+            *spare = Spare {
+                holder: hash,
+                window: Window::default(),
+            };
+        }
+        Some(&mut spare.window)
     }
 }
 
@@ -340,8 +390,14 @@ mod tests {
             budget.deposit(&host(n));
         }
         assert_eq!(budget.key_count(), 100);
-        // The extra hosts share one window: a deposit by one is a retry for another.
-        assert!(budget.try_withdraw(&host("h999.test")));
+        // The extra hosts never share a window: at most one per spare window
+        // has a deposit to spend, and none spends another's.
+        let spent = names[100..]
+            .iter()
+            .filter(|n| budget.try_withdraw(&host(n)))
+            .count();
+        assert!((1..=SPARE_WINDOWS).contains(&spent), "{spent}");
+        assert!(!budget.try_withdraw(&host("never-paid.test")));
         tokio::time::advance(Duration::from_secs(1)).await;
         budget.deposit(&host("fresh.test"));
         assert_eq!(budget.key_count(), 1, "the idle keys were swept");

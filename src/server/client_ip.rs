@@ -37,7 +37,9 @@ fn socket_addr_peer(extensions: &Extensions) -> Option<IpAddr> {
 /// reads `X-Forwarded-For` instead: each proxy appends the address it
 /// received the request from, so the client is the `n`th address from the
 /// right. Anything further left was written by the client and is ignored,
-/// so a forged header changes nothing. A header with fewer than `n`
+/// so a forged header changes nothing (not even bytes that are not text:
+/// only the entry needed is read). An entry may carry a port, and IPv6 may
+/// be in brackets (`[2001:db8::1]:4711`). A header with fewer than `n`
 /// addresses (the request did not pass every proxy) or an unreadable entry
 /// falls back to the peer. With no trusted proxy (the default) the header
 /// is never read.
@@ -47,6 +49,8 @@ fn socket_addr_peer(extensions: &Extensions) -> Option<IpAddr> {
 #[derive(Clone, Debug)]
 pub struct ClientIp<P = PeerFn> {
     peer: P,
+    /// Whether `peer_from` set `peer`, for the hint when no address is found.
+    custom_peer: bool,
     trusted_proxies: usize,
     ipv6_prefix: u8,
 }
@@ -57,6 +61,7 @@ impl ClientIp {
     pub fn peer() -> Self {
         ClientIp {
             peer: socket_addr_peer,
+            custom_peer: false,
             trusted_proxies: 0,
             ipv6_prefix: 128,
         }
@@ -72,6 +77,7 @@ impl<P> ClientIp<P> {
     {
         ClientIp {
             peer,
+            custom_peer: true,
             trusted_proxies: self.trusted_proxies,
             ipv6_prefix: self.ipv6_prefix,
         }
@@ -97,18 +103,15 @@ impl<P> ClientIp<P> {
         if n == 0 {
             return None;
         }
-        // Right to left over every line of the header, without allocating.
+        // Right to left over every line of the header, as bytes: what the
+        // client wrote further left may be anything, and must not make the
+        // proxies' entries unreadable.
         let mut entries = headers
             .get_all("x-forwarded-for")
             .iter()
             .rev()
-            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
-            .map(str::trim);
-        let entry = entries.nth(n - 1)?;
-        entry
-            .parse::<IpAddr>()
-            .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
-            .ok()
+            .flat_map(|v| v.as_bytes().rsplit(|&b| b == b','));
+        parse_entry(entries.nth(n - 1)?)
     }
 
     fn masked(&self, ip: IpAddr) -> IpAddr {
@@ -150,14 +153,51 @@ where
     }
 
     fn describe(&self) -> String {
-        if self.trusted_proxies > 0 {
-            "the client address (`X-Forwarded-For` or the peer)".into()
+        // Said to a request without an address, which with axum almost
+        // always means the app was served without `ConnectInfo`.
+        const SERVE: &str =
+            "serve the app with `app.into_make_service_with_connect_info::<SocketAddr>()`";
+        let fix = if self.custom_peer {
+            format!(
+                "`ClientIp::peer_from` found none in the request's extensions; with axum, \
+                 {SERVE}, which inserts the `ConnectInfo<SocketAddr>` it reads"
+            )
         } else {
-            "the peer address (insert the connection's `SocketAddr` into the request's \
-             extensions, or set `ClientIp::peer_from`)"
-                .into()
+            format!(
+                "no `SocketAddr` in the request's extensions; with axum, {SERVE} and read its \
+                 `ConnectInfo` with `ClientIp::peer().peer_from(|ext| \
+                 ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`; other servers \
+                 insert the connection's `SocketAddr` into the extensions"
+            )
+        };
+        if self.trusted_proxies > 0 {
+            format!("the client address (`X-Forwarded-For` or the peer: {fix})")
+        } else {
+            format!("the peer address ({fix})")
         }
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, with or without a port, IPv6
+/// in brackets or bare (`192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`,
+/// `[2001:db8::1]`, `[2001:db8::1]:4711`).
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry.trim_ascii()).ok()?;
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok());
+        return match ip.parse() {
+            Ok(IpAddr::V6(v6)) if port_ok => Some(IpAddr::V6(v6)),
+            _ => None,
+        };
+    }
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()))
+        .ok()
 }
 
 /// Dotted decimal, as `Display` writes it, without the formatting
@@ -216,6 +256,29 @@ mod tests {
         assert_eq!(ip(&two, &req(&["10.0.0.2"])).unwrap(), "192.0.2.9");
         assert_eq!(ip(&one, &req(&["unknown"])).unwrap(), "192.0.2.9");
         assert_eq!(ip(&direct, &Request::new(())), None);
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_and_brackets() {
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        for (entry, want) in [
+            (&b" 192.0.2.1 "[..], Some(v4)),
+            (b"192.0.2.1:4711", Some(v4)),
+            (b"2001:db8::1", Some(v6)),
+            (b"[2001:db8::1]", Some(v6)),
+            (b"[2001:db8::1]:4711", Some(v6)),
+            (b"[2001:db8::1]:", None),
+            (b"[2001:db8::1]:99999", None),
+            (b"[2001:db8::1]x", None),
+            (b"[192.0.2.1]", None),
+            (b"[2001:db8::1", None),
+            (b"\xff192.0.2.1", None),
+            (b"unknown", None),
+            (b"", None),
+        ] {
+            assert_eq!(parse_entry(entry), want, "{}", entry.escape_ascii());
+        }
     }
 
     #[test]

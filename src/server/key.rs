@@ -4,8 +4,10 @@
 //! An extractor writes the key into a [`KeyWriter`], which keeps it on the
 //! stack (longer keys spill to the heap) in two forms: as written, for the
 //! tier lookup, and escaped, which names the key's bucket set (see
-//! [the module docs](super#how-keys-become-buckets)).
+//! [the module docs](super#how-keys-become-buckets)). [`composite_key`] and
+//! [`key_parts`] write and read the first form of a key of several parts.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use http::Request;
@@ -54,15 +56,26 @@ pub trait KeyExtractor: Send + Sync + 'static {
 
 /// Where an extractor writes its key; see [`KeyExtractor`].
 ///
-/// It keeps two forms: the bytes as written (parts of a composite key
-/// joined by `|`), which a tier lookup reads, and the same bytes escaped
-/// (printable ASCII as it is, `%`, spaces, control bytes and non-ASCII as
-/// `%` and two hex digits, parts joined by a space), which names the key's
-/// bucket set: ASCII whatever the key's bytes, case kept, and never two
-/// keys in one.
+/// It keeps two forms. The key as written, which a tier lookup
+/// ([`key_tier`](super::GuardBuilder::key_tier),
+/// [`tier_by`](super::GuardBuilder::tier_by)) reads: a key of one part is
+/// its bytes as they are; the parts of a composite key are joined by `|`,
+/// with a `\` before every `|` and `\` inside a part, so that
+/// `("a|b", "c")` is `a\|b|c` and `("a", "b|c")` is `a|b\|c`
+/// ([`composite_key`] writes such a key, [`key_parts`] reads one). And the
+/// same bytes escaped (printable ASCII as it is, `%`, spaces, control bytes
+/// and non-ASCII as `%` and two hex digits, parts joined by a space), which
+/// names the key's bucket set: ASCII whatever the key's bytes, case kept,
+/// and never two keys in one.
+///
+/// A key is escaped once it has a second part: an extractor that writes one
+/// part for some requests and several for others can give both kinds the
+/// same form as written (`a|b`), though never the same bucket set.
 pub struct KeyWriter {
     /// Only kept for a tier lookup (and not even zeroed otherwise).
     raw: Option<SmallBuf<RAW_INLINE>>,
+    /// Whether a second part was started: `|` and `\` are escaped in `raw`.
+    composite: bool,
     escaped: SmallBuf<ESCAPED_INLINE>,
 }
 
@@ -81,6 +94,7 @@ impl KeyWriter {
     pub(crate) fn new(keep_raw: bool) -> Self {
         KeyWriter {
             raw: keep_raw.then(SmallBuf::new),
+            composite: false,
             escaped: SmallBuf::new(),
         }
     }
@@ -89,7 +103,11 @@ impl KeyWriter {
     #[inline]
     pub fn push(&mut self, bytes: &[u8]) {
         if let Some(raw) = &mut self.raw {
-            raw.extend(bytes);
+            if self.composite {
+                escape_part(raw, bytes);
+            } else {
+                raw.extend(bytes);
+            }
         }
         // Runs of printable bytes are copied whole; the rest is escaped.
         let mut rest = bytes;
@@ -111,11 +129,21 @@ impl KeyWriter {
     }
 
     /// Starts the next part of a composite key: `("alice", "10.0.0.1")` and
-    /// `("alice1", "0.0.0.1")` stay two keys.
+    /// `("alice1", "0.0.0.1")` stay two keys, and so do `("a|b", "c")` and
+    /// `("a", "b|c")`.
     pub fn next_part(&mut self) {
         if let Some(raw) = &mut self.raw {
+            if !self.composite && raw.as_slice().iter().any(|&b| is_special(b)) {
+                // The first part was written as it is; now that the key has
+                // parts, it is escaped like the others (rare: most keys
+                // hold no `|` or `\`).
+                let first = raw.as_slice().to_vec();
+                raw.clear();
+                escape_part(raw, &first);
+            }
             raw.push(b'|');
         }
+        self.composite = true;
         // A space: data never leaves one unescaped.
         self.escaped.push(b' ');
     }
@@ -135,6 +163,111 @@ impl KeyWriter {
     pub(crate) fn escaped(&self) -> &str {
         // Escaped keys are ASCII by construction.
         std::str::from_utf8(self.escaped.as_slice()).unwrap_or("")
+    }
+}
+
+/// Whether a byte of a part is escaped in a composite key as written.
+#[inline]
+fn is_special(b: u8) -> bool {
+    b == b'|' || b == b'\\'
+}
+
+/// Appends one part of a composite key, `\` before each `|` and `\`.
+fn escape_part<const N: usize>(out: &mut SmallBuf<N>, part: &[u8]) {
+    let mut rest = part;
+    while let Some(at) = rest.iter().position(|&b| is_special(b)) {
+        out.extend(&rest[..at]);
+        out.extend(&[b'\\', rest[at]]);
+        rest = &rest[at + 1..];
+    }
+    out.extend(rest);
+}
+
+/// A composite key as written, from its parts: what
+/// [`key_tier`](super::GuardBuilder::key_tier) takes for a key of several
+/// parts, and what [`tier_by`](super::GuardBuilder::tier_by) is given. The
+/// parts are joined by `|`, with a `\` before each `|` and `\` inside a
+/// part (see [`KeyWriter`]).
+///
+/// ```
+/// use tollgate::server::{composite_key, key_parts};
+///
+/// assert_eq!(composite_key(["alice", "10.0.0.1"]), "alice|10.0.0.1");
+/// assert_eq!(composite_key(["a|b", "c"]), r"a\|b|c");
+/// let parts: Vec<_> = key_parts(r"a\|b|c").collect();
+/// assert_eq!(parts, ["a|b", "c"]);
+/// ```
+pub fn composite_key<I>(parts: I) -> String
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    let mut out = String::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        for c in part.as_ref().chars() {
+            if c == '|' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The parts of a composite key as written, unescaped: `a\|b|c` is
+/// `"a|b"` and `"c"` (see [`composite_key`]). Meant for the key a
+/// [`tier_by`](super::GuardBuilder::tier_by) function is given when the
+/// guard's extractor has several parts; a key of one part is not escaped,
+/// so split it only if it has parts.
+pub fn key_parts(key: &str) -> KeyParts<'_> {
+    KeyParts { rest: Some(key) }
+}
+
+/// The iterator of [`key_parts`].
+#[derive(Clone, Debug)]
+pub struct KeyParts<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for KeyParts<'a> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        let rest = self.rest?;
+        let bytes = rest.as_bytes();
+        let mut escaped = false;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
+                }
+                b'|' => break,
+                _ => i += 1,
+            }
+        }
+        let end = i.min(bytes.len());
+        self.rest = rest.get(end + 1..).filter(|_| end < bytes.len());
+        let part = &rest[..end];
+        if !escaped {
+            return Some(Cow::Borrowed(part));
+        }
+        let mut out = String::with_capacity(part.len());
+        let mut chars = part.chars();
+        while let Some(c) = chars.next() {
+            // A `\` takes the next character as it is (a lone one at the
+            // end is kept).
+            out.push(if c == '\\' {
+                chars.next().unwrap_or(c)
+            } else {
+                c
+            });
+        }
+        Some(Cow::Owned(out))
     }
 }
 
@@ -196,6 +329,11 @@ impl<const N: usize> SmallBuf<N> {
         }
     }
 
+    fn clear(&mut self) {
+        self.len = 0;
+        self.heap = None;
+    }
+
     #[inline]
     fn as_slice(&self) -> &[u8] {
         match &self.heap {
@@ -213,4 +351,46 @@ pub(super) fn key_of<X: KeyExtractor>(x: &X, req: &Request<()>) -> Option<(Strin
     }
     let raw = k.raw_str().unwrap_or("(not UTF-8)").to_string();
     Some((raw, k.escaped().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(parts: &[&[u8]]) -> String {
+        let mut k = KeyWriter::new(true);
+        for (i, p) in parts.iter().enumerate() {
+            if i > 0 {
+                k.next_part();
+            }
+            k.push(p);
+        }
+        k.raw_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn parts_round_trip_and_never_meet() {
+        let cases: [&[&str]; 8] = [
+            &["a|b", "c"],
+            &["a", "b|c"],
+            &["a\\", "b"],
+            &["a", "\\b"],
+            &["a\\|", "|b\\"],
+            &["", ""],
+            &["é|ü", "\\é"],
+            &["a", "b", "c|"],
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for parts in cases {
+            let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let written = raw(&bytes);
+            assert_eq!(written, composite_key(parts), "{parts:?}");
+            let back: Vec<_> = key_parts(&written).collect();
+            assert_eq!(back, parts, "{written}");
+            assert!(seen.insert(written), "{parts:?}");
+        }
+        // One part is kept as it is.
+        assert_eq!(raw(&[b"a|b\\"]), "a|b\\");
+        assert_eq!(key_parts("a\\").collect::<Vec<_>>(), ["a\\"]);
+    }
 }

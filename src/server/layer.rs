@@ -66,7 +66,9 @@ pub(crate) enum Missing {
     Tier(usize),
 }
 
-type TierFn = dyn Fn(&str) -> Option<&'static str> + Send + Sync;
+/// A tier function with its answer looked up among the tiers: `Ok(None)`
+/// is the default tier.
+type TierFn = dyn Fn(&str, &[Arc<TierInfo>]) -> Result<Option<usize>, UnknownTier> + Send + Sync;
 
 /// What every clone of a guard shares.
 pub(crate) struct Shared<K> {
@@ -84,7 +86,7 @@ pub(crate) struct Shared<K> {
 }
 
 /// Why a key has no tier: a tier function named one the registry lacks.
-pub(crate) struct UnknownTier(pub &'static str);
+pub(crate) struct UnknownTier(pub Box<str>);
 
 impl<K> Shared<K> {
     /// The tier of a key as written (`None`: not UTF-8, or no lookup).
@@ -96,14 +98,23 @@ impl<K> Shared<K> {
         if let Some(&i) = self.map.get(raw) {
             return Ok(i);
         }
-        match self.by.as_ref().and_then(|f| f(raw)) {
+        match &self.by {
+            Some(f) => Ok(f(raw, &self.tiers)?.unwrap_or(self.default_tier)),
             None => Ok(self.default_tier),
-            Some(name) => self
-                .tiers
-                .iter()
-                .position(|t| &*t.name == name)
-                .ok_or(UnknownTier(name)),
         }
+    }
+
+    /// What to tell (the log and the client) when a tier function named a
+    /// tier the registry lacks.
+    pub fn unknown_tier(&self, UnknownTier(name): &UnknownTier) -> String {
+        let names: Vec<&str> = self.tiers.iter().map(|t| &*t.name).collect();
+        format!(
+            "the rate limiter's `tier_by` function placed this key in tier `{name}`, which \
+             is not a tier of the registry (tiers: [{}]); add \
+             `tollgate::server::tier(\"{name}\")` to the registry and to the names \
+             `tier_by` declares, or return one of its tiers",
+            names.join(", ")
+        )
     }
 }
 
@@ -141,6 +152,7 @@ impl<K: KeyExtractor> GuardLayer<K> {
             default_tier: None,
             map: Vec::new(),
             by: None,
+            by_tiers: Vec::new(),
             missing: MissingKey::default(),
             success: SuccessHeaders::default(),
         }
@@ -167,6 +179,8 @@ pub struct GuardBuilder<K> {
     default_tier: Option<String>,
     map: Vec<(String, String)>,
     by: Option<Box<TierFn>>,
+    /// The names `by` may return, checked by `build`.
+    by_tiers: Vec<String>,
     missing: MissingKey,
     success: SuccessHeaders,
 }
@@ -189,22 +203,62 @@ impl<K: KeyExtractor> GuardBuilder<K> {
         self
     }
 
-    /// Places the key `key` (as written) in tier `tier`.
+    /// Places the key `key` (as written; for a key of several parts, see
+    /// [`composite_key`](super::composite_key)) in tier `tier`.
     pub fn key_tier(mut self, key: impl Into<String>, tier: impl Into<String>) -> Self {
         self.map.push((key.into(), tier.into()));
         self
     }
 
-    /// Places keys in tiers by a function of the key as written (parts of
-    /// a composite key joined by `|`); `None` is the default tier. Entries
-    /// of [`key_tier`](Self::key_tier) are looked up first; a key that is
-    /// not UTF-8 goes to the default tier. A name that is no tier of the
-    /// registry is answered 500 and logged.
-    pub fn tier_by<F>(mut self, f: F) -> Self
+    /// Places keys in tiers by a function of the key as written (a key of
+    /// several parts is escaped: read it with [`key_parts`](super::key_parts));
+    /// `None` is the default tier. Entries of [`key_tier`](Self::key_tier)
+    /// are looked up first; a key that is not UTF-8 goes to the default
+    /// tier.
+    ///
+    /// `tiers` declares every name `f` may return, and
+    /// [`build`](Self::build) refuses one that is no tier of the registry.
+    /// Names may be owned (tiers loaded from a database). Should `f` still
+    /// name a tier the registry lacks, the request is answered 500 with a
+    /// body that names it, and the same is logged at `error`.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use tollgate::server::{tier, GuardLayer, HeaderKey};
+    /// use tollgate::Registry;
+    ///
+    /// // Plans by key, as loaded from a database.
+    /// let plans: HashMap<String, String> =
+    ///     [("k-acme".to_string(), "enterprise".to_string())].into();
+    /// let registry = Registry::builder()
+    ///     .source(tier("free").limit("5/s".parse()?))
+    ///     .source(tier("enterprise").limit("100/s".parse()?))
+    ///     .build()?;
+    /// let guard = GuardLayer::builder(registry, HeaderKey::new("x-api-key")?)
+    ///     .default_tier("free")
+    ///     .tier_by(["enterprise"], move |key| plans.get(key).cloned())
+    ///     .build()?;
+    /// # let _ = guard;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tier_by<I, F, T>(mut self, tiers: I, f: F) -> Self
     where
-        F: Fn(&str) -> Option<&'static str> + Send + Sync + 'static,
+        I: IntoIterator,
+        I::Item: Into<String>,
+        F: Fn(&str) -> Option<T> + Send + Sync + 'static,
+        T: AsRef<str>,
     {
-        self.by = Some(Box::new(f));
+        self.by_tiers = tiers.into_iter().map(Into::into).collect();
+        self.by = Some(Box::new(move |key, all| {
+            let Some(name) = f(key) else {
+                return Ok(None);
+            };
+            let name = name.as_ref();
+            match all.iter().position(|t| &*t.name == name) {
+                Some(i) => Ok(Some(i)),
+                None => Err(UnknownTier(name.into())),
+            }
+        }));
         self
     }
 
@@ -273,6 +327,16 @@ impl<K: KeyExtractor> GuardBuilder<K> {
                 ))
             }
         };
+        if self.by.is_some() && self.by_tiers.is_empty() {
+            return Err(Error::config(
+                "tier_by",
+                "no tier is declared: list every tier name the function may return, \
+                 as in `tier_by([\"enterprise\"], |key| ..)`",
+            ));
+        }
+        for name in &self.by_tiers {
+            find(name, "tier_by")?;
+        }
         let mut map = HashMap::with_hasher(foldhash::fast::RandomState::default());
         for (key, tier) in &self.map {
             map.insert(

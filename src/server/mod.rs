@@ -92,9 +92,16 @@
 //!   the tier's limit as written, `"5/s"` as `q=5;w=1` and `"25/min"` as
 //!   `q=25;w=60` (scaled to whole numbers: `"0.5/s"` is `q=1;w=2`; a burst
 //!   above 1 is not in `q`, which keeps `q/w` the sustained rate). Further
-//!   limits of a tier follow as `"tier-2"`, `"tier-3"`;
+//!   limits of a tier follow as `"tier-2"`, `"tier-3"`, and the `RateLimit`
+//!   item is named after the limit whose `r` it reports, the one with the
+//!   fewest tokens left (when limits cross, the one that is lowest for a
+//!   key that has not sent more than the smallest burst);
 //! * an `application/problem+json` body (RFC 9457) of type
 //!   [`QUOTA_EXCEEDED`], naming the tier in `violated-policies`.
+//!
+//! Every integer in these fields is at most 999,999,999,999,999, the most
+//! a structured field (RFC 9651) allows: a larger one would make a client
+//! ignore the whole field.
 //!
 //! An admitted response carries `RateLimit` too (see [`SuccessHeaders`]):
 //! `r` is the whole requests left to the key, and `t` the seconds until its
@@ -124,7 +131,7 @@ mod service;
 pub use client_ip::{ClientIp, PeerFn};
 pub use extract::{HeaderKey, KeyFn, PathKey, RequestHead};
 pub use future::GuardFuture;
-pub use key::{KeyExtractor, KeyWriter};
+pub use key::{composite_key, key_parts, KeyExtractor, KeyParts, KeyWriter};
 pub use layer::{GuardBuilder, GuardLayer, MissingKey, SuccessHeaders};
 pub use response::QUOTA_EXCEEDED;
 pub use service::Guard;

@@ -3,7 +3,8 @@
 //! problem bodies for refusals.
 //!
 //! Every time is whole seconds rounded *up*, so a client that waits what it
-//! is told is never early.
+//! is told is never early. Every integer is at most [`SF_INTEGER_MAX`]
+//! (RFC 9651 allows 15 digits; one more makes the whole field invalid).
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -20,6 +21,16 @@ pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-type
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+json");
+
+/// The largest integer a structured field may carry (RFC 9651, 3.3.1).
+const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// `n` as a structured field can carry it: a tier with a burst of 10^16
+/// announces 999,999,999,999,999 left, which is still true enough to pace
+/// by, where 10^16 would void the field.
+fn sf_integer(n: u64) -> u64 {
+    n.min(SF_INTEGER_MAX)
+}
 
 /// Whole seconds, rounded up.
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
@@ -53,29 +64,83 @@ pub(crate) fn quota_window(policy: &Policy) -> Option<(u64, u64)> {
     Some(((amount * w / period).floor() as u64, w as u64))
 }
 
-/// `RateLimit-Policy`: one item per limit, the first named after the tier,
-/// the others `tier-2`, `tier-3`, …
+/// The limits that announce a quota, as `RateLimit-Policy` numbers them:
+/// the first is named after the tier, the others `tier-2`, `tier-3`, …
+fn quotas(limits: &[Policy]) -> impl Iterator<Item = (&Policy, u64, u64)> {
+    limits
+        .iter()
+        .filter_map(|p| quota_window(p).map(|(q, w)| (p, q, w)))
+}
+
+/// The name of the `n`th (from 0) item of `RateLimit-Policy`.
+fn item_name(out: &mut String, tier: &TierInfo, n: usize) {
+    if n == 0 {
+        out.push_str(&tier.quoted);
+    } else {
+        let open = &tier.quoted[..tier.quoted.len() - 1];
+        let _ = write!(out, "{open}-{}\"", n + 1);
+    }
+}
+
+/// `RateLimit-Policy`: one item per limit (see [`quotas`]).
 pub(crate) fn policy_field(tier: &TierInfo, limits: &[Policy]) -> Option<HeaderValue> {
     let mut out = String::new();
     let mut n = 0;
-    for (q, w) in limits.iter().filter_map(quota_window) {
-        n += 1;
-        if n > 1 {
+    for (_, q, w) in quotas(limits) {
+        if n > 0 {
             out.push_str(", ");
-            let open = &tier.quoted[..tier.quoted.len() - 1];
-            let _ = write!(out, "{open}-{n}\"");
-        } else {
-            out.push_str(&tier.quoted);
         }
-        let _ = write!(out, ";q={q};w={w}");
+        item_name(&mut out, tier, n);
+        let _ = write!(out, ";q={};w={}", sf_integer(q), sf_integer(w));
+        n += 1;
     }
     (n > 0).then(|| HeaderValue::try_from(out).ok()).flatten()
 }
 
-fn ratelimit_field(tier: &TierInfo, remaining: u64, reset: u64) -> Option<HeaderValue> {
+/// Which item of `RateLimit-Policy` the `RateLimit` item reports: the limit
+/// with the fewest tokens left. A key's limits all take each of its
+/// requests from full, so one whose burst and rate are both no larger than
+/// every other's is always the lowest. When limits cross (a small fast one
+/// beside a large slow one), the lowest depends on the key's history, which
+/// the permit does not tell: a refusal whose wait only one limit could
+/// need names that one; else the smallest burst is named, which is the
+/// lowest while the key has not sent more than it (its `r` is then that of
+/// the lowest limit, never more than the named one has left).
+fn reported(limits: &[Policy], wait: Option<Duration>) -> usize {
+    let quotas: Vec<&Policy> = quotas(limits).map(|(p, _, _)| p).collect();
+    let below = |a: &Policy, b: &Policy| {
+        a.capacity() <= b.capacity() && a.tokens_per_second() <= b.tokens_per_second()
+    };
+    if let Some(i) = quotas
+        .iter()
+        .position(|a| quotas.iter().all(|b| below(a, b)))
+    {
+        return i;
+    }
+    if let Some(wait) = wait {
+        // A limit makes a request wait at most a token's time.
+        let could = |p: &&Policy| wait.as_secs_f64() <= (1.0 + 1e-9) / p.tokens_per_second();
+        let mut which = quotas.iter().enumerate().filter(|(_, p)| could(p));
+        if let (Some((i, _)), None) = (which.next(), which.next()) {
+            return i;
+        }
+    }
+    quotas
+        .iter()
+        .enumerate()
+        .min_by(|(_, a), (_, b)| a.capacity().total_cmp(&b.capacity()))
+        .map_or(0, |(i, _)| i)
+}
+
+fn ratelimit_field(
+    tier: &TierInfo,
+    item: usize,
+    remaining: u64,
+    reset: u64,
+) -> Option<HeaderValue> {
     let mut out = String::with_capacity(tier.quoted.len() + 24);
-    out.push_str(&tier.quoted);
-    let _ = write!(out, ";r={remaining};t={reset}");
+    item_name(&mut out, tier, item);
+    let _ = write!(out, ";r={};t={}", sf_integer(remaining), sf_integer(reset));
     HeaderValue::try_from(out).ok()
 }
 
@@ -109,7 +174,7 @@ pub(crate) fn on_success<B>(
         return; // an unlimited tier announces nothing
     };
     let headers = response.headers_mut();
-    if let Some(v) = ratelimit_field(tier, r, t) {
+    if let Some(v) = ratelimit_field(tier, reported(&limits, None), r, t) {
         headers.insert(RATELIMIT, v);
     }
     if with_policy {
@@ -121,7 +186,7 @@ pub(crate) fn on_success<B>(
 
 /// 429 for a key over its tier's limit, with the exact wait rounded up.
 pub(crate) fn too_many<B: From<String>>(tier: &TierInfo, retry_after: Duration) -> Response<B> {
-    let secs = ceil_secs(retry_after);
+    let secs = sf_integer(ceil_secs(retry_after));
     let limits = tier.handle.limits();
     let shown: Vec<String> = limits.iter().map(Policy::to_string).collect();
     let detail = format!(
@@ -138,7 +203,8 @@ pub(crate) fn too_many<B: From<String>>(tier: &TierInfo, retry_after: Duration) 
     );
     let headers = response.headers_mut();
     headers.insert(RETRY_AFTER, HeaderValue::from(secs));
-    if let Some(v) = ratelimit_field(tier, 0, secs) {
+    let item = reported(&limits, Some(retry_after));
+    if let Some(v) = ratelimit_field(tier, item, 0, secs) {
         headers.insert(RATELIMIT, v);
     }
     if let Some(v) = policy_field(tier, &limits) {
@@ -246,6 +312,34 @@ mod tests {
         assert_eq!(remaining_and_reset(f64::INFINITY, &[]), None);
         assert_eq!(ceil_secs(Duration::from_millis(200)), 1);
         assert_eq!(ceil_secs(Duration::from_secs(12)), 12);
+    }
+
+    #[test]
+    fn integers_are_clamped_to_fifteen_digits() {
+        assert_eq!(sf_integer(10u64.pow(16)), SF_INTEGER_MAX);
+        assert_eq!(sf_integer(u64::MAX), SF_INTEGER_MAX);
+        assert_eq!(sf_integer(SF_INTEGER_MAX), SF_INTEGER_MAX);
+        assert_eq!(sf_integer(7), 7);
+        // A negative or NaN float was never a negative integer.
+        assert_eq!(ceil_f64(-3.0), 0);
+        assert_eq!(ceil_f64(f64::NAN), 0);
+    }
+
+    #[test]
+    fn the_reported_limit_is_the_lowest_one() {
+        let (fast, slow) = (p("10/s burst 10"), p("1000/h burst 1000"));
+        let (small, large) = (p("1/min burst 1"), p("100/s burst 100"));
+        // Below the other in burst and rate: always the lowest.
+        assert_eq!(reported(&[large, small], None), 1);
+        assert_eq!(reported(&[small, large], None), 0);
+        // Crossing: the smallest burst, unless a refusal's wait rules it out.
+        assert_eq!(reported(&[slow, fast], None), 1);
+        let long = Some(Duration::from_secs(2));
+        assert_eq!(reported(&[slow, fast], long), 0);
+        let short = Some(Duration::from_millis(50));
+        assert_eq!(reported(&[slow, fast], short), 1);
+        // Unlimited limits are not items.
+        assert_eq!(reported(&[Policy::unlimited(), slow, small], None), 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::future::{Announce, GuardFuture};
 use super::key::{KeyExtractor, KeyWriter};
-use super::layer::{Missing, Shared, SuccessHeaders, TierInfo, UnknownTier};
+use super::layer::{Missing, Shared, SuccessHeaders, TierInfo};
 use super::response;
 use crate::{Admission, Error};
 
@@ -78,14 +78,12 @@ where
         let tier = if keyed {
             match shared.tier_of(key.raw_str()) {
                 Ok(tier) => tier,
-                Err(UnknownTier(name)) => {
-                    tracing::error!(
-                        tier = name,
-                        "the tier function named a tier the registry lacks"
-                    );
+                Err(unknown) => {
+                    let detail = shared.unknown_tier(&unknown);
+                    tracing::error!(tier = &*unknown.0, "{detail}");
                     return GuardFuture::answered(response::plain(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "the rate limiter is misconfigured; see the server's log",
+                        &detail,
                     ));
                 }
             }
