@@ -1,10 +1,13 @@
-//! The plain-text report: one row per source, then notes, then the line
-//! `violations: N` that CI greps.
+//! The plain-text report: one row per configured source, then notes, then
+//! the learning source's lines (`learning: ..`), then the line
+//! `violations: N` that CI greps, which counts the configured sources only.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use tollgate::Policy;
+
+use crate::upstream::Outcome;
 
 /// One source's row.
 #[derive(Clone, Debug)]
@@ -85,6 +88,104 @@ pub fn allowed_text(policies: &[Policy], limits_on: bool) -> String {
     } else {
         format!("API limit {text}, not enforced by the client")
     }
+}
+
+/// How the learning source is described in the header lines.
+pub fn learning_text(true_limit: Policy, limits_on: bool) -> String {
+    if limits_on {
+        format!("no limit configured, learns one (the server's: {true_limit}, unannounced)")
+    } else {
+        format!("API limit {true_limit} (unannounced), not learned")
+    }
+}
+
+/// How long a learning source is given to find its rate before its
+/// refusals are held to the mark (under 5 %).
+pub const SETTLING: Duration = Duration::from_secs(10);
+
+/// Of `events` (seconds since the start, outcome), those at least `settle`
+/// after the first: how many, and how many of them were refused. `None`
+/// when there are none (a run too short to tell).
+pub fn after_first(events: &[(f64, Outcome)], settle: Duration) -> Option<(u64, u64)> {
+    let from = events.first()?.0 + settle.as_secs_f64();
+    let later: Vec<_> = events.iter().filter(|(t, _)| *t >= from).collect();
+    if later.is_empty() {
+        return None;
+    }
+    let refused = later
+        .iter()
+        .filter(|(_, o)| *o == Outcome::Violation)
+        .count();
+    Some((later.len() as u64, refused as u64))
+}
+
+/// What the learning source did, for its own lines.
+#[derive(Clone, Debug)]
+pub struct Learning {
+    /// Source name.
+    pub name: String,
+    /// Whether it learned (not with `--no-limits`).
+    pub learning: bool,
+    /// The server's limit, which it never announced.
+    pub true_limit: Policy,
+    /// Requests the server answered.
+    pub requests: u64,
+    /// Of them, answered 200.
+    pub ok: u64,
+    /// Of them, refused with a bare 429.
+    pub refused: u64,
+    /// Requests and refusals after the source's first [`SETTLING`].
+    pub after: Option<(u64, u64)>,
+    /// The adaptive controller's rate at the end, if it started.
+    pub learned: Option<f64>,
+    /// The run.
+    pub elapsed: Duration,
+    /// Mean wait of an attempt inside the rate-limit layer.
+    pub mean_wait: Duration,
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+/// The learning source's lines, each starting `learning:`.
+pub fn learning(l: &Learning) -> String {
+    let settle = SETTLING.as_secs();
+    let after = match l.after {
+        Some((n, refused)) => format!(
+            "after its first {settle} s, {refused} refused of {n} ({:.1} %)",
+            percent(refused, n)
+        ),
+        None => format!("nothing after its first {settle} s (a shorter run)"),
+    };
+    let limit = l.true_limit.tokens_per_second();
+    let learned = match (l.learning, l.learned) {
+        (false, _) => "not learning (--no-limits)".to_string(),
+        (true, None) => "learned no rate (no refusal started the controller)".to_string(),
+        (true, Some(rate)) => format!(
+            "learned {}/s by the end, {} the server's unannounced {}/s",
+            number(rate, 1),
+            if rate <= limit { "under" } else { "above" },
+            number(limit, 0)
+        ),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "learning: {}, {} requests: {} refused ({:.1} %); {after}",
+        l.name,
+        l.requests,
+        l.refused,
+        percent(l.refused, l.requests)
+    );
+    let _ = writeln!(
+        out,
+        "learning: {} {learned}; {} ok/s, wait mean {}",
+        l.name,
+        number(l.ok as f64 / l.elapsed.as_secs_f64().max(1e-9), 2),
+        human(l.mean_wait)
+    );
+    out
 }
 
 /// Renders the table for a run of `elapsed`; `limits_on` says whether the
@@ -172,5 +273,17 @@ mod tests {
         assert_eq!(allowed_by(&p, 15.0), 16.0);
         let w = [Policy::window(3, Duration::from_secs(1)).unwrap()];
         assert_eq!(allowed_by(&w, 1.0), 4.0);
+    }
+
+    #[test]
+    fn after_the_first_ten_seconds_counts_from_the_first_answer() {
+        let events = [
+            (0.5, Outcome::Violation),
+            (10.4, Outcome::Violation),
+            (10.5, Outcome::Ok),
+            (12.0, Outcome::Ok),
+        ];
+        assert_eq!(after_first(&events, SETTLING), Some((2, 0)));
+        assert_eq!(after_first(&events[..2], SETTLING), None);
     }
 }
