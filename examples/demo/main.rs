@@ -700,6 +700,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map(|(t, o)| (t.saturating_duration_since(start).as_secs_f64(), o))
         .collect();
     let lyrics = upstream.stats(Api::Lyrics);
+    let settled = report::settled_from(&lyrics_events, report::SETTLING);
     print!(
         "{}",
         report::learning(&report::Learning {
@@ -709,8 +710,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             requests: lyrics.ok() + lyrics.violations() + lyrics.other(),
             ok: lyrics.ok(),
             refused: lyrics.violations(),
-            after: report::after_first(&lyrics_events, report::SETTLING),
+            after: settled.and_then(|from| report::after(
+                &lyrics_events,
+                from,
+                elapsed.as_secs_f64()
+            )),
             learned: learned_rate(&registry),
+            learned_mean: settled.and_then(|from| report::mean_after(&learned.samples(), from)),
             elapsed,
             mean_wait: stats[Api::Lyrics.index()].mean_wait(),
         })

@@ -103,20 +103,51 @@ pub fn learning_text(true_limit: Policy, limits_on: bool) -> String {
 /// refusals are held to the mark (under 5 %).
 pub const SETTLING: Duration = Duration::from_secs(10);
 
-/// Of `events` (seconds since the start, outcome), those at least `settle`
-/// after the first: how many, and how many of them were refused. `None`
-/// when there are none (a run too short to tell).
-pub fn after_first(events: &[(f64, Outcome)], settle: Duration) -> Option<(u64, u64)> {
-    let from = events.first()?.0 + settle.as_secs_f64();
+/// When a source's first `settle` ends, in seconds since the start: that
+/// long after its first answer in `events` (seconds since the start,
+/// outcome).
+pub fn settled_from(events: &[(f64, Outcome)], settle: Duration) -> Option<f64> {
+    Some(events.first()?.0 + settle.as_secs_f64())
+}
+
+/// A learning source's answers after its settling time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct After {
+    /// Requests the server answered.
+    pub requests: u64,
+    /// Of them, refused.
+    pub refused: u64,
+    /// Of them, answered 200.
+    pub ok: u64,
+    /// How long the span lasted, to the end of the run.
+    pub seconds: f64,
+}
+
+/// Of `events`, those from `from` on, in a run that lasted `end` seconds.
+/// `None` when there are none (a run too short to tell).
+pub fn after(events: &[(f64, Outcome)], from: f64, end: f64) -> Option<After> {
     let later: Vec<_> = events.iter().filter(|(t, _)| *t >= from).collect();
     if later.is_empty() {
         return None;
     }
-    let refused = later
+    let count = |outcome| later.iter().filter(|(_, o)| *o == outcome).count() as u64;
+    Some(After {
+        requests: later.len() as u64,
+        refused: count(Outcome::Violation),
+        ok: count(Outcome::Ok),
+        seconds: end - from,
+    })
+}
+
+/// The mean of the rates sampled (evenly) from `from` on, where the
+/// controller was on.
+pub fn mean_after(samples: &[(f64, Option<f64>)], from: f64) -> Option<f64> {
+    let rates: Vec<f64> = samples
         .iter()
-        .filter(|(_, o)| *o == Outcome::Violation)
-        .count();
-    Some((later.len() as u64, refused as u64))
+        .filter(|(t, _)| *t >= from)
+        .filter_map(|(_, r)| *r)
+        .collect();
+    (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
 }
 
 /// What the learning source did, for its own lines.
@@ -135,9 +166,11 @@ pub struct Learning {
     /// Of them, refused with a bare 429.
     pub refused: u64,
     /// Requests and refusals after the source's first [`SETTLING`].
-    pub after: Option<(u64, u64)>,
+    pub after: Option<After>,
     /// The adaptive controller's rate at the end, if it started.
     pub learned: Option<f64>,
+    /// Its mean after the source's first [`SETTLING`].
+    pub learned_mean: Option<f64>,
     /// The run.
     pub elapsed: Duration,
     /// Mean wait of an attempt inside the rate-limit layer.
@@ -152,9 +185,12 @@ fn percent(part: u64, whole: u64) -> f64 {
 pub fn learning(l: &Learning) -> String {
     let settle = SETTLING.as_secs();
     let after = match l.after {
-        Some((n, refused)) => format!(
-            "after its first {settle} s, {refused} refused of {n} ({:.1} %)",
-            percent(refused, n)
+        Some(a) => format!(
+            "after its first {settle} s, {} refused of {} ({:.1} %), {} ok/s",
+            a.refused,
+            a.requests,
+            percent(a.refused, a.requests),
+            number(a.ok as f64 / a.seconds.max(1e-9), 2)
         ),
         None => format!("nothing after its first {settle} s (a shorter run)"),
     };
@@ -162,12 +198,27 @@ pub fn learning(l: &Learning) -> String {
     let learned = match (l.learning, l.learned) {
         (false, _) => "not learning (--no-limits)".to_string(),
         (true, None) => "learned no rate (no refusal started the controller)".to_string(),
-        (true, Some(rate)) => format!(
-            "learned {}/s by the end, {} the server's unannounced {}/s",
-            number(rate, 1),
-            if rate <= limit { "under" } else { "above" },
-            number(limit, 0)
-        ),
+        // The controller keeps probing above what it found and cutting
+        // back, so its rate at the end is one point of an oscillation; its
+        // mean after the settling time says where it converged.
+        (true, Some(rate)) => {
+            let (shown, text) = match l.learned_mean {
+                Some(mean) => (
+                    mean,
+                    format!(
+                        "{}/s on average after its first {settle} s ({}/s at the end)",
+                        number(mean, 1),
+                        number(rate, 1)
+                    ),
+                ),
+                None => (rate, format!("{}/s by the end", number(rate, 1))),
+            };
+            format!(
+                "learned {text}, {} the server's unannounced {}/s",
+                if shown <= limit { "under" } else { "above" },
+                number(limit, 0)
+            )
+        }
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -180,7 +231,7 @@ pub fn learning(l: &Learning) -> String {
     );
     let _ = writeln!(
         out,
-        "learning: {} {learned}; {} ok/s, wait mean {}",
+        "learning: {} {learned}; {} ok/s overall, wait mean {}",
         l.name,
         number(l.ok as f64 / l.elapsed.as_secs_f64().max(1e-9), 2),
         human(l.mean_wait)
@@ -283,7 +334,17 @@ mod tests {
             (10.5, Outcome::Ok),
             (12.0, Outcome::Ok),
         ];
-        assert_eq!(after_first(&events, SETTLING), Some((2, 0)));
-        assert_eq!(after_first(&events[..2], SETTLING), None);
+        let from = settled_from(&events, SETTLING).unwrap();
+        let later = after(&events, from, 12.5).unwrap();
+        assert_eq!((later.requests, later.refused, later.ok), (2, 0, 2));
+        assert_eq!(later.seconds, 2.0);
+        assert_eq!(after(&events[..2], from, 12.5), None);
+        let samples = [
+            (9.0, Some(20.0)),
+            (10.5, None),
+            (11.0, Some(6.0)),
+            (11.5, Some(7.0)),
+        ];
+        assert_eq!(mean_after(&samples, from), Some(6.5));
     }
 }

@@ -242,7 +242,7 @@ pub fn render(title: &str, lanes: &[Lane], seconds: f64) -> String {
                 if let Some(rate) = l.samples.iter().rev().find_map(|(_, r)| *r) {
                     labels.push((PURPLE, format!("learned {rate:.1}/s")));
                 }
-                labels.push((RED, format!("server: {} (unannounced)", l.true_limit)));
+                labels.push((RED, format!("unannounced: {}", l.true_limit)));
             }
         }
         let _ = write!(
