@@ -215,7 +215,12 @@ pub fn learning(l: &Learning) -> String {
             };
             format!(
                 "learned {text}, {} the server's unannounced {}/s",
-                if shown <= limit { "under" } else { "above" },
+                // Compared as printed, so that "8.0/s above 8/s" cannot be.
+                match number(shown, 1).parse::<f64>().unwrap_or(shown) {
+                    r if r < limit => "under",
+                    r if r > limit => "above",
+                    _ => "at",
+                },
                 number(limit, 0)
             )
         }
