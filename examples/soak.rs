@@ -155,6 +155,9 @@ fn api_policy(api: Api) -> Result<Policy, tollgate::Error> {
         Api::MusicBrainz => Ok(presets::musicbrainz().limits()[0]),
         Api::Discogs => Ok(presets::discogs_unauthenticated().limits()[0]),
         Api::AcoustId => Policy::window(3, Duration::from_secs(1)),
+        // Not among `Api::CONFIGURED`: its limit is documented nowhere, and
+        // the soak keeps to the limits it can check.
+        Api::Lyrics => unreachable!("the soak calls only the configured APIs"),
     }
 }
 
@@ -369,7 +372,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         .unknown_hosts(UnknownHost::Reject)
         .max_hosts(MAX_HOSTS);
     let mut configured = Vec::new();
-    for api in Api::ALL {
+    for api in Api::CONFIGURED {
         let policy = api_policy(api)?;
         configured.push((api.name(), policy));
         builder = builder.source(
@@ -396,7 +399,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     );
 
     // The demo's stacks and connectors, one per API, over the one registry.
-    let stats: Vec<Arc<ClientStats>> = Api::ALL.iter().map(|_| Arc::default()).collect();
+    let stats: Vec<Arc<ClientStats>> = Api::CONFIGURED.iter().map(|_| Arc::default()).collect();
     let base = |api: Api| format!("http://{}", upstream.addr(api));
     let callers = [
         Caller::MusicBrainz(MusicBrainz::new(
@@ -496,7 +499,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
         restore.retain(|(t, _)| *t > now);
         if rng.chance(0.02) {
-            let api = Api::ALL[rng.below(3) as usize];
+            let api = Api::CONFIGURED[rng.below(3) as usize];
             let secs = 1 + rng.below(3);
             upstream.inject_retry_after(api, secs);
             faults.push((
@@ -543,7 +546,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     println!();
     println!("source        sent     ok  violations (in a deferral)  injected 429s");
     let mut violations = 0;
-    for api in Api::ALL {
+    for api in Api::CONFIGURED {
         let server = upstream.stats(api);
         violations += server.violations();
         println!(
@@ -556,7 +559,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
             upstream.injected(api)
         );
     }
-    for api in Api::ALL {
+    for api in Api::CONFIGURED {
         explain_violations(api, &upstream, start.into_std(), &faults);
     }
     let crawl_violations = crawl.violations.load(Ordering::Relaxed);
@@ -580,7 +583,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error>> {
     println!("policy changes: {policy_changes}");
     println!(
         "deferrals injected: {} by the servers, {} at the permit",
-        Api::ALL.iter().map(|a| upstream.injected(*a)).sum::<u64>(),
+        Api::CONFIGURED
+            .iter()
+            .map(|a| upstream.injected(*a))
+            .sum::<u64>(),
         crawl.deferrals.load(Ordering::Relaxed)
     );
     println!(

@@ -448,6 +448,41 @@ impl AcoustId {
     }
 }
 
+/// The lyrics API (fictional; see [`crate::upstream`]): no documented
+/// limit, so its source learns one.
+#[derive(Clone, Debug)]
+pub struct Lyrics {
+    http: Http,
+}
+
+impl Lyrics {
+    /// A connector for the server at `base`.
+    pub fn new(stack: HttpStack, base: String, stats: Arc<ClientStats>) -> Self {
+        Lyrics {
+            http: Http::new(stack, base, stats),
+        }
+    }
+
+    /// A copy for one worker: same stack, its own [`Probe`].
+    pub fn for_worker(&self) -> Self {
+        Lyrics {
+            http: self.http.for_worker(),
+        }
+    }
+
+    /// This copy's probe.
+    pub fn probe(&self) -> &Probe {
+        &self.http.probe
+    }
+
+    /// `GET /v1/tracks/{id}/lyrics`.
+    pub async fn lyrics(&self, track: u64) -> Result<serde_json::Value, CallError> {
+        self.http
+            .get_json(&format!("/v1/tracks/{track}/lyrics"), &[])
+            .await
+    }
+}
+
 /// Tags read from local files: no server, no limit. Goes through the
 /// registry all the same (source `local-files`, which has no limits), to
 /// show that an unlimited source admits at once.

@@ -1,24 +1,33 @@
-//! # `cargo run --example demo`: tollgate keeping three real-world limits
+//! # `cargo run --example demo`: tollgate keeping three real-world limits and learning a fourth
 //!
-//! The demo starts an embedded upstream (three axum servers on 127.0.0.1,
+//! The demo starts an embedded upstream (four axum servers on 127.0.0.1,
 //! see [`upstream`]) that plays MusicBrainz (1 request a second, 503 when
 //! exceeded), Discogs (25 requests in any minute, 60 authenticated, 429 with
-//! `X-Discogs-Ratelimit*` headers) and AcoustID (3 in any second, 429 with a
-//! JSON error). Each server enforces its limit itself.
+//! `X-Discogs-Ratelimit*` headers), AcoustID (3 in any second, 429 with a
+//! JSON error) and a fictional lyrics API that admits 8 requests in any
+//! second, says so nowhere, and answers a bare 429 beyond. Each server
+//! enforces its limit itself.
 //!
-//! Against it run three connectors, each a tower stack of tollgate's retry
+//! Against it run four connectors, each a tower stack of tollgate's retry
 //! policy, tollgate's rate-limit layer over one shared [`Registry`], a
-//! timeout, and a hyper client (see [`connectors`]), plus a fourth source,
-//! local tag reads, that has no limit and passes straight through. Several
-//! workers per source pull items from a queue as fast as they can, so the
-//! limiter alone paces them.
+//! timeout, and a hyper client (see [`connectors`]), plus a fifth source,
+//! local tag reads, that has no limit and passes straight through. The
+//! three documented limits are configured; the lyrics source has none and
+//! learns one (`Learn::adaptive`): its controller starts at the first 429,
+//! cuts on each refusal and grows between them. Several workers per source
+//! pull items from a queue as fast as they can, so the limiter alone paces
+//! them.
 //!
-//! The report shows, per source, what was sent, what the server admitted
-//! and refused, the rate achieved against the policy, and how long requests
-//! waited in the limiter; then `violations: N`. With the limiter on, N is 0.
-//! `--no-limits` runs the same job with every source unlimited and no
-//! retries, and shows the violations that causes. `--plot FILE.svg` draws
-//! the timeline (see [`svg`]).
+//! The report shows, per configured source, what was sent, what the server
+//! admitted and refused, the rate achieved against the policy, and how long
+//! requests waited in the limiter; then, on lines of their own starting
+//! `learning:`, the lyrics source's refusals (overall and after its first
+//! 10 s) and the rate it learned against the true limit; then
+//! `violations: N`, which counts the configured sources only. With the
+//! limiter on, N is 0. `--no-limits` runs the same job with every source
+//! unlimited, the lyrics one not learning, and no retries, and shows the
+//! violations that causes. `--plot FILE.svg` draws the timeline, with the
+//! learned rate against the true limit (see [`svg`]).
 //!
 //! ```text
 //! cargo run --example demo                       # 15 s, limits on
@@ -36,35 +45,44 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tollgate::learn::{Learn, Origin};
 use tollgate::{presets, Policy, Registry, Source, UnknownHost};
 
 use connectors::{
-    http_stack, AcoustId, CallError, ClientStats, Discogs, LocalTags, MusicBrainz, Phase, Probe,
+    http_stack, AcoustId, CallError, ClientStats, Discogs, LocalTags, Lyrics, MusicBrainz, Phase,
+    Probe,
 };
-use upstream::{Api, ApiStats, Upstream};
+use upstream::{Api, ApiStats, Outcome, Upstream, LYRICS_LIMIT};
 
 /// What `--help` prints.
 const HELP: &str = "\
-tollgate demo: three rate-limited APIs played by a local server, called through
-tollgate's tower layer by several workers each, with a report at the end.
+tollgate demo: three APIs with documented limits and one that only refuses
+(bare 429s above an unannounced 8/s), played by local servers and called
+through tollgate's tower layer by several workers each; the first three are
+configured, the fourth is learned. A report at the end.
 
 usage: cargo run --example demo -- [options]
 
 options:
   --seconds N             run for N seconds (default 15; decimals allowed)
   --workers N             concurrent workers per API (default 4)
-  --no-limits             every source unlimited and no retry layer: shows the
-                          violations an unpaced client causes (the rate-limit
-                          layer still honours the servers' 503/429 deferrals)
+  --no-limits             every source unlimited, none learning, and no retry
+                          layer: shows the violations an unpaced client causes
+                          (the rate-limit layer still honours the servers'
+                          503/429 deferrals)
   --discogs-token[=TOKEN] call Discogs authenticated (60/min instead of 25/min)
-  --plot FILE.svg         write an SVG timeline of the run
+  --plot FILE.svg         write an SVG timeline of the run, with the learned
+                          rate against the lyrics API's true limit
   -h, --help              this text
 
-The last line printed is `violations: N`, the 429/503 answers the servers gave.";
+The lines starting `learning:` give the lyrics source's refusals (overall and
+after its first 10 s) and the rate it learned. The last line printed is
+`violations: N`, the 429/503 answers the servers of the configured sources
+gave (the learning source's refusals are not counted there).";
 
 /// The command line.
 #[derive(Clone, Debug)]
@@ -147,12 +165,22 @@ fn api_policies(api: Api, discogs_authenticated: bool) -> Result<Vec<Policy>, to
         // as "at most 3 in any second", so the demo uses a window policy,
         // which never sends more than 3 in any 1 s window.
         Api::AcoustId => vec![Policy::window(3, Duration::from_secs(1))?],
+        // Documented nowhere: nothing to configure; the source learns it.
+        Api::Lyrics => Vec::new(),
     })
 }
 
+/// The lyrics API's true limit, which only the upstream and the report
+/// know.
+fn lyrics_limit() -> Result<Policy, tollgate::Error> {
+    Policy::window(LYRICS_LIMIT, Duration::from_secs(1))
+}
+
 /// One shared registry: a source per API routed by `127.0.0.1:PORT`, and
-/// `local-files` with no limits. Unknown hosts are refused, so a routing
-/// mistake shows up as an error rather than as an unpaced request.
+/// `local-files` with no limits. The lyrics source has no limit either and
+/// learns one from the server's refusals (unless `no_limits`). Unknown
+/// hosts are refused, so a routing mistake shows up as an error rather than
+/// as an unpaced request.
 fn build_registry(
     upstream: &Upstream,
     policies: &[Vec<Policy>],
@@ -163,6 +191,8 @@ fn build_registry(
         let mut source = Source::new(api.name()).host(upstream.addr(api).to_string());
         if no_limits {
             source = source.limit(Policy::unlimited());
+        } else if api == Api::Lyrics {
+            source = source.learn_with(Learn::default().adaptive(true));
         } else {
             for p in &policies[api.index()] {
                 source = source.limit(*p);
@@ -182,6 +212,8 @@ enum Connector {
     Discogs(Discogs),
     /// Fingerprint lookups.
     AcoustId(AcoustId),
+    /// Lyrics by track.
+    Lyrics(Lyrics),
 }
 
 impl Connector {
@@ -191,6 +223,7 @@ impl Connector {
             Connector::MusicBrainz(c) => Connector::MusicBrainz(c.for_worker()),
             Connector::Discogs(c) => Connector::Discogs(c.for_worker()),
             Connector::AcoustId(c) => Connector::AcoustId(c.for_worker()),
+            Connector::Lyrics(c) => Connector::Lyrics(c.for_worker()),
         }
     }
 
@@ -200,6 +233,7 @@ impl Connector {
             Connector::MusicBrainz(c) => c.probe(),
             Connector::Discogs(c) => c.probe(),
             Connector::AcoustId(c) => c.probe(),
+            Connector::Lyrics(c) => c.probe(),
         }
     }
 
@@ -224,6 +258,7 @@ impl Connector {
                 c.lookup_fingerprint(&fingerprint, 180 + (i % 120) as u32)
                     .await
             }
+            Connector::Lyrics(c) => c.lyrics(i).await,
         }
     }
 }
@@ -283,9 +318,53 @@ async fn worker(
     Ok(())
 }
 
+/// The rate the lyrics source's adaptive controller is at, if it has
+/// started (it starts at the first refusal).
+fn learned_rate(registry: &Registry) -> Option<f64> {
+    registry
+        .snapshot()
+        .into_iter()
+        .find(|s| s.name == Api::Lyrics.name())?
+        .buckets
+        .iter()
+        .flat_map(|b| &b.learned)
+        .find(|l| l.origin == Origin::Adaptive)
+        .map(|l| l.policy.tokens_per_second())
+}
+
+/// The learned rate over the run, sampled from the registry's snapshot:
+/// seconds since the start, and the rate (`None` while the controller is
+/// off).
+#[derive(Clone, Default)]
+struct RateLog(Arc<Mutex<Vec<Sample>>>);
+
+/// Seconds since the start, and the learned rate then.
+type Sample = (f64, Option<f64>);
+
+impl RateLog {
+    /// How often the snapshot is read: fine enough to show each cut.
+    const EVERY: Duration = Duration::from_millis(250);
+
+    fn sample(&self, registry: &Registry, start: Instant) {
+        let point = (start.elapsed().as_secs_f64(), learned_rate(registry));
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(point);
+    }
+
+    /// The latest sample's rate.
+    fn last(&self) -> Option<f64> {
+        let samples = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        samples.last().and_then(|(_, rate)| *rate)
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// The live view: a bar per API, filled by the requests its server
-/// admitted against what the limit allows in the run, and a spinner for the
-/// tag reads. Hidden when stdout is not a terminal.
+/// admitted against what the limit allows in the run (for the lyrics API,
+/// its true limit), and a spinner for the tag reads. Hidden when stdout is
+/// not a terminal.
 #[derive(Clone)]
 struct Progress {
     /// One bar per API, in [`Api::ALL`] order.
@@ -298,6 +377,8 @@ struct Progress {
     clients: Vec<Arc<ClientStats>>,
     /// The tag reader, for its count.
     tags: LocalTags,
+    /// The lyrics source's learned rate.
+    learned: RateLog,
 }
 
 impl Progress {
@@ -307,6 +388,8 @@ impl Progress {
         clients: &[Arc<ClientStats>],
         tags: &LocalTags,
         policies: &[Vec<Policy>],
+        lyrics_limit: Policy,
+        learned: &RateLog,
         seconds: f64,
     ) -> Self {
         let multi = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -322,7 +405,10 @@ impl Progress {
         let bars = Api::ALL
             .iter()
             .map(|api| {
-                let budget = report::allowed_by(&policies[api.index()], seconds);
+                let budget = match api {
+                    Api::Lyrics => report::allowed_by(&[lyrics_limit], seconds),
+                    _ => report::allowed_by(&policies[api.index()], seconds),
+                };
                 let bar = multi.add(ProgressBar::new(budget as u64));
                 bar.set_style(style.clone());
                 bar.set_prefix(api.name());
@@ -341,15 +427,32 @@ impl Progress {
             servers: Api::ALL.iter().map(|a| upstream.stats_handle(*a)).collect(),
             clients: clients.to_vec(),
             tags: tags.clone(),
+            learned: learned.clone(),
         }
     }
 
     /// Redraws from the counters.
     fn update(&self) {
-        for ((bar, server), client) in self.bars.iter().zip(&self.servers).zip(&self.clients) {
+        for (((api, bar), server), client) in Api::ALL
+            .iter()
+            .zip(&self.bars)
+            .zip(&self.servers)
+            .zip(&self.clients)
+        {
             bar.set_position(server.ok());
+            // The lyrics API's refusals are what learning costs, not
+            // violations of a configured limit.
+            let (what, learned) = match api {
+                Api::Lyrics => (
+                    "refused   ",
+                    self.learned
+                        .last()
+                        .map_or(String::new(), |r| format!("  learned {r:.1}/s")),
+                ),
+                _ => ("violations", String::new()),
+            };
             bar.set_message(format!(
-                "sent {:>5}  violations {:>5}  wait {:>9}",
+                "sent {:>5}  {what} {:>5}  wait {:>9}{learned}",
                 client.sent(),
                 server.violations(),
                 report::human(client.mean_wait())
@@ -401,6 +504,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     let registry = build_registry(&upstream, &policies, args.no_limits)?;
     let limits_on = !args.no_limits;
+    let lyrics_limit = lyrics_limit()?;
 
     println!(
         "tollgate demo: {} s, {} workers per API, limits {}{}",
@@ -414,12 +518,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     );
     for api in Api::ALL {
-        println!(
-            "  {:<12} http://{}  {}",
-            api.name(),
-            upstream.addr(api),
-            report::allowed_text(&policies[api.index()], limits_on)
-        );
+        let text = match api {
+            Api::Lyrics => report::learning_text(lyrics_limit, limits_on),
+            _ => report::allowed_text(&policies[api.index()], limits_on),
+        };
+        println!("  {:<12} http://{}  {text}", api.name(), upstream.addr(api));
     }
 
     // One stack per connector, all over the same registry.
@@ -443,10 +546,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             base(Api::AcoustId),
             stats[2].clone(),
         )),
+        Connector::Lyrics(Lyrics::new(stack(), base(Api::Lyrics), stats[3].clone())),
     ];
     let tags = LocalTags::new(registry.clone());
 
-    let progress = Progress::new(&upstream, &stats, &tags, &policies, args.seconds);
+    let learned = RateLog::default();
+    let progress = Progress::new(
+        &upstream,
+        &stats,
+        &tags,
+        &policies,
+        lyrics_limit,
+        &learned,
+        args.seconds,
+    );
 
     let start = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds);
@@ -471,17 +584,32 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         })
     };
+    let sampler = {
+        let (learned, registry) = (learned.clone(), registry.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RateLog::EVERY);
+            loop {
+                every.tick().await;
+                learned.sample(&registry, start);
+            }
+        })
+    };
     while let Some(done) = tasks.join_next().await {
         done??;
     }
     let elapsed = start.elapsed();
+    sampler.abort();
+    learned.sample(&registry, start);
     ticker.abort();
     progress.finish();
 
-    // The report: the server's counts, the client's stamps.
+    // The report: the server's counts, the client's stamps. The learning
+    // source is not in the table: its refusals are the price of finding a
+    // limit nobody configured, not violations of one, so they get their
+    // own lines and stay out of `violations: N`.
     let mut rows = Vec::new();
     let mut violations = 0;
-    for api in Api::ALL {
+    for api in Api::CONFIGURED {
         let server = upstream.stats(api);
         let client = &stats[api.index()];
         violations += server.violations();
@@ -542,6 +670,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for snap in registry.snapshot() {
+        // The learning source's limits in force include what it learned,
+        // which its own lines report.
+        if snap.name == Api::Lyrics.name() {
+            continue;
+        }
         // A source configured with no limits reports `[]` here but
         // `[unlimited]` for its buckets: the same thing.
         let configured = if snap.limits.is_empty() {
@@ -560,6 +693,35 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    let lyrics_events: Vec<(f64, Outcome)> = upstream
+        .stats(Api::Lyrics)
+        .events()
+        .into_iter()
+        .map(|(t, o)| (t.saturating_duration_since(start).as_secs_f64(), o))
+        .collect();
+    let lyrics = upstream.stats(Api::Lyrics);
+    let settled = report::settled_from(&lyrics_events, report::SETTLING);
+    print!(
+        "{}",
+        report::learning(&report::Learning {
+            name: Api::Lyrics.name().to_string(),
+            learning: limits_on,
+            true_limit: lyrics_limit,
+            requests: lyrics.ok() + lyrics.violations() + lyrics.other(),
+            ok: lyrics.ok(),
+            refused: lyrics.violations(),
+            after: settled.and_then(|from| report::after(
+                &lyrics_events,
+                from,
+                elapsed.as_secs_f64()
+            )),
+            learned: learned_rate(&registry),
+            learned_mean: settled.and_then(|from| report::mean_after(&learned.samples(), from)),
+            elapsed,
+            mean_wait: stats[Api::Lyrics.index()].mean_wait(),
+        })
+    );
+
     if let Some(path) = &args.plot {
         let lanes: Vec<svg::Lane> = Api::ALL
             .iter()
@@ -572,6 +734,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     .into_iter()
                     .map(|(t, o)| (t.saturating_duration_since(start).as_secs_f64(), o))
                     .collect(),
+                learned: (*api == Api::Lyrics).then(|| svg::Learned {
+                    learning: limits_on,
+                    true_limit: lyrics_limit,
+                    samples: learned.samples(),
+                }),
             })
             .collect();
         let title = format!(

@@ -1,10 +1,13 @@
-//! The plain-text report: one row per source, then notes, then the line
-//! `violations: N` that CI greps.
+//! The plain-text report: one row per configured source, then notes, then
+//! the learning source's lines (`learning: ..`), then the line
+//! `violations: N` that CI greps, which counts the configured sources only.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use tollgate::Policy;
+
+use crate::upstream::Outcome;
 
 /// One source's row.
 #[derive(Clone, Debug)]
@@ -85,6 +88,160 @@ pub fn allowed_text(policies: &[Policy], limits_on: bool) -> String {
     } else {
         format!("API limit {text}, not enforced by the client")
     }
+}
+
+/// How the learning source is described in the header lines.
+pub fn learning_text(true_limit: Policy, limits_on: bool) -> String {
+    if limits_on {
+        format!("no limit configured, learns one (the server's: {true_limit}, unannounced)")
+    } else {
+        format!("API limit {true_limit} (unannounced), not learned")
+    }
+}
+
+/// How long a learning source is given to find its rate before its
+/// refusals are held to the mark (under 5 %).
+pub const SETTLING: Duration = Duration::from_secs(10);
+
+/// When a source's first `settle` ends, in seconds since the start: that
+/// long after its first answer in `events` (seconds since the start,
+/// outcome).
+pub fn settled_from(events: &[(f64, Outcome)], settle: Duration) -> Option<f64> {
+    Some(events.first()?.0 + settle.as_secs_f64())
+}
+
+/// A learning source's answers after its settling time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct After {
+    /// Requests the server answered.
+    pub requests: u64,
+    /// Of them, refused.
+    pub refused: u64,
+    /// Of them, answered 200.
+    pub ok: u64,
+    /// How long the span lasted, to the end of the run.
+    pub seconds: f64,
+}
+
+/// Of `events`, those from `from` on, in a run that lasted `end` seconds.
+/// `None` when there are none (a run too short to tell).
+pub fn after(events: &[(f64, Outcome)], from: f64, end: f64) -> Option<After> {
+    let later: Vec<_> = events.iter().filter(|(t, _)| *t >= from).collect();
+    if later.is_empty() {
+        return None;
+    }
+    let count = |outcome| later.iter().filter(|(_, o)| *o == outcome).count() as u64;
+    Some(After {
+        requests: later.len() as u64,
+        refused: count(Outcome::Violation),
+        ok: count(Outcome::Ok),
+        seconds: end - from,
+    })
+}
+
+/// The mean of the rates sampled (evenly) from `from` on, where the
+/// controller was on.
+pub fn mean_after(samples: &[(f64, Option<f64>)], from: f64) -> Option<f64> {
+    let rates: Vec<f64> = samples
+        .iter()
+        .filter(|(t, _)| *t >= from)
+        .filter_map(|(_, r)| *r)
+        .collect();
+    (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+}
+
+/// What the learning source did, for its own lines.
+#[derive(Clone, Debug)]
+pub struct Learning {
+    /// Source name.
+    pub name: String,
+    /// Whether it learned (not with `--no-limits`).
+    pub learning: bool,
+    /// The server's limit, which it never announced.
+    pub true_limit: Policy,
+    /// Requests the server answered.
+    pub requests: u64,
+    /// Of them, answered 200.
+    pub ok: u64,
+    /// Of them, refused with a bare 429.
+    pub refused: u64,
+    /// Requests and refusals after the source's first [`SETTLING`].
+    pub after: Option<After>,
+    /// The adaptive controller's rate at the end, if it started.
+    pub learned: Option<f64>,
+    /// Its mean after the source's first [`SETTLING`].
+    pub learned_mean: Option<f64>,
+    /// The run.
+    pub elapsed: Duration,
+    /// Mean wait of an attempt inside the rate-limit layer.
+    pub mean_wait: Duration,
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole.max(1) as f64
+}
+
+/// The learning source's lines, each starting `learning:`.
+pub fn learning(l: &Learning) -> String {
+    let settle = SETTLING.as_secs();
+    let after = match l.after {
+        Some(a) => format!(
+            "after its first {settle} s, {} refused of {} ({:.1} %), {} ok/s",
+            a.refused,
+            a.requests,
+            percent(a.refused, a.requests),
+            number(a.ok as f64 / a.seconds.max(1e-9), 2)
+        ),
+        None => format!("nothing after its first {settle} s (a shorter run)"),
+    };
+    let limit = l.true_limit.tokens_per_second();
+    let learned = match (l.learning, l.learned) {
+        (false, _) => "not learning (--no-limits)".to_string(),
+        (true, None) => "learned no rate (no refusal started the controller)".to_string(),
+        // The controller keeps probing above what it found and cutting
+        // back, so its rate at the end is one point of an oscillation; its
+        // mean after the settling time says where it converged.
+        (true, Some(rate)) => {
+            let (shown, text) = match l.learned_mean {
+                Some(mean) => (
+                    mean,
+                    format!(
+                        "{}/s on average after its first {settle} s ({}/s at the end)",
+                        number(mean, 1),
+                        number(rate, 1)
+                    ),
+                ),
+                None => (rate, format!("{}/s by the end", number(rate, 1))),
+            };
+            format!(
+                "learned {text}, {} the server's unannounced {}/s",
+                // Compared as printed, so that "8.0/s above 8/s" cannot be.
+                match number(shown, 1).parse::<f64>().unwrap_or(shown) {
+                    r if r < limit => "under",
+                    r if r > limit => "above",
+                    _ => "at",
+                },
+                number(limit, 0)
+            )
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "learning: {}, {} requests: {} refused ({:.1} %); {after}",
+        l.name,
+        l.requests,
+        l.refused,
+        percent(l.refused, l.requests)
+    );
+    let _ = writeln!(
+        out,
+        "learning: {} {learned}; {} ok/s overall, wait mean {}",
+        l.name,
+        number(l.ok as f64 / l.elapsed.as_secs_f64().max(1e-9), 2),
+        human(l.mean_wait)
+    );
+    out
 }
 
 /// Renders the table for a run of `elapsed`; `limits_on` says whether the
@@ -172,5 +329,27 @@ mod tests {
         assert_eq!(allowed_by(&p, 15.0), 16.0);
         let w = [Policy::window(3, Duration::from_secs(1)).unwrap()];
         assert_eq!(allowed_by(&w, 1.0), 4.0);
+    }
+
+    #[test]
+    fn after_the_first_ten_seconds_counts_from_the_first_answer() {
+        let events = [
+            (0.5, Outcome::Violation),
+            (10.4, Outcome::Violation),
+            (10.5, Outcome::Ok),
+            (12.0, Outcome::Ok),
+        ];
+        let from = settled_from(&events, SETTLING).unwrap();
+        let later = after(&events, from, 12.5).unwrap();
+        assert_eq!((later.requests, later.refused, later.ok), (2, 0, 2));
+        assert_eq!(later.seconds, 2.0);
+        assert_eq!(after(&events[..2], from, 12.5), None);
+        let samples = [
+            (9.0, Some(20.0)),
+            (10.5, None),
+            (11.0, Some(6.0)),
+            (11.5, Some(7.0)),
+        ];
+        assert_eq!(mean_after(&samples, from), Some(6.5));
     }
 }

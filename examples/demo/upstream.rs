@@ -1,12 +1,17 @@
-//! The embedded upstream: three axum servers on 127.0.0.1, one per API, each
-//! enforcing its API's documented limit itself and answering a violation the
-//! way the real API does.
+//! The embedded upstream: four axum servers on 127.0.0.1, one per API, each
+//! enforcing its API's limit itself and answering a violation the way the
+//! real API does.
 //!
 //! | API | route | limit enforced here | violation |
 //! |---|---|---|---|
 //! | MusicBrainz | `GET /ws/2/recording/{mbid}` | 1 in any 1 s | 503, no `Retry-After` |
 //! | Discogs | `GET /releases/{id}` | 25 in any 60 s, 60 with `Authorization: Discogs token=..` | 429 with `X-Discogs-Ratelimit*` |
 //! | AcoustID | `GET /v2/lookup?fingerprint=..&duration=..` | 3 in any 1 s | 429 with a JSON error body |
+//! | Lyrics (fictional) | `GET /v1/tracks/{id}/lyrics` | [`LYRICS_LIMIT`] in any 1 s, documented nowhere | 429 with no header at all |
+//!
+//! The first three limits are documented, so the demo configures them. The
+//! lyrics API stands for the many small services that publish no limit and
+//! announce none: the client can only learn it from the refusals.
 //!
 //! Each server keeps, per client IP, a log of the instants at which it
 //! admitted a request ([`SlidingLog`]). A request is admitted when fewer than
@@ -45,7 +50,11 @@ use serde_json::json;
 /// documented one.
 pub const TOLERANCE: Duration = Duration::from_millis(50);
 
-/// The three APIs the upstream plays.
+/// The most requests the lyrics API admits in any 1 s window (less
+/// [`TOLERANCE`], as everywhere here). It says so nowhere.
+pub const LYRICS_LIMIT: u32 = 8;
+
+/// The four APIs the upstream plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
     /// MusicBrainz: 1 request a second.
@@ -54,11 +63,17 @@ pub enum Api {
     Discogs,
     /// AcoustID: 3 requests in any second.
     AcoustId,
+    /// A fictional lyrics API: [`LYRICS_LIMIT`] requests in any second,
+    /// unannounced.
+    Lyrics,
 }
 
 impl Api {
     /// Every API, in the order of the report.
-    pub const ALL: [Api; 3] = [Api::MusicBrainz, Api::Discogs, Api::AcoustId];
+    pub const ALL: [Api; 4] = [Api::MusicBrainz, Api::Discogs, Api::AcoustId, Api::Lyrics];
+
+    /// The APIs whose limits are documented, so a client can configure them.
+    pub const CONFIGURED: [Api; 3] = [Api::MusicBrainz, Api::Discogs, Api::AcoustId];
 
     /// The tollgate source name of this API.
     pub fn name(self) -> &'static str {
@@ -66,6 +81,7 @@ impl Api {
             Api::MusicBrainz => "musicbrainz",
             Api::Discogs => "discogs",
             Api::AcoustId => "acoustid",
+            Api::Lyrics => "lyrics",
         }
     }
 
@@ -80,7 +96,9 @@ impl Api {
 pub enum Outcome {
     /// Admitted and answered 200.
     Ok,
-    /// Refused for going over the limit (503 or 429).
+    /// Refused for going over the limit (503 or 429). For the lyrics API,
+    /// whose limit nobody can configure, the refusals a learning client
+    /// pays to find it.
     Violation,
     /// Any other refusal (400, 403, 404): a bad request, not a rate problem.
     Other,
@@ -220,21 +238,24 @@ impl ApiState {
 
 type Shared = Arc<ApiState>;
 
+/// How many APIs the upstream serves.
+const APIS: usize = Api::ALL.len();
+
 /// The running upstream: where each API listens and what it counted.
 #[derive(Debug)]
 pub struct Upstream {
-    addrs: [SocketAddr; 3],
-    stats: [Arc<ApiStats>; 3],
-    faults: [Arc<Faults>; 3],
+    addrs: [SocketAddr; APIS],
+    stats: [Arc<ApiStats>; APIS],
+    faults: [Arc<Faults>; APIS],
 }
 
 impl Upstream {
-    /// Binds three listeners on 127.0.0.1 (ports chosen by the OS) and
+    /// Binds a listener per API on 127.0.0.1 (ports chosen by the OS) and
     /// serves each API on its own, in background tasks.
     pub async fn start() -> std::io::Result<Upstream> {
-        let stats: [Arc<ApiStats>; 3] = Default::default();
-        let faults: [Arc<Faults>; 3] = Default::default();
-        let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); 3];
+        let stats: [Arc<ApiStats>; APIS] = Default::default();
+        let faults: [Arc<Faults>; APIS] = Default::default();
+        let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); APIS];
         for api in Api::ALL {
             let state = Arc::new(ApiState {
                 stats: stats[api.index()].clone(),
@@ -245,6 +266,7 @@ impl Upstream {
                 Api::MusicBrainz => Router::new().route("/ws/2/recording/{mbid}", get(musicbrainz)),
                 Api::Discogs => Router::new().route("/releases/{id}", get(discogs)),
                 Api::AcoustId => Router::new().route("/v2/lookup", get(acoustid)),
+                Api::Lyrics => Router::new().route("/v1/tracks/{id}/lyrics", get(lyrics)),
             }
             .with_state(state);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -458,6 +480,36 @@ async fn acoustid(
                 "duration": duration,
             }],
         }),
+    )
+}
+
+/// The lyrics API (fictional): at most [`LYRICS_LIMIT`] requests in any
+/// second per IP, and beyond that a bare 429: no `Retry-After`, no quota
+/// header, a plain-text body. Injected deferrals do not apply (they would
+/// add the `Retry-After` this server never sends).
+async fn lyrics(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+) -> Response {
+    if s.admit(peer.ip(), LYRICS_LIMIT as usize, Duration::from_secs(1))
+        .is_err()
+    {
+        s.stats.record(Outcome::Violation);
+        let mut r = Response::new(Body::from("Too Many Requests"));
+        *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return r;
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        s.stats.record(Outcome::Other);
+        return json_response(StatusCode::NOT_FOUND, json!({ "error": "no such track" }));
+    };
+    s.stats.record(Outcome::Ok);
+    json_response(
+        StatusCode::OK,
+        json!({ "track": id, "lines": ["Demo line one", "Demo line two"], "synced": false }),
     )
 }
 
