@@ -207,6 +207,6 @@ fn a_policy_change_below_a_price_is_refused() {
         .to_string();
     assert!(e.contains("github") && e.contains('5'), "{e}");
     let post = Target::new("api.github.com", None, "/repos/x/issues").with_method(&Method::POST);
-    registry.try_acquire(&post, 1.0).unwrap();
+    let _sent = registry.try_acquire(&post, 1.0).unwrap();
     assert_eq!(registry.snapshot()[0].configured[0].capacity(), 5.0);
 }

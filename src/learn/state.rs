@@ -358,11 +358,12 @@ mod tests {
     }
 
     fn announced(quotas: &[ServerQuota], limited: bool) -> Signal {
-        let mut s = Signal::default();
-        s.quotas = quotas.to_vec();
-        s.limited = limited;
-        s.dialects = Dialects::from(crate::signal::Dialect::Ietf);
-        s
+        Signal {
+            quotas: quotas.to_vec(),
+            limited,
+            dialects: Dialects::from(crate::signal::Dialect::Ietf),
+            ..Signal::default()
+        }
     }
 
     #[test]

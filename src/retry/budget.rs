@@ -371,7 +371,11 @@ mod tests {
         assert!(budget.try_withdraw(&host("a.test")));
 
         let registry = Registry::builder()
-            .source(crate::Source::new("api").limit(crate::Policy::unlimited()).host("*.api.test"))
+            .source(
+                crate::Source::new("api")
+                    .limit(crate::Policy::unlimited())
+                    .host("*.api.test"),
+            )
             .build()
             .unwrap();
         let budget = budget.per_source(registry);
