@@ -488,7 +488,7 @@ impl FromStr for Policy {
                     };
                     // Text configures request limits: below one token, no
                     // request could ever go.
-                    if c < 1.0 {
+                    if c > 0.0 && c < 1.0 {
                         return err(&format!(
                             "a burst of {c} admits no request of one token: use `burst 1` or more \
                              (for fractional tokens, build it in code with `Policy::new`)"

@@ -458,7 +458,13 @@ async fn sources_that_need_synchronous_checks_are_refused_on_redis() {
     assert!(e.contains("`{`"), "{e}");
     // In process, both build.
     Registry::builder()
-        .source(Source::new("api").shadow().in_process().host("api.test"))
+        .source(
+            Source::new("api")
+                .limit(Policy::unlimited())
+                .shadow()
+                .in_process()
+                .host("api.test"),
+        )
         .redis(s[0].clone())
         .build()
         .unwrap();

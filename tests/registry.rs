@@ -133,8 +133,12 @@ async fn reject_mode_and_max_wait_refuse_with_the_exact_wait() {
 
 #[tokio::test]
 async fn max_in_flight_is_held_until_the_permit_drops() {
-    let s = Source::new("s").host("s.test").max_in_flight(2);
+    let s = Source::new("s")
+        .limit(Policy::unlimited())
+        .host("s.test")
+        .max_in_flight(2);
     let r_reject = Source::new("r")
+        .limit(Policy::unlimited())
         .host("r.test")
         .max_in_flight(1)
         .on_limit(OnLimit::Reject);
@@ -291,9 +295,15 @@ fn a_source_can_switch_a_signal_dialect_off() {
     use tollgate::signal::Dialect;
     use tollgate::SignalConfig;
     let deaf = Source::new("deaf")
+        .limit(Policy::unlimited())
         .host("deaf.test")
         .signals(SignalConfig::default().without(Dialect::RetryAfter));
-    let (r, _clock) = registry(vec![deaf, Source::new("hears").host("hears.test")]);
+    let (r, _clock) = registry(vec![
+        deaf,
+        Source::new("hears")
+            .limit(Policy::unlimited())
+            .host("hears.test"),
+    ]);
     let mut headers = http::HeaderMap::new();
     headers.insert("retry-after", http::HeaderValue::from_static("30"));
     for host in ["deaf.test", "hears.test"] {

@@ -77,6 +77,7 @@ async fn a_full_in_flight_cap_is_retried_on_the_backoff_schedule() {
     let registry = Registry::builder()
         .source(
             Source::new("one")
+                .limit(Policy::unlimited())
                 .host("one.test")
                 .max_in_flight(1)
                 .on_limit(OnLimit::Reject),

@@ -205,8 +205,8 @@ fn bad_rules_and_names_are_refused_at_build() {
         ),
         (
             Registry::builder()
-                .source(Source::new("a").host("x.com"))
-                .source(Source::new("b").host("X.com."))
+                .source(Source::new("a").limit(p).host("x.com"))
+                .source(Source::new("b").limit(p).host("X.com."))
                 .build(),
             "already routed",
         ),
@@ -219,7 +219,7 @@ fn bad_rules_and_names_are_refused_at_build() {
         (
             Registry::builder()
                 .unknown_hosts(UnknownHost::Default("zz".into()))
-                .source(Source::new("a"))
+                .source(Source::new("a").limit(p))
                 .build(),
             "`zz` is not registered; registered: [a]",
         ),

@@ -407,7 +407,11 @@ mod in_process {
     #[tokio::test(start_paused = true)]
     async fn a_key_with_all_its_slots_in_flight_is_refused() {
         let registry = Registry::builder()
-            .source(tier("serial").max_in_flight(1))
+            .source(
+                tier("serial")
+                    .limit(tollgate::Policy::unlimited())
+                    .max_in_flight(1),
+            )
             .build()
             .unwrap();
         let guard = GuardLayer::builder(registry, PathKey).build().unwrap();

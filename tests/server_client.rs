@@ -36,7 +36,11 @@ async fn server() -> SocketAddr {
 /// says slows it down.
 fn client() -> ClientWithMiddleware {
     let registry = Registry::builder()
-        .source(Source::new("own-server").host("127.0.0.1"))
+        .source(
+            Source::new("own-server")
+                .limit(tollgate::Policy::unlimited())
+                .host("127.0.0.1"),
+        )
         .unknown_hosts(UnknownHost::Reject)
         .build()
         .unwrap();

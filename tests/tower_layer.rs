@@ -230,7 +230,10 @@ async fn a_slower_server_quota_lowers_the_rate_and_never_raises_it() {
 
 #[tokio::test(start_paused = true)]
 async fn max_in_flight_is_held_until_the_response_arrives() {
-    let r = registry(vec![Source::new("s").host("s.test").max_in_flight(1)]);
+    let r = registry(vec![Source::new("s")
+        .limit(Policy::unlimited())
+        .host("s.test")
+        .max_in_flight(1)]);
     let (mut svc, mut handle) =
         mock::spawn_layer::<Request<()>, Response<&'static str>, _>(RateLimitLayer::new(r));
     handle.allow(10);

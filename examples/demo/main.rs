@@ -200,7 +200,9 @@ fn build_registry(
         }
         builder = builder.source(source);
     }
-    builder.source(Source::new("local-files")).build()
+    builder
+        .source(Source::new("local-files").limit(Policy::unlimited()))
+        .build()
 }
 
 /// A worker's connector, whichever API it calls.

@@ -128,6 +128,7 @@ impl RegistryBuilder {
                     e => e,
                 })?;
             }
+            no_limit(s, &at)?;
             let config = SourceConfig::new(s.limits.clone(), 1.0)?;
             let policies = config.effective().to_vec();
             let shadow = s.shadow || self.shadow;
@@ -286,14 +287,6 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
             ),
         ));
     }
-    if s.limits.is_empty() && s.learn.is_none() && s.invalid.is_none() {
-        return Err(Error::config(
-            at(),
-            "it has no limit, so it would admit everything: add one (`.limit(\"10/s\".parse()?)`), \
-             say so on purpose (`.limit(Policy::unlimited())`; in TOML `limits = [\"unlimited\"]`), \
-             or let it learn its servers' limits (`.learn()`)",
-        ));
-    }
     if let Some(learn) = &s.learn {
         learn
             .validate()
@@ -325,6 +318,21 @@ fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Re
         return Err(Error::config(
             at(),
             "a path prefix needs a host; add `.host(..)`",
+        ));
+    }
+    Ok(())
+}
+
+/// A source with no limit would admit everything: refused unless said on
+/// purpose (`Policy::unlimited()`) or learned (`Source::learn`). Checked
+/// after its rules, so a rule's own error comes first.
+fn no_limit(s: &Source, at: &impl Fn() -> String) -> Result<(), Error> {
+    if s.limits.is_empty() && s.learn.is_none() && s.invalid.is_none() {
+        return Err(Error::config(
+            at(),
+            "it has no limit, so it would admit everything: add one (`.limit(\"10/s\".parse()?)`), \
+             say so on purpose (`.limit(Policy::unlimited())`; in TOML `limits = [\"unlimited\"]`), \
+             or let it learn its servers' limits (`.learn()`)",
         ));
     }
     Ok(())
