@@ -808,9 +808,14 @@ fn form() -> impl Strategy<Value = Form> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2_000)
-    ))]
+    // About a quarter of the pairs of family and form cannot be read and are
+    // skipped: allow for that at CI's 10,000 cases.
+    #![proptest_config(ProptestConfig {
+        max_global_rejects: 1_000_000,
+        ..ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2_000)
+        )
+    })]
 
     /// No reset a family can read makes the client send before it: with
     /// nothing remaining, the wait is the true reset (capped), whatever the
