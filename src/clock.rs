@@ -13,7 +13,7 @@
 //! | [`ManualClock`] | a counter you move | until you move it past the deadline | unit tests |
 //!
 //! Reading the clock is most of the cost of a check, so the default was
-//! chosen by measurement (`cargo bench --bench bucket`, group `clock now`,
+//! chosen by measurement (`cargo bench -p tollgate-bench --bench bucket`, group `clock now`,
 //! figures in `BENCHMARKS.md`): the time-stamp counter read through `quanta`
 //! costs about half of `std::time::Instant::now()`. On a CPU without an
 //! invariant TSC, `quanta` falls back to the OS monotonic clock.

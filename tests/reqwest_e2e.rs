@@ -1,12 +1,12 @@
 //! reqwest-middleware end to end: a real reqwest client against servers on
-//! 127.0.0.1 that enforce their own limits (governor's GCRA, with the small
-//! burst real servers keep for network jitter) and answer 429 when broken.
+//! 127.0.0.1 that enforce their own limits (a referee GCRA written here, apart
+//! from the crate's, with the small burst real servers keep for network
+//! jitter) and answer 429 when broken.
 //! Real time; assertions are on counts, with margins only where the network
 //! can shift a time.
 #![cfg(feature = "reqwest")]
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,38 @@ impl Log {
     }
 }
 
+/// The servers' own limiter: `rate` a second with room for `burst` at once,
+/// as a theoretical arrival time behind a mutex (independent of tollgate's
+/// bucket, so the two cannot share a mistake).
+struct Referee {
+    tat: Mutex<Option<Instant>>,
+    interval: Duration,
+    tolerance: Duration,
+}
+
+impl Referee {
+    fn new(rate: u32, burst: u32) -> Self {
+        let interval = Duration::from_secs(1) / rate;
+        Referee {
+            tat: Mutex::new(None),
+            interval,
+            tolerance: interval * burst.saturating_sub(1),
+        }
+    }
+
+    /// Whether a request arriving now is inside the limit (and, if so, counted).
+    fn admit(&self) -> bool {
+        let now = Instant::now();
+        let mut tat = self.tat.lock().unwrap();
+        let due = tat.map_or(now, |t| t.max(now));
+        if due.duration_since(now) > self.tolerance {
+            return false;
+        }
+        *tat = Some(due + self.interval);
+        true
+    }
+}
+
 /// A server that enforces `per_second` with `burst` (if given) and answers
 /// its first request with `429 Retry-After: first_429` (if given).
 async fn server(limit: Option<(u32, u32)>, first_429: Option<u64>) -> (SocketAddr, Log, Instant) {
@@ -36,11 +68,7 @@ async fn server(limit: Option<(u32, u32)>, first_429: Option<u64>) -> (SocketAdd
     let addr = listener.local_addr().unwrap();
     let log = Log::default();
     let start = Instant::now();
-    let limiter = limit.map(|(rate, burst)| {
-        let quota = governor::Quota::per_second(NonZeroU32::new(rate).unwrap())
-            .allow_burst(NonZeroU32::new(burst).unwrap());
-        Arc::new(governor::RateLimiter::direct(quota))
-    });
+    let limiter = limit.map(|(rate, burst)| Arc::new(Referee::new(rate, burst)));
     let l = log.clone();
     let app = axum::Router::new().fallback(move || {
         let (log, limiter) = (l.clone(), limiter.clone());
@@ -49,7 +77,7 @@ async fn server(limit: Option<(u32, u32)>, first_429: Option<u64>) -> (SocketAdd
             let first = entries.is_empty();
             let (status, retry_after) = match (first, first_429) {
                 (true, Some(secs)) => (429, Some(secs)),
-                _ if limiter.as_ref().is_some_and(|l| l.check().is_err()) => (429, None),
+                _ if limiter.as_ref().is_some_and(|l| !l.admit()) => (429, None),
                 _ => (200, None),
             };
             entries.push((start.elapsed(), status));

@@ -49,7 +49,8 @@
 //! the same rules: so a key must look like one. No `/` (map a gRPC path
 //! such as `/echo.Echo/Say` to `echo.Echo.Say`), no `:port`, and keys are
 //! compared without regard to ASCII case. A rule with a path prefix never
-//! matches a key. `examples/tonic_client.rs` shows both forms with tonic.
+//! matches a key. `bench/examples/tonic_client.rs` shows both forms with tonic
+//! (`cargo run -p tollgate-bench --example tonic_client`).
 //!
 //! # gRPC
 //!

@@ -1,5 +1,5 @@
 //! The bucket's fast paths side by side with the limiters a user would pick
-//! instead, in one run: `cargo bench --bench bucket`.
+//! instead, in one run: `cargo bench -p tollgate-bench --bench bucket`.
 //!
 //! allow: a limit the loop never reaches; deny: an empty bucket refilling
 //! once an hour. Each limiter reads its own default clock.

@@ -1,6 +1,6 @@
 //! Per-call overhead of `RateLimitLayer` over a no-op service, beside the
 //! bare service and tower's own `RateLimit` at a limit neither reaches, in
-//! one run: `cargo bench --bench layer`.
+//! one run: `cargo bench -p tollgate-bench --bench layer`.
 //!
 //! Each iteration builds a request, polls the service ready, calls it and
 //! polls the response future to completion (it is ready at once).

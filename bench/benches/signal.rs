@@ -1,5 +1,5 @@
 //! Reading server signals: the pre-check every response passes through,
-//! and a full read of common shapes: `cargo bench --bench signal`.
+//! and a full read of common shapes: `cargo bench -p tollgate-bench --bench signal`.
 
 use std::hint::black_box;
 use std::time::{Duration, UNIX_EPOCH};

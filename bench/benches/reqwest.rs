@@ -1,6 +1,6 @@
 //! Requests per second through `ClientWithMiddleware` with tollgate's
 //! middleware (at a limit it never reaches) against the same client without
-//! it, same loopback server, one run: `cargo bench --bench reqwest --features reqwest`.
+//! it, same loopback server, one run: `cargo bench -p tollgate-bench --bench reqwest`.
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! Per-request overhead of the server guard beside tower_governor on the
-//! same axum app, in one run: `cargo bench --bench server --features server`.
+//! same axum app, in one run: `cargo bench -p tollgate-bench --bench server`.
 //!
 //! Each iteration builds a request (with the peer's address in its
 //! extensions, as `into_make_service_with_connect_info` leaves it), clones
@@ -11,8 +11,8 @@
 //! * *refused*: one client over its limit, answered 429.
 //!
 //! On a shared, noisy machine a load spike during one case skews a
-//! comparison between cases. `INTERLEAVED=1 cargo bench --bench server
-//! --features server` instead runs every case in turn, 30 rounds of 20,000
+//! comparison between cases. `INTERLEAVED=1 cargo bench -p tollgate-bench
+//! --bench server` instead runs every case in turn, 30 rounds of 20,000
 //! requests, and prints each case's best round: a spike then hits one round
 //! of every case, not one case.
 

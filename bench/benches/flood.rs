@@ -7,7 +7,7 @@
 //! its cap nor lets chosen names pile up; and, for contrast, the same
 //! colliding names looked up in a map with that fixed hash.
 //!
-//! `cargo bench --bench flood`.
+//! `cargo bench -p tollgate-bench --bench flood`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -6,7 +6,7 @@
 //! admit the last one against the ideal, utilisation, and whether the
 //! order of admission kept the order of arrival.
 //!
-//! `cargo bench --bench waiters` (set `WAITERS` to change the count). A
+//! `cargo bench -p tollgate-bench --bench waiters` (set `WAITERS` to change the count). A
 //! paused-time run of tollgate is in `tests/many_waiters.rs`.
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -1,6 +1,6 @@
 //! A tonic gRPC client behind tollgate, against a hand-written tonic server.
 //!
-//! `cargo run --example tonic_client` serves `echo.Echo/Say` on 127.0.0.1
+//! `cargo run -p tollgate-bench --example tonic_client` serves `echo.Echo/Say` on 127.0.0.1
 //! (message types and server glue written by hand, as `tonic-build` would
 //! generate them, since the example has no `protoc`), then:
 //!

@@ -8,8 +8,8 @@
 //! it).
 //!
 //! ```text
-//! cargo bench --bench redis --features redis                  # starts its own redis-server
-//! REDIS_URL=redis://127.0.0.1:6379/ cargo bench --bench redis --features redis
+//! cargo bench -p tollgate-bench --bench redis                  # starts its own redis-server
+//! REDIS_URL=redis://127.0.0.1:6379/ cargo bench -p tollgate-bench --bench redis
 //! ```
 //!
 //! `BENCH_SECONDS` (default 3) sets each measurement's length and

@@ -1,5 +1,5 @@
 //! Routing plus admission through the registry, beside governor's keyed
-//! limiter, in one run: `cargo bench --bench registry`.
+//! limiter, in one run: `cargo bench -p tollgate-bench --bench registry`.
 //!
 //! Every limiter allows everything (the cost measured is the lookup and the
 //! check), and the loop visits the keys round-robin.

@@ -5,7 +5,7 @@
 //! all threads together) and the 99th percentile of one call, timed with
 //! the TSC (through quanta) around each call.
 //!
-//! `cargo bench --bench contention` (`CALLS` sets the calls per thread).
+//! `cargo bench -p tollgate-bench --bench contention` (`CALLS` sets the calls per thread).
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
