@@ -639,7 +639,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     print!("{}", report::table(&rows, elapsed, limits_on));
     println!();
-    println!("{}", report::LEGEND);
+    println!("{}", report::legend(limits_on));
     println!();
     println!(
         "elapsed {:.2} s (the run, then the requests on the wire at the deadline)",
@@ -649,11 +649,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let server = upstream.stats(api);
         let client = &stats[api.index()];
         if client.cancelled() > 0 {
-            println!(
-                "{}: {} calls were still waiting in the limiter at the deadline and were dropped (their slots given back)",
-                api.name(),
-                client.cancelled()
-            );
+            if limits_on {
+                println!(
+                    "{}: {} calls were still waiting in the limiter at the deadline and were dropped (their slots given back)",
+                    api.name(),
+                    client.cancelled()
+                );
+            } else {
+                println!(
+                    "{}: {} calls were still held back after the server's refusals (its Retry-After, or 1 s after a bare 429) at the deadline and were dropped",
+                    api.name(),
+                    client.cancelled()
+                );
+            }
         }
         if client.failed() > 0 {
             println!(

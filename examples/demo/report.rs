@@ -312,12 +312,29 @@ pub fn table(rows: &[Row], elapsed: Duration, limits_on: bool) -> String {
 }
 
 /// What the columns mean, printed under the table.
-pub const LEGEND: &str = "\
+/// The legend under the table, for a run with limits (`limits_on`) or
+/// without.
+pub fn legend(limits_on: bool) -> &'static str {
+    if limits_on {
+        LEGEND_LIMITS
+    } else {
+        LEGEND_NO_LIMITS
+    }
+}
+
+const LEGEND_LIMITS: &str = "\
 sent: attempts that passed the limiter and reached the server. ok, violations: what the server
 counted (200; 503/429 for going over its limit). ok/s: ok / elapsed. limit/s, allowed: the
 client policy's long-run rate and the most it admits in the elapsed time (capacity + rate*t,
 whole requests); an API's own moving window may admit a burst beyond that (Discogs: 25 at once).
 wait: time an attempt spent inside the rate-limit layer before it went to the HTTP client.";
+
+const LEGEND_NO_LIMITS: &str = "\
+sent: attempts that reached the server, with no client limit and no retries. ok, violations:
+what the server counted (200; 503/429 for going over its limit). ok/s: ok / elapsed. limit/s,
+allowed: what the API's documented limit would have let through in the elapsed time (capacity +
+rate*t, whole requests). wait: time an attempt spent in the rate-limit layer, which without
+limits holds a host back only after a server's refusal (its Retry-After, or 1 s after a bare 429).";
 
 #[cfg(test)]
 mod tests {

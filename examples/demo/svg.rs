@@ -100,7 +100,7 @@ pub fn render(title: &str, lanes: &[Lane], seconds: f64) -> String {
     let ly = 48.0;
     let _ = writeln!(
         s,
-        r##"<g font-size="11"><path d="M{LEFT} {ly}h24" stroke="#1a7f37" stroke-width="2"/><text x="{}" y="{}">admitted (cumulative)</text><path d="M{} {ly}h24" stroke="#1f5fbf" stroke-width="1.5" stroke-dasharray="5 3"/><text x="{}" y="{}">limit envelope: capacity + rate·t</text><path d="M{} {}v10" stroke="#1a7f37"/><text x="{}" y="{}">admitted</text><path d="M{} {}v10" stroke="#d1242f"/><text x="{}" y="{}">violation or refusal (429/503)</text></g>"##,
+        r##"<g font-size="11"><path d="M{LEFT} {ly}h24" stroke="#1a7f37" stroke-width="2"/><text x="{}" y="{}">answered 200 (cumulative)</text><path d="M{} {ly}h24" stroke="#1f5fbf" stroke-width="1.5" stroke-dasharray="5 3"/><text x="{}" y="{}">limit envelope: capacity + rate·t</text><path d="M{} {}v10" stroke="#1a7f37"/><text x="{}" y="{}">answered 200</text><path d="M{} {}v10" stroke="#d1242f"/><text x="{}" y="{}">violation or refusal (429/503)</text></g>"##,
         LEFT + 30.0,
         ly + 4.0,
         LEFT + 170.0,
@@ -119,7 +119,7 @@ pub fn render(title: &str, lanes: &[Lane], seconds: f64) -> String {
         let ly = ly + LEGEND2;
         let _ = writeln!(
             s,
-            r##"<g font-size="11"><path d="M{LEFT} {ly}h24" stroke="{PURPLE}" stroke-width="2"/><text x="{}" y="{}">learned rate</text><path d="M{} {ly}h24" stroke="{RED}" stroke-width="1.5" stroke-dasharray="5 3"/><text x="{}" y="{}">the server's unannounced limit</text><path d="M{} {ly}h24" stroke="{GREEN}" stroke-width="1"/><text x="{}" y="{}">admitted in the last second</text></g>"##,
+            r##"<g font-size="11"><path d="M{LEFT} {ly}h24" stroke="{PURPLE}" stroke-width="2"/><text x="{}" y="{}">learned rate</text><path d="M{} {ly}h24" stroke="{RED}" stroke-width="1.5" stroke-dasharray="5 3"/><text x="{}" y="{}">the server's unannounced limit</text><path d="M{} {ly}h24" stroke="{GREEN}" stroke-width="1"/><text x="{}" y="{}">answered 200 in the last second</text></g>"##,
             LEFT + 30.0,
             ly + 4.0,
             LEFT + 170.0,
@@ -223,10 +223,7 @@ pub fn render(title: &str, lanes: &[Lane], seconds: f64) -> String {
                 .collect::<Vec<_>>()
                 .join(" + ")
         };
-        let mut labels = vec![
-            (GREY, policy),
-            (GREEN, format!("admitted {}", ok_times.len())),
-        ];
+        let mut labels = vec![(GREY, policy), (GREEN, format!("ok {}", ok_times.len()))];
         match &lane.learned {
             None => labels.push((
                 refusal_colour(violations),
