@@ -4,6 +4,30 @@
 //! what a cancelled wait gives back. Where time comes from is
 //! [`clock`](crate::clock)'s; which bucket a request uses is the registry's.
 //!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::{ManualClock, Policy, TokenBucket};
+//!
+//! let clock = ManualClock::new();
+//! let bucket = TokenBucket::with_clock("3/s burst 3".parse::<Policy>()?, clock.clone());
+//! bucket.try_acquire(2.5)?;                                  // fractional and weighted tokens
+//! assert!(bucket.try_acquire(1.0).is_err());                 // Err(RateLimited) with the exact wait
+//! let later = bucket.reserve(1.0, Duration::from_secs(1))?;  // a FIFO slot, maybe in the future
+//! assert_eq!(later.delay(), Duration::from_millis(166) + Duration::from_nanos(666_667));
+//! drop(later);                                               // before its slot: the tokens come back
+//! clock.advance(Duration::from_secs(1));
+//! bucket.try_acquire(3.0)?;
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
+//! `acquire(w).await` sleeps exactly until the slot; `acquire_blocking(w)`
+//! does the same on a thread. [`FastClock`] (the default,
+//! the CPU's time-stamp counter through `quanta`) reads the time; in a test
+//! with `#[tokio::test(start_paused = true)]` it follows tokio's paused
+//! time by itself. Use [`TokioClock`](crate::TokioClock) for exact
+//! virtual-time tests that pause after building a bucket, and
+//! [`ManualClock`](crate::ManualClock) in unit tests.
+//!
 //! # How it works
 //!
 //! The state is one number, the *theoretical arrival time* `tat`. With

@@ -3,6 +3,26 @@
 //! announce, and, where they announce nothing, by a rate found from their
 //! refusals.
 //!
+//! ```
+//! use tollgate::learn::Learn;
+//! use tollgate::{Registry, Source, UnknownHost};
+//!
+//! let registry = Registry::builder()
+//!     .source(
+//!         Source::new("elsewhere")                         // no limit: starts unlimited, on purpose
+//!             .learn_with(Learn::default().adaptive(true)) // and finds a rate from bare 429s
+//!             .per_host(),                                 // every host learns its own
+//!     )
+//!     .unknown_hosts(UnknownHost::Default("elsewhere".into()))
+//!     .build()?;
+//! # let _ = registry;
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
+//! [`Registry::snapshot`](crate::Registry::snapshot) lists what each set
+//! learned and where it came from. In TOML: `learn = true`,
+//! `adaptive = true`, `learn_expiry = "10min"`.
+//!
 //! # Three rates, the slowest wins
 //!
 //! A learning source's bucket set carries, beside the limits it was

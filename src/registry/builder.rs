@@ -26,6 +26,29 @@ pub enum UnknownHost {
 }
 
 /// Builds a [`Registry`]; see [`Registry::builder`].
+///
+/// Every setting has a default, said here: unknown hosts pass through
+/// unlimited ([`UnknownHost::PassThrough`]), servers' signals are read with
+/// [`SignalConfig::default`](crate::SignalConfig) (waits capped at 10
+/// minutes), per-host sources keep at most [`DEFAULT_MAX_HOSTS`](super::DEFAULT_MAX_HOSTS)
+/// host sets, the clock is [`FastClock`](crate::FastClock), and nothing is
+/// in shadow mode. `build()` checks everything at once and names what to
+/// change:
+///
+/// ```
+/// use tollgate::{presets, Registry, Source, UnknownHost};
+///
+/// let registry = Registry::builder()
+///     .source(presets::musicbrainz())
+///     .source(Source::new("api").limit("10/s".parse()?).host("api.example.com"))
+///     .unknown_hosts(UnknownHost::Reject)
+///     .build()?;
+/// assert_eq!(registry.names(), ["musicbrainz", "api"]);
+///
+/// let missing_limit = Registry::builder().source(Source::new("quiet").host("quiet.example.com")).build();
+/// assert!(missing_limit.unwrap_err().to_string().contains("Policy::unlimited()"));
+/// # Ok::<(), tollgate::Error>(())
+/// ```
 #[derive(Default)]
 pub struct RegistryBuilder {
     pub(super) sources: Vec<Source>,

@@ -26,6 +26,60 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Prices, shadow mode, lanes and metrics
+//!
+//! **Prices.** An API that prices its calls gets a [`Price`]: a request
+//! takes that many tokens by method and path. GitHub's secondary limit (900
+//! points a minute, a write costing 5) is part of
+//! [`presets::github`](crate::presets::github):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::{Policy, Price, Source};
+//!
+//! let github = Source::new("github")
+//!     .limit("5000/h".parse()?)                                   // counts requests
+//!     .priced_limit(Policy::window(900, Duration::from_secs(60))?.burst(5.0)?) // counts points
+//!     .price(Price::new().writes(5.0))
+//!     .host("api.github.com");
+//! # let _ = github;
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
+//! Both adapters pass the request's method; any mix of GETs and writes
+//! stays within 900 points in any minute.
+//!
+//! **Shadow mode.** [`Source::shadow`] (or [`RegistryBuilder::shadow`])
+//! measures what a new limit would delay or refuse and enforces nothing:
+//! [`Registry::shadow_stats`] and the `tollgate_shadow_*` metrics count the
+//! waits and refusals an enforcing source would have had on the same
+//! traffic.
+//!
+//! **Priority lanes.** `Source::lanes(Lanes::new().batch_share(0.1))`
+//! serves waiting requests interactive first and batch after, with batch
+//! guaranteed 10 % of a saturated source. Mark a request [`Lane::Batch`] in
+//! its extensions or with the header `x-tollgate-lane: batch` (the adapters
+//! strip it). See [`lanes`].
+//!
+//! **Metrics** (feature `metrics`), through the `metrics` facade with the
+//! source as a label. Install a recorder (any exporter) before building the
+//! registry, which registers each source's handles once:
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `tollgate_admitted_total` | counter | `source` | requests admitted |
+//! | `tollgate_waited_total` | counter | `source` | admitted after a wait |
+//! | `tollgate_wait_seconds` | histogram | `source` | how long each waited |
+//! | `tollgate_refused_total` | counter | `source`, `reason` (`rate`, `in_flight`) | refused |
+//! | `tollgate_deferred_total` | counter | `source` | deferrals a server asked for |
+//! | `tollgate_deferred_seconds` | histogram | `source` | how long each deferral |
+//! | `tollgate_lowered_total` | counter | `source` | rates lowered by a server's quota |
+//! | `tollgate_learned_rate` | gauge | `source` | a learning source's control rate |
+//! | `tollgate_shadow_would_wait_total` | counter | `source` | shadow mode: would have waited |
+//! | `tollgate_shadow_would_wait_seconds` | histogram | `source` | shadow mode: how long |
+//! | `tollgate_shadow_would_refuse_total` | counter | `source` | shadow mode: would have refused |
+//! | `tollgate_in_flight` | gauge | `source` | requests admitted, response not yet seen |
+//!
 //! # What lives where
 //!
 //! | file | owns |
@@ -132,6 +186,34 @@ use rules::Router;
 
 /// The routing table and the sources: cheap to clone (an `Arc` inside), and
 /// shared by every adapter.
+///
+/// Build one with [`Registry::builder`], clone it into every adapter, and
+/// ask it directly for work that is not an HTTP request:
+///
+/// ```
+/// use tollgate::{OnLimit, Registry, Source, Target};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), tollgate::Error> {
+/// let registry = Registry::builder()
+///     .source(Source::new("api").limit("2/s".parse()?).host("api.example.com"))
+///     .source(Source::new("search").limit("1/s".parse()?).host("search.example.com")
+///         .on_limit(OnLimit::Reject))
+///     .build()?;
+///
+/// // Wait mode (the default): the third request waits for its slot.
+/// let api = Target::new("api.example.com", Some(443), "/items");
+/// for _ in 0..3 {
+///     let _permit = registry.acquire(&api, 1.0).await?;
+/// }
+///
+/// // Reject mode: the second request is refused, with the exact wait.
+/// let search = Target::new("search.example.com", Some(443), "/");
+/// let _permit = registry.acquire(&search, 1.0).await?;
+/// let refused = registry.acquire(&search, 1.0).await.unwrap_err();
+/// assert!(refused.as_rate_limited().is_some_and(|r| r.retry_after() > std::time::Duration::ZERO));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,

@@ -49,6 +49,14 @@ pub enum Scope {
 /// A named source: its limits, the hosts (and path) routed to it, and how
 /// it behaves at its limit. Checked when the registry is built.
 ///
+/// The defaults, said once: a request over the limit waits for its slot
+/// with no cap on the wait ([`OnLimit::Wait`] with `max_wait: None`; say
+/// [`OnLimit::Reject`] to be refused at once); all its hosts share one
+/// bucket set ([`Scope::PerSource`]; [`per_host`](Source::per_host) gives each
+/// its own); no cap on requests in flight; and no limit at all is an error
+/// at `build()`, so say [`Policy::unlimited`](crate::Policy::unlimited) on
+/// purpose. A host rule without a port matches every port.
+///
 /// ```
 /// use std::time::Duration;
 /// use tollgate::{OnLimit, Policy, Source};
@@ -179,7 +187,10 @@ impl Source {
     }
 
     /// Routes a host pattern here: `api.example.com`, `*.example.com`, `*`,
-    /// each with an optional `:port`. See [`rules`](crate::registry::rules).
+    /// each with an optional `:port`. Without a port the rule matches every
+    /// port (`api.example.com` covers `:443`, `:80` and `:8080`); with one,
+    /// only that port. `*.example.com` matches the subdomains, not
+    /// `example.com` itself. See [`rules`](crate::registry::rules).
     pub fn host(mut self, pattern: impl Into<String>) -> Self {
         self.hosts.push(pattern.into());
         self

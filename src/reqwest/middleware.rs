@@ -17,6 +17,27 @@ use crate::{Error, Lane, Registry};
 /// [`SafeToRetry`]), which is how
 /// [`RateLimitStrategy`](super::RateLimitStrategy) learns what
 /// reqwest-retry does not tell it.
+///
+/// ```
+/// use reqwest_middleware::ClientBuilder;
+/// use tollgate::reqwest::RateLimitMiddleware;
+/// use tollgate::{Registry, Source, UnknownHost};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tollgate::Error> {
+/// let registry = Registry::builder()
+///     .source(Source::new("api").limit("5/s".parse()?).host("api.example.com"))
+///     .unknown_hosts(UnknownHost::Reject)
+///     .build()?;
+/// let client = ClientBuilder::new(reqwest::Client::new())
+///     .with(RateLimitMiddleware::new(registry))
+///     .build();
+/// // A host no rule matches is refused before anything is sent.
+/// let err = client.get("http://elsewhere.invalid/").send().await.unwrap_err();
+/// let refusal = tollgate::reqwest::tollgate_error(&err).expect("refused by the limiter");
+/// assert!(refusal.to_string().contains("elsewhere.invalid"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitMiddleware {
     registry: Registry,

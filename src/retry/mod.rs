@@ -44,6 +44,28 @@
 //! is down gets at most that share of extra attempts, however many callers
 //! retry. Build it with [`RetryBudget::per_source`] to share it among a
 //! registry source's hosts.
+//!
+//! One set of rules, with its budget, can serve both adapters and every
+//! clone of them:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::backoff::Backoff;
+//! use tollgate::retry::{RetryBudget, RetryRules};
+//! use tollgate::{presets, Registry};
+//!
+//! let registry = Registry::builder().source(presets::musicbrainz()).build()?;
+//! let budget = RetryBudget::new(0.1, 1.0, Duration::from_secs(10))?.per_source(registry.clone());
+//! let rules = RetryRules::new(Backoff::default().base(Duration::from_millis(500)).max_retries(5))
+//!     .budget(budget)
+//!     // This API deduplicates POSTs by a field of the body: opt them in.
+//!     .retry_non_idempotent_when(|_method, target| target.host() == "api.example.com");
+//! # #[cfg(feature = "tower")]
+//! let tower_policy = tollgate::tower::RetryPolicy::with_rules(rules.clone());
+//! # #[cfg(feature = "reqwest")]
+//! let reqwest_retry = tollgate::reqwest::RetryMiddleware::new(rules);
+//! # Ok::<(), tollgate::Error>(())
+//! ```
 
 mod budget;
 mod rules;

@@ -120,6 +120,35 @@ impl<K> Shared<K> {
 
 /// Guards a server: limits each request by its key, in the key's tier,
 /// answering 429 at once over the limit. See the [module docs](super).
+///
+/// ```
+/// use std::convert::Infallible;
+///
+/// use http::{Request, Response, StatusCode};
+/// use tollgate::server::{tier, ClientIp, GuardLayer};
+/// use tollgate::Registry;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = Registry::builder().source(tier("anyone").limit("1/min".parse()?)).build()?;
+/// // Keyed by the client's address, behind one trusted proxy.
+/// let guard = GuardLayer::builder(registry, ClientIp::peer().trusted_proxies(1))
+///     .default_tier("anyone")
+///     .build()?;
+/// let app = guard.layer(service_fn(|_req: Request<String>| async {
+///     Ok::<_, Infallible>(Response::new(String::from("hello")))
+/// }));
+/// let request = || {
+///     let mut req = Request::new(String::new());
+///     req.extensions_mut().insert(std::net::SocketAddr::from(([10, 0, 0, 1], 443)));
+///     req.headers_mut().insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+///     req
+/// };
+/// assert_eq!(app.clone().oneshot(request()).await?.status(), StatusCode::OK);
+/// assert_eq!(app.clone().oneshot(request()).await?.status(), StatusCode::TOO_MANY_REQUESTS);
+/// # Ok(()) }
+/// ```
 pub struct GuardLayer<K> {
     shared: Arc<Shared<K>>,
 }

@@ -4,6 +4,26 @@
 //! [`Registry::observe`](crate::Registry::observe) applies the result to
 //! buckets.
 //!
+//! Switch a dialect off where a server sends it wrongly, or change the
+//! longest wait a server may ask for (10 minutes by default):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tollgate::signal::{Dialect, SignalConfig};
+//! use tollgate::{Registry, Source};
+//!
+//! let signals = SignalConfig::default()
+//!     .with_max_wait(Duration::from_secs(120))
+//!     .without(Dialect::OpenAi);
+//! signals.validate()?;
+//! let registry = Registry::builder()
+//!     .source(Source::new("api").limit("10/s".parse()?).host("api.example.com"))
+//!     .signals(signals)
+//!     .build()?;
+//! # let _ = registry;
+//! # Ok::<(), tollgate::Error>(())
+//! ```
+//!
 //! # Dialects are data
 //!
 //! Servers spell the same few facts (a limit, what remains, when it

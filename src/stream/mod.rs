@@ -71,6 +71,26 @@ use futures_core::Stream;
 pub use futures_util::stream::iter;
 
 /// Rate-limited forms of any [`Stream`]; see the [module docs](self).
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use tollgate::stream::{self, RateLimitExt};
+/// use tollgate::{Registry, Source};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), tollgate::Error> {
+/// let registry = Registry::builder().source(Source::new("api").limit("10/s".parse()?)).build()?;
+/// let api = registry.source("api")?;
+/// let start = tokio::time::Instant::now();
+/// let pages: Vec<u32> = stream::iter((1..=20).map(|page| async move { page }))
+///     .limited(&api, 2)                               // 10/s, 2 at once, in order
+///     .map(|page| page.expect("the source's limit admits one token"))
+///     .collect()
+///     .await;
+/// assert_eq!(pages, (1..=20).collect::<Vec<_>>());
+/// assert!(start.elapsed() >= std::time::Duration::from_millis(1900));
+/// # Ok(()) }
+/// ```
 pub trait RateLimitExt: Stream + Sized {
     /// Yields each item once its slot has come (one token an item; see
     /// [`Paced::tokens`]), in order.

@@ -6,6 +6,37 @@ use super::service::{KeyedRateLimit, RateLimit};
 use crate::Registry;
 
 /// Wraps an HTTP client service in [`RateLimit`].
+///
+/// Put it inside a retry layer, so that every attempt waits for its slot.
+/// Here over a stand-in for an HTTP client:
+///
+/// ```
+/// use std::convert::Infallible;
+///
+/// use http::{Request, Response};
+/// use tollgate::tower::RateLimitLayer;
+/// use tollgate::{Registry, Source};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// let registry = Registry::builder()
+///     .source(Source::new("api").limit("2/s".parse()?).host("api.example.com"))
+///     .build()?;
+/// let client = service_fn(|_req: Request<String>| async {
+///     Ok::<_, Infallible>(Response::new(String::from("ok")))
+/// });
+/// let svc = ServiceBuilder::new()
+///     .layer(RateLimitLayer::new(registry))
+///     .service(client);
+/// let start = tokio::time::Instant::now();
+/// for _ in 0..3 {
+///     let request = Request::get("https://api.example.com/items").body(String::new())?;
+///     svc.clone().oneshot(request).await?; // the third waits for its slot
+/// }
+/// assert!(start.elapsed() >= std::time::Duration::from_millis(500));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     registry: Registry,
