@@ -120,7 +120,9 @@ pub enum Error {
     /// all taken, and the source refuses rather than waits (reject mode, or a
     /// `max_wait` that ran out). Unlike [`Error::RateLimited`] there is no
     /// exact time to retry at: a slot frees when a response arrives, so
-    /// retries follow their backoff schedule.
+    /// retries, where opted in with
+    /// [`RetryRules::retry_local_refusals`](crate::retry::RetryRules::retry_local_refusals),
+    /// follow their backoff schedule.
     InFlightFull {
         /// The source whose slots are taken.
         source: String,

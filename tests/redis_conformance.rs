@@ -1,6 +1,7 @@
 //! The bucket contract (`tests/common/conformance.rs`) on the Redis store:
 //! the same cases as `tests/conformance_local.rs`, the same answers, on
-//! Redis's clock. Needs `REDIS_URL` (see `tests/common/redis.rs`).
+//! Redis's clock. Needs a server: `REDIS_URL`, or `redis-server` on the PATH
+//! (see `tests/common/redis.rs`).
 #![cfg(feature = "redis")]
 
 use std::time::Duration;

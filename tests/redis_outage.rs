@@ -4,7 +4,8 @@
 //! within a second of Redis answering again.
 //!
 //! The test runs its own `redis-server` on a free port (it needs the binary
-//! and, like every Redis test, `REDIS_URL`).
+//! and, like every Redis test, runs where `tests/common/redis.rs` finds a
+//! server).
 #![cfg(feature = "redis")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

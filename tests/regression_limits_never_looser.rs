@@ -88,11 +88,14 @@ async fn a_full_in_flight_cap_is_retried_on_the_backoff_schedule() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let svc = ServiceBuilder::new()
-        .retry(RetryPolicy::new(
-            Backoff::default()
-                .base(Duration::from_secs(1))
-                .jitter(Jitter::None),
-        ))
+        .retry(
+            RetryPolicy::new(
+                Backoff::default()
+                    .base(Duration::from_secs(1))
+                    .jitter(Jitter::None),
+            )
+            .retry_local_refusals(true),
+        )
         .layer(RateLimitLayer::new(registry.clone()))
         .service(service_fn(move |_: Request<String>| {
             c.fetch_add(1, Ordering::SeqCst);
@@ -115,6 +118,45 @@ async fn a_full_in_flight_cap_is_retried_on_the_backoff_schedule() {
     // Refused at 0, retried at 1 s and 3 s (refused), and at 7 s (admitted).
     assert_eq!(start.elapsed(), Duration::from_secs(7));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_in_flight_cap_in_reject_mode_fails_fast_through_the_retry_policy() {
+    let registry = Registry::builder()
+        .source(
+            Source::new("one")
+                .limit(Policy::unlimited())
+                .host("one.test")
+                .max_in_flight(1)
+                .on_limit(OnLimit::Reject),
+        )
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let svc = ServiceBuilder::new()
+        .retry(RetryPolicy::default())
+        .layer(RateLimitLayer::new(registry.clone()))
+        .service(service_fn(move |_: Request<String>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(String::new())) }
+        }));
+    let _held = registry
+        .acquire(&Target::new("one.test", None, "/"), 1.0)
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let request = Request::get("https://one.test/")
+        .body(String::new())
+        .unwrap();
+    let err = svc.oneshot(request).await.unwrap_err();
+    let err = err
+        .downcast_ref::<tollgate::Error>()
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(matches!(err, tollgate::Error::InFlightFull { .. }), "{err}");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
 #[test]

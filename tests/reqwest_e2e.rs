@@ -96,7 +96,7 @@ fn client(registry: Registry) -> ClientWithMiddleware {
     ClientBuilder::new(reqwest::Client::new())
         .with(RetryTransientMiddleware::new_with_policy_and_strategy(
             Backoff::default(),
-            RateLimitStrategy,
+            RateLimitStrategy::default(),
         ))
         .with(RateLimitMiddleware::new(registry))
         .build()

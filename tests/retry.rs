@@ -140,11 +140,18 @@ async fn connection_errors_are_retried_and_configuration_errors_are_not() {
             status(200)
         }
     };
-    let (_, times) = run(RetryPolicy::default(), (), rejected).await;
+    let (result, times) = run(RetryPolicy::default(), (), rejected).await;
+    assert!(
+        result.is_err(),
+        "the limiter's own refusal goes straight back"
+    );
+    assert_eq!(times.len(), 1);
+    let policy = RetryPolicy::default().retry_local_refusals(true);
+    let (_, times) = run(policy, (), rejected).await;
     assert_eq!(
         gaps(&times),
         [Duration::from_millis(1500)],
-        "a rejection waits its retry_after"
+        "opted in, a rejection waits its retry_after"
     );
 }
 

@@ -198,7 +198,7 @@ mod reqwest_clients {
         ClientBuilder::new(inner())
             .with(RetryTransientMiddleware::new_with_policy_and_strategy(
                 RetryBackoff(schedule),
-                RateLimitStrategy,
+                RateLimitStrategy::default(),
             ))
             .with(RateLimitMiddleware::new(registry()))
             .build()
@@ -264,7 +264,7 @@ mod reqwest_clients {
             } else {
                 b.with(RetryTransientMiddleware::new_with_policy_and_strategy(
                     RetryBackoff(Backoff::default().base(Duration::from_millis(50))),
-                    RateLimitStrategy,
+                    RateLimitStrategy::default(),
                 ))
             };
             let client = b.with(Count(attempts.clone())).build();

@@ -317,7 +317,7 @@ mod reqwest_adapters {
                     ClientBuilder::new(inner())
                         .with(RetryTransientMiddleware::new_with_policy_and_strategy(
                             tollgate::reqwest::Backoff(schedule()),
-                            RateLimitStrategy,
+                            RateLimitStrategy::default(),
                         ))
                         .with(RateLimitMiddleware::new(registry()))
                         .with(fake)
@@ -353,7 +353,7 @@ mod reqwest_adapters {
                 } else {
                     b.with(RetryTransientMiddleware::new_with_policy_and_strategy(
                         tollgate::reqwest::Backoff(schedule()),
-                        RateLimitStrategy,
+                        RateLimitStrategy::default(),
                     ))
                 };
                 let client = b

@@ -120,7 +120,12 @@ impl Health {
 
     /// Redis failed with `error`: on the fallback until a probe succeeds.
     pub fn failed(&self, bucket: &str, error: &Error, mode: OnStoreError, probe_every: Duration) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+        // The message alone: the fail-closed error quotes it inside its own.
+        let message = match error {
+            Error::Store { message } => message.clone(),
+            e => e.to_string(),
+        };
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = message;
         self.next_probe.store(
             self.elapsed().saturating_add(duration_nanos(probe_every)),
             Ordering::Release,

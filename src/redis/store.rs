@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script, Value};
+use ::redis::{Client, ErrorKind, RedisError, Script, Value};
 
 use super::fallback::{Health, OnStoreError};
 use super::script::{self, Limit, Op};
@@ -51,6 +51,8 @@ pub struct RedisStore {
 
 pub(super) struct StoreInner {
     conn: ConnectionManager,
+    /// The URL without its password, for messages.
+    url: String,
     script: Script,
     prefix: String,
     pub timeout: Duration,
@@ -69,20 +71,110 @@ pub struct RedisStoreBuilder {
     on_store_error: OnStoreError,
 }
 
-fn store_error(context: &str, e: impl fmt::Display) -> Error {
-    Error::Store {
-        message: format!("{context}: {e}"),
+fn store_error(message: String) -> Error {
+    Error::Store { message }
+}
+
+/// What went wrong talking to Redis at `url` (already without its
+/// password), and what to check.
+fn redis_error(url: &str, e: &RedisError) -> Error {
+    let io = io_error(e);
+    let message = if e.is_connection_refusal() {
+        format!(
+            "cannot connect to Redis at {url}: {}; check that redis-server is running \
+             there and the URL is right",
+            io_text(io)
+        )
+    } else if e.is_timeout() {
+        format!(
+            "cannot reach Redis at {url}: {}; check the host and port, and that the \
+             network lets them through",
+            io_text(io)
+        )
+    } else if e.kind() == ErrorKind::AuthenticationFailed
+        || e.code()
+            .is_some_and(|c| c == "NOAUTH" || c == "WRONGPASS" || c == "NOPERM")
+    {
+        format!(
+            "Redis at {url} refused the credentials ({}); check the user and password \
+             in the URL",
+            e.detail()
+                .unwrap_or(e.code().unwrap_or("authentication failed"))
+        )
+    } else if io.is_some() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+        format!(
+            "lost the connection to Redis at {url}: {}; check that redis-server is \
+             still running there",
+            io_text(io)
+        )
+    } else {
+        format!("Redis at {url} answered with an error: {e}")
+    };
+    store_error(message)
+}
+
+/// The I/O error inside a Redis error, if any (redis-rs keeps it behind an
+/// `Arc`, which is what `source()` gives).
+fn io_error(e: &RedisError) -> Option<&std::io::Error> {
+    let source = std::error::Error::source(e)?;
+    if let Some(io) = source.downcast_ref::<std::io::Error>() {
+        return Some(io);
+    }
+    let shared = source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()?;
+    (**shared).downcast_ref::<std::io::Error>()
+}
+
+/// An I/O error in words (`connection refused`, `broken pipe`), without
+/// the OS's error number where its kind says it all.
+fn io_text(io: Option<&std::io::Error>) -> String {
+    use std::io::ErrorKind as K;
+    match io {
+        None => "the connection failed".to_string(),
+        Some(e) => match e.kind() {
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::NotConnected
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::AddrNotAvailable
+            | K::HostUnreachable
+            | K::NetworkUnreachable => e.kind().to_string(),
+            _ => e.to_string(),
+        },
     }
 }
 
-/// The URL without its credentials, for messages and `Debug`.
+/// The URL without its credentials (the user info's password, a `pass=`
+/// or `password=` query value), for messages and `Debug`.
 fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…{}", &url[..scheme], &url[at..])
+            format!("{}://…{}", &base[..scheme], &base[at..])
         }
-        _ => url.to_string(),
+        _ => base.to_string(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if matches!(key, "pass" | "password") => {
+                    out.push_str(key);
+                    out.push_str("=…");
+                }
+                _ => out.push_str(pair),
+            }
+        }
     }
+    out
 }
 
 fn check_name(what: &str, s: &str) -> Result<(), Error> {
@@ -135,10 +227,15 @@ impl RedisStoreBuilder {
                 "a zero timeout fails every call; give the longest wait for Redis, e.g. 250ms",
             ));
         }
+        let url = redacted(&self.url);
         let client = Client::open(self.url.as_str()).map_err(|e| {
+            let detail = e.detail().map(|d| format!(" ({d})")).unwrap_or_default();
             Error::config(
-                format!("redis url `{}`", redacted(&self.url)),
-                e.to_string(),
+                format!("redis url `{url}`"),
+                format!(
+                    "not a Redis URL{detail}; write redis://[USER:PASSWORD@]HOST[:PORT][/DB], \
+                     rediss:// for TLS, or redis+unix:///PATH"
+                ),
             )
         })?;
         // Reconnect quickly and keep trying: a bucket on its fallback asks
@@ -150,10 +247,11 @@ impl RedisStoreBuilder {
             .set_max_delay(self.probe_every.min(Duration::from_millis(500)))
             .set_number_of_retries(3);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| store_error("cannot set up the Redis connection", e))?;
+            .map_err(|e| redis_error(&url, &e))?;
         Ok(RedisStore {
             inner: Arc::new(StoreInner {
                 conn,
+                url,
                 script: Script::new(script::SOURCE),
                 prefix: self.prefix,
                 timeout: self.timeout,
@@ -173,11 +271,8 @@ impl RedisStoreBuilder {
         let load = inner.script.load_async(&mut conn);
         match tokio::time::timeout(inner.timeout, load).await {
             Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) => Err(store_error("cannot load the tollgate script into Redis", e)),
-            Err(_) => Err(store_error(
-                "cannot reach Redis",
-                format!("no answer within {:?}", inner.timeout),
-            )),
+            Ok(Err(e)) => Err(redis_error(&inner.url, &e)),
+            Err(_) => Err(inner.timed_out()),
         }
     }
 
@@ -272,7 +367,7 @@ impl RedisStore {
         let query = cmd.query_async::<(u64, u64)>(&mut conn);
         match tokio::time::timeout(self.inner.timeout, query).await {
             Ok(Ok((s, us))) => Ok(Timestamp::from_nanos(s * 1_000_000_000 + us * 1_000)),
-            Ok(Err(e)) => Err(store_error("Redis TIME failed", e)),
+            Ok(Err(e)) => Err(redis_error(&self.inner.url, &e)),
             Err(_) => Err(self.inner.timed_out()),
         }
     }
@@ -350,10 +445,11 @@ impl StoreInner {
     }
 
     fn timed_out(&self) -> Error {
-        store_error(
-            "Redis did not answer",
-            format!("no answer within {:?}", self.timeout),
-        )
+        store_error(format!(
+            "no answer from Redis at {} within {:?}; check that it is reachable and \
+             not overloaded, or raise the store's timeout",
+            self.url, self.timeout
+        ))
     }
 
     /// Runs the script once (`EVALSHA`, loading it again on `NOSCRIPT`)
@@ -368,7 +464,7 @@ impl StoreInner {
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(store_error("Redis failed", e)),
+            Ok(Err(e)) => Err(redis_error(&self.url, &e)),
             Err(_) => Err(self.timed_out()),
         }
     }
@@ -389,6 +485,7 @@ impl fmt::Debug for RedisStoreBuilder {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
+            .field("url", &self.inner.url)
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .field("probe_every", &self.inner.probe_every)
@@ -408,6 +505,14 @@ mod tests {
             "redis://…@10.0.0.1:6379/0"
         );
         assert_eq!(redacted("redis://127.0.0.1/"), "redis://127.0.0.1/");
+        assert_eq!(
+            redacted("redis+unix:///run/redis.sock?db=1&user=app&pass=secret"),
+            "redis+unix:///run/redis.sock?db=1&user=app&pass=…"
+        );
+        assert_eq!(
+            redacted("redis://h/?password=secret"),
+            "redis://h/?password=…"
+        );
         let b = RedisStore::builder("redis://:hunter2@127.0.0.1/");
         assert!(!format!("{b:?}").contains("hunter2"));
     }

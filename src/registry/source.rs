@@ -17,6 +17,12 @@ pub enum OnLimit {
         max_wait: Option<Duration>,
     },
     /// Refuse at once with [`RateLimited`](crate::RateLimited) instead of waiting.
+    ///
+    /// The retry adapters hand such a refusal straight back too, even when
+    /// they wrap the limiter; to have them retry it after its
+    /// `retry_after`, opt in with
+    /// [`RetryRules::retry_local_refusals`](crate::retry::RetryRules::retry_local_refusals)
+    /// (default off).
     Reject,
 }
 

@@ -50,9 +50,23 @@ impl RateLimitMiddleware {
     }
 }
 
-fn refusal(e: Error) -> reqwest_middleware::Error {
+/// When the last attempt of this request was refused: a retry layer that
+/// repeats the refusal (reqwest-retry with
+/// [`RateLimitStrategy::retry_local_refusals`](super::RateLimitStrategy::retry_local_refusals))
+/// waits its own backoff, which knows nothing of the refusal's
+/// `retry_after`, so the next attempt waits out the rest here. The
+/// extensions are the one request's, shared by its attempts.
+#[derive(Clone, Copy, Debug)]
+struct RefusedUntil(tokio::time::Instant);
+
+fn refusal(e: Error, extensions: &mut Extensions) -> reqwest_middleware::Error {
     match e {
-        Error::RateLimited(r) => reqwest_middleware::Error::middleware(r),
+        Error::RateLimited(r) => {
+            if let Some(at) = tokio::time::Instant::now().checked_add(r.retry_after()) {
+                extensions.insert(RefusedUntil(at));
+            }
+            reqwest_middleware::Error::middleware(r)
+        }
         e => reqwest_middleware::Error::middleware(e),
     }
 }
@@ -75,10 +89,17 @@ impl Middleware for RateLimitMiddleware {
                 .or_else(|| header.as_ref().and_then(Lane::from_header))
                 .unwrap_or_default();
         }
+        if let Some(RefusedUntil(at)) = extensions.remove::<RefusedUntil>() {
+            tokio::time::sleep_until(at).await;
+        }
         let target = super::target(req.url(), req.method()).with_lane(lane);
         // `acquire` admits at once without allocating when it can; the
         // tower layer splits the two steps only to avoid boxing its future.
-        let permit = self.registry.acquire(&target, 1.0).await.map_err(refusal)?;
+        let permit = self
+            .registry
+            .acquire(&target, 1.0)
+            .await
+            .map_err(|e| refusal(e, extensions))?;
         let safe = extensions.get::<SafeToRetry>().is_some()
             || is_safe_to_repeat(req.method(), req.headers());
         let mut result = next.run(req, extensions).await;

@@ -42,7 +42,7 @@
 //! let client = ClientBuilder::new(reqwest::Client::new())
 //!     .with(RetryTransientMiddleware::new_with_policy_and_strategy(
 //!         Backoff::default(),
-//!         RateLimitStrategy,
+//!         RateLimitStrategy::default(),
 //!     ))
 //!     .with(RateLimitMiddleware::new(registry))
 //!     .build();
@@ -92,10 +92,14 @@
 //! }
 //! # }
 //! ```
-//! [`RateLimitStrategy`] treats such a rejection as fatal, so reqwest-retry
-//! hands it straight back. [`RetryMiddleware`], like the tower policy, waits
-//! the rejection's exact `retry_after` and tries again (within its retries
-//! and budget); nothing was sent, so this holds for a POST too.
+//! Reject means reject, behind either retry layer: [`RetryMiddleware`]
+//! (like the tower policy) and [`RateLimitStrategy`] hand such a rejection
+//! straight back. To retry the limiter's own refusals after their
+//! `retry_after` instead, opt in:
+//! [`RetryRules::retry_local_refusals`](crate::retry::RetryRules::retry_local_refusals)`(true)`
+//! for [`RetryMiddleware`],
+//! [`RateLimitStrategy::retry_local_refusals`]`(true)` for reqwest-retry.
+//! Nothing was sent, so this holds for a POST too.
 
 mod middleware;
 mod retry;

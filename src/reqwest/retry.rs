@@ -63,14 +63,58 @@ pub(crate) fn failure_of_response(
 /// | timeout, other transport error | **fatal** (an error carries no tag) | fatal |
 /// | 408, 502, 504, 503 without `Retry-After` | transient | fatal |
 /// | 429, 503 with `Retry-After`, 403 with `remaining: 0` | transient | transient |
-/// | the limiter's own refusal, anything else | fatal | fatal |
+/// | the limiter's own refusal (`RateLimited`, `InFlightFull`) | fatal, unless [`retry_local_refusals`](Self::retry_local_refusals) | the same |
+/// | anything else | fatal | fatal |
 ///
 /// So through reqwest-retry a timeout is never retried, even for a GET;
 /// [`RetryMiddleware`](super::RetryMiddleware) sees the request and
-/// retries it. The limiter's refusal is fatal here because reqwest-retry's
-/// policy cannot wait its exact `retry_after`.
+/// retries it.
+///
+/// A source in reject mode fails fast: its refusal is fatal, so
+/// reqwest-retry hands it straight back. With
+/// [`retry_local_refusals(true)`](Self::retry_local_refusals) (default
+/// off) it is transient; reqwest-retry then waits its own backoff, and
+/// [`RateLimitMiddleware`](super::RateLimitMiddleware) waits whatever is
+/// left of the refusal's `retry_after` before it asks the limiter again.
+///
+/// ```
+/// use reqwest_middleware::ClientBuilder;
+/// use reqwest_retry::RetryTransientMiddleware;
+/// use tollgate::reqwest::{Backoff, RateLimitMiddleware, RateLimitStrategy};
+/// use tollgate::{OnLimit, Registry, Source};
+///
+/// # fn main() -> Result<(), tollgate::Error> {
+/// let registry = Registry::builder()
+///     .source(Source::new("api").host("api.example.com").limit("2/s".parse()?).on_limit(OnLimit::Reject))
+///     .build()?;
+/// // The limiter's refusals are retried after their `retry_after`.
+/// let strategy = RateLimitStrategy::default().retry_local_refusals(true);
+/// let client = ClientBuilder::new(reqwest::Client::new())
+///     .with(RetryTransientMiddleware::new_with_policy_and_strategy(Backoff::default(), strategy))
+///     .with(RateLimitMiddleware::new(registry))
+///     .build();
+/// # let _ = client; Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RateLimitStrategy;
+pub struct RateLimitStrategy {
+    retry_local_refusals: bool,
+}
+
+impl RateLimitStrategy {
+    /// The strategy with the limiter's own refusals fatal (the default).
+    pub fn new() -> Self {
+        RateLimitStrategy::default()
+    }
+
+    /// `true`: the limiter's own refusals (`RateLimited` from a source in
+    /// reject mode or past its `max_wait`, `InFlightFull`) are transient,
+    /// and the next attempt waits out the refusal's `retry_after`.
+    /// `false`, the default: they are fatal, so reject means reject.
+    pub fn retry_local_refusals(mut self, yes: bool) -> Self {
+        self.retry_local_refusals = yes;
+        self
+    }
+}
 
 impl RetryableStrategy for RateLimitStrategy {
     fn handle(
@@ -87,8 +131,12 @@ impl RetryableStrategy for RateLimitStrategy {
             ),
             Err(e) => (failure_of(e), false),
         };
-        if matches!(failure, Failure::Refused(_) | Failure::InFlightFull) {
-            return Some(Retryable::Fatal);
+        if failure.is_local_refusal() {
+            return Some(if self.retry_local_refusals {
+                Retryable::Transient
+            } else {
+                Retryable::Fatal
+            });
         }
         Some(match decide(&failure, safe) {
             Some(_) => Retryable::Transient,
@@ -139,7 +187,7 @@ mod tests {
 
     /// The strategy's answer by name (`Retryable` has no `Debug`).
     fn verdict(r: reqwest::Response) -> &'static str {
-        match RateLimitStrategy.handle(&Ok(r)) {
+        match RateLimitStrategy::default().handle(&Ok(r)) {
             Some(Retryable::Transient) => "transient",
             Some(Retryable::Fatal) => "fatal",
             None => "success",

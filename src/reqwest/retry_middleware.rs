@@ -16,11 +16,16 @@ use crate::retry::{Attempted, RetryRules, SafeToRetry};
 ///
 /// | failure | GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with `Idempotency-Key` or [`SafeToRetry`] | POST, PATCH, other |
 /// |---|---|---|
-/// | connect error (`is_connect`: no byte sent), the limiter's refusal, `InFlightFull` | retry | retry |
+/// | connect error (`is_connect`: no byte sent) | retry | retry |
+/// | the limiter's own refusal (`RateLimited`, `InFlightFull`) | no, unless [`retry_local_refusals`](RetryRules::retry_local_refusals) | the same |
 /// | timeout (`is_timeout`), other transport error | retry | no |
 /// | 408, 502, 504, 503 without `Retry-After` | retry | no |
 /// | 429, 503 with `Retry-After`, 403 with `remaining: 0` | retry | retry |
 /// | anything else | no | no |
+///
+/// A source in reject mode fails fast: its refusal goes straight back to
+/// the caller. With [`RetryRules::retry_local_refusals`]`(true)` (default
+/// off) it is retried after its `retry_after`.
 ///
 /// The wait is the server's `Retry-After` (or the limiter's `retry_after`)
 /// when given, capped, else the backoff; after `max_retries`, or when the

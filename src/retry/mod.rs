@@ -19,8 +19,8 @@
 //! | failure | safe to repeat | POST, PATCH, other | wait |
 //! |---|---|---|---|
 //! | connect error (no byte sent) | retry | retry | backoff |
-//! | refused by the rate limiter (`RateLimited`) | retry | retry | its `retry_after` |
-//! | `max_in_flight` full (`Error::InFlightFull`) | retry | retry | backoff |
+//! | refused by the rate limiter (`RateLimited`) | no¹ | no¹ | its `retry_after` |
+//! | `max_in_flight` full (`Error::InFlightFull`) | no¹ | no¹ | backoff |
 //! | timeout (may have been sent) | retry | **no** | backoff |
 //! | other transport error (reset, incomplete answer) | retry | **no** | backoff |
 //! | 408 | retry | **no** | backoff, or `Retry-After` |
@@ -30,6 +30,12 @@
 //! | 503 without `Retry-After` | retry | **no** | backoff |
 //! | 503 with `Retry-After` | retry | retry | `Retry-After` |
 //! | any other status, tollgate's configuration errors | no | no | — |
+//!
+//! ¹ Reject means reject: a source in reject mode
+//! ([`OnLimit::Reject`](crate::OnLimit::Reject)), or past its `max_wait`,
+//! fails fast with its refusal even when the retry layer wraps the
+//! limiter. [`RetryRules::retry_local_refusals`]`(true)` retries these
+//! refusals (any method: nothing was sent), waiting the wait given.
 //!
 //! `Retry-After` is capped at [`SignalConfig::max_wait`](crate::SignalConfig)
 //! (10 minutes by default). Backoff is `base · 2^attempt` with full jitter

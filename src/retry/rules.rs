@@ -82,8 +82,10 @@ pub fn is_safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
 
 /// The table of the [module docs](super): whether a failure may be retried,
 /// given whether the request is safe to repeat, and how long to wait.
-/// `None`: hand the result back. The attempt count and the budget are the
-/// caller's to check.
+/// `None`: hand the result back. The attempt count, the budget and whether
+/// the limiter's own refusals are retried at all
+/// ([`RetryRules::retry_local_refusals`](super::RetryRules::retry_local_refusals),
+/// off by default) are the caller's to check.
 pub fn decide(failure: &Failure, safe_to_repeat: bool) -> Option<Wait> {
     match *failure {
         // Nothing reached the server: repeating cannot do anything twice.
@@ -111,6 +113,14 @@ pub fn decide(failure: &Failure, safe_to_repeat: bool) -> Option<Wait> {
 }
 
 impl Failure {
+    /// A refusal by the rate limiter itself ([`Failure::Refused`],
+    /// [`Failure::InFlightFull`]): the adapters hand it back unless
+    /// [`RetryRules::retry_local_refusals`](super::RetryRules::retry_local_refusals)
+    /// says otherwise.
+    pub fn is_local_refusal(&self) -> bool {
+        matches!(self, Failure::Refused(_) | Failure::InFlightFull)
+    }
+
     /// The failure a response stands for, or `None` when its status is not
     /// an error (1xx, 2xx, 3xx). `now` is the wall clock, for a
     /// `Retry-After` given as an HTTP-date.

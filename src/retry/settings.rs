@@ -49,13 +49,15 @@ pub struct RetryRules {
     signals: SignalConfig,
     non_idempotent: NonIdempotent,
     budget: Option<RetryBudget>,
+    retry_local_refusals: bool,
 }
 
 impl Default for RetryRules {
     /// [`Backoff::default`] (1 s, 2 s, 4 s with full jitter, 3 retries),
     /// `Retry-After` capped at 10 minutes, non-idempotent requests repeated
-    /// only when the server cannot have processed them, and a
-    /// [`RetryBudget::default`] (20 % of requests plus 10 a second, per host).
+    /// only when the server cannot have processed them, the rate limiter's
+    /// own refusals handed straight back, and a [`RetryBudget::default`]
+    /// (20 % of requests plus 10 a second, per host).
     fn default() -> Self {
         RetryRules::new(Backoff::default())
     }
@@ -73,6 +75,7 @@ impl fmt::Debug for RetryRules {
             .field("signals", &self.signals)
             .field("non_idempotent", &non_idempotent)
             .field("budget", &self.budget)
+            .field("retry_local_refusals", &self.retry_local_refusals)
             .finish()
     }
 }
@@ -98,6 +101,7 @@ impl RetryRules {
             signals: SignalConfig::default(),
             non_idempotent: NonIdempotent::Never,
             budget: Some(RetryBudget::default()),
+            retry_local_refusals: false,
         }
     }
 
@@ -130,6 +134,33 @@ impl RetryRules {
     ) -> Self {
         self.non_idempotent = NonIdempotent::When(Arc::new(f));
         self
+    }
+
+    /// `false`, the default: a refusal by the rate limiter itself (a
+    /// [`RateLimited`](crate::RateLimited) from a source in reject mode or
+    /// past its `max_wait`, or an [`InFlightFull`](crate::Error::InFlightFull))
+    /// goes straight back to the caller, so reject means reject even with
+    /// the retry layer outside the limiter. `true`: such a refusal is
+    /// retried after its `retry_after` (an `InFlightFull` after the
+    /// backoff), within `max_retries` and the budget, for any method, since
+    /// nothing was sent.
+    ///
+    /// ```
+    /// use tollgate::retry::RetryRules;
+    ///
+    /// // Wait out the limiter's refusals too, as if the source waited.
+    /// let rules = RetryRules::default().retry_local_refusals(true);
+    /// assert!(rules.retries_local_refusals());
+    /// ```
+    pub fn retry_local_refusals(mut self, yes: bool) -> Self {
+        self.retry_local_refusals = yes;
+        self
+    }
+
+    /// Whether the rate limiter's own refusals are retried (see
+    /// [`retry_local_refusals`](Self::retry_local_refusals)).
+    pub fn retries_local_refusals(&self) -> bool {
+        self.retry_local_refusals
     }
 
     /// The budget retries draw on (default: [`RetryBudget::default`]).
@@ -178,14 +209,22 @@ impl RetryRules {
     }
 
     /// The wait before retrying after `failure` on retry number `attempt`
-    /// (from 0), or `None` to hand the result back: the table first, then
-    /// the backoff's `max_retries`, then the budget.
+    /// (from 0), or `None` to hand the result back: the limiter's own
+    /// refusals unless opted in, then the table, then the backoff's
+    /// `max_retries`, then the budget.
     pub(crate) fn next_retry(
         &self,
         r: &Attempted<'_>,
         failure: &Failure,
         attempt: u32,
     ) -> Option<Duration> {
+        if failure.is_local_refusal() && !self.retry_local_refusals {
+            tracing::debug!(
+                ?failure,
+                "not retried: the rate limiter refused it (retry_local_refusals is off)"
+            );
+            return None;
+        }
         let Some(wait) = decide(failure, self.safe_to_repeat(r)) else {
             tracing::debug!(?failure, method = %r.method, "not retried: the request may have been processed");
             return None;

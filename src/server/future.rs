@@ -25,8 +25,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::layer::TierInfo;
-use super::response;
+use super::response::{self, TierInfo};
 use crate::{Acquire, Permit};
 
 /// The tier whose headers an admitted response gets.
@@ -168,7 +167,7 @@ where
                                 w.acquire = None;
                             }
                             Err(e) => {
-                                let answer = super::service::refusal(&w.tier, e);
+                                let answer = response::refusal(&w.tier, e);
                                 this.state.set(State::Done);
                                 return Poll::Ready(Ok(answer));
                             }

@@ -9,8 +9,8 @@ use http::StatusCode;
 use tower_layer::Layer;
 
 use super::key::KeyExtractor;
-use super::service::Guard;
-use crate::registry::SourceHandle;
+use super::response::{SuccessHeaders, TierInfo};
+use super::service::{Guard, Missing, Shared, TierFn, UnknownTier};
 use crate::{Error, Registry};
 
 /// What a request that carries no key gets.
@@ -29,92 +29,6 @@ pub enum MissingKey {
 impl Default for MissingKey {
     fn default() -> Self {
         MissingKey::Refuse(StatusCode::BAD_REQUEST)
-    }
-}
-
-/// Which rate-limit headers an admitted request's response carries (a
-/// 429 always carries `Retry-After`, `RateLimit` and `RateLimit-Policy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SuccessHeaders {
-    /// None.
-    None,
-    /// `RateLimit` (the default): what remains of the key's quota, so a
-    /// client can slow down before it is refused.
-    #[default]
-    RateLimit,
-    /// `RateLimit` and `RateLimit-Policy`.
-    RateLimitAndPolicy,
-}
-
-/// A tier: a registry source, in which each key has its own bucket set
-/// (see [`tier`](super::tier)).
-pub(crate) struct TierInfo {
-    pub name: Arc<str>,
-    /// The name as an RFC 9651 string, quotes included: `"free"`.
-    pub quoted: Box<str>,
-    pub handle: SourceHandle,
-    /// Whether an admitted request of this tier needs no [`Permit`](crate::Permit)
-    /// when no success headers are sent: no `max_in_flight` slot to hold.
-    pub permit_free: bool,
-    /// Whether a request over the limit may wait (not `OnLimit::Reject`).
-    pub waits: bool,
-}
-
-pub(crate) enum Missing {
-    Refuse(StatusCode),
-    Tier(usize),
-}
-
-/// A tier function with its answer looked up among the tiers: `Ok(None)`
-/// is the default tier.
-type TierFn = dyn Fn(&str, &[Arc<TierInfo>]) -> Result<Option<usize>, UnknownTier> + Send + Sync;
-
-/// What every clone of a guard shares.
-pub(crate) struct Shared<K> {
-    pub extractor: K,
-    pub registry: Registry,
-    pub tiers: Box<[Arc<TierInfo>]>,
-    pub default_tier: usize,
-    map: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
-    by: Option<Box<TierFn>>,
-    pub missing: Missing,
-    pub success: SuccessHeaders,
-    pub what: String,
-    /// Whether the key as written is needed (a tier lookup reads it).
-    pub keep_raw: bool,
-}
-
-/// Why a key has no tier: a tier function named one the registry lacks.
-pub(crate) struct UnknownTier(pub Box<str>);
-
-impl<K> Shared<K> {
-    /// The tier of a key as written (`None`: not UTF-8, or no lookup).
-    #[inline]
-    pub fn tier_of(&self, raw: Option<&str>) -> Result<usize, UnknownTier> {
-        let Some(raw) = raw else {
-            return Ok(self.default_tier);
-        };
-        if let Some(&i) = self.map.get(raw) {
-            return Ok(i);
-        }
-        match &self.by {
-            Some(f) => Ok(f(raw, &self.tiers)?.unwrap_or(self.default_tier)),
-            None => Ok(self.default_tier),
-        }
-    }
-
-    /// What to tell (the log and the client) when a tier function named a
-    /// tier the registry lacks.
-    pub fn unknown_tier(&self, UnknownTier(name): &UnknownTier) -> String {
-        let names: Vec<&str> = self.tiers.iter().map(|t| &*t.name).collect();
-        format!(
-            "the rate limiter's `tier_by` function placed this key in tier `{name}`, which \
-             is not a tier of the registry (tiers: [{}]); add \
-             `tollgate::server::tier(\"{name}\")` to the registry and to the names \
-             `tier_by` declares, or return one of its tiers",
-            names.join(", ")
-        )
     }
 }
 

@@ -132,8 +132,8 @@ pub use client_ip::{ClientIp, PeerFn};
 pub use extract::{HeaderKey, KeyFn, PathKey, RequestHead};
 pub use future::GuardFuture;
 pub use key::{composite_key, key_parts, KeyExtractor, KeyParts, KeyWriter};
-pub use layer::{GuardBuilder, GuardLayer, MissingKey, SuccessHeaders};
-pub use response::QUOTA_EXCEEDED;
+pub use layer::{GuardBuilder, GuardLayer, MissingKey};
+pub use response::{SuccessHeaders, QUOTA_EXCEEDED};
 pub use service::Guard;
 
 use crate::{OnLimit, Source};

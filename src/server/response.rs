@@ -1,19 +1,22 @@
 //! What the guard writes: the `RateLimit` and `RateLimit-Policy` fields of
 //! draft-ietf-httpapi-ratelimit-headers, `Retry-After`, and RFC 9457
-//! problem bodies for refusals.
+//! problem bodies for refusals; the answer to each refusal; and what it
+//! writes from: a tier as its answers describe it, and which headers a
+//! success carries ([`SuccessHeaders`]).
 //!
 //! Every time is whole seconds rounded *up*, so a client that waits what it
 //! is told is never early. Every integer is at most [`SF_INTEGER_MAX`]
 //! (RFC 9651 allows 15 digits; one more makes the whole field invalid).
 
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
-use super::layer::TierInfo;
-use crate::{Permit, Policy};
+use crate::registry::SourceHandle;
+use crate::{Error, Permit, Policy};
 
 /// The problem type the rate-limit draft registers for a refusal.
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -24,6 +27,36 @@ const PROBLEM_JSON: HeaderValue = HeaderValue::from_static("application/problem+
 
 /// The largest integer a structured field may carry (RFC 9651, 3.3.1).
 const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// Which rate-limit headers an admitted request's response carries (a
+/// 429 always carries `Retry-After`, `RateLimit` and `RateLimit-Policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SuccessHeaders {
+    /// None.
+    None,
+    /// `RateLimit` (the default): what remains of the key's quota, so a
+    /// client can slow down before it is refused.
+    #[default]
+    RateLimit,
+    /// `RateLimit` and `RateLimit-Policy`.
+    RateLimitAndPolicy,
+}
+
+/// A tier: a registry source, in which each key has its own bucket set
+/// (see [`tier`](super::tier)), as its
+/// answers describe it.
+pub(crate) struct TierInfo {
+    pub name: Arc<str>,
+    /// The name as an RFC 9651 string, quotes included: `"free"`.
+    pub quoted: Box<str>,
+    pub handle: SourceHandle,
+    /// Whether an admitted request of this tier needs no [`Permit`](crate::Permit)
+    /// when no success headers are sent: no `max_in_flight` slot to hold.
+    pub permit_free: bool,
+    /// Whether a request over the limit may wait (not `OnLimit::Reject`).
+    pub waits: bool,
+}
 
 /// `n` as a structured field can carry it: a tier with a burst of 10^16
 /// announces 999,999,999,999,999 left, which is still true enough to pace
@@ -281,6 +314,29 @@ fn json_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
+}
+
+/// The answer to a refused admission.
+pub(crate) fn refusal<B: From<String>>(tier: &TierInfo, e: Error) -> Response<B> {
+    match e {
+        Error::RateLimited(r) => too_many(tier, r.retry_after()),
+        Error::InFlightFull { max_in_flight, .. } => in_flight_full(tier, max_in_flight),
+        Error::Store { message } => {
+            // A tier kept in Redis that fails closed while Redis is down.
+            tracing::warn!(tier = &*tier.name, error = %message, "the rate limiter's store failed");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the rate limiter's shared store is unavailable; retry shortly",
+            )
+        }
+        e => {
+            tracing::error!(tier = &*tier.name, error = %e, "the rate limiter refused a request");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the rate limiter is misconfigured; see the server's log",
+            )
+        }
+    }
 }
 
 #[cfg(test)]

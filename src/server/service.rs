@@ -1,5 +1,7 @@
-//! [`Guard`]: keys a request, finds its tier, admits it or answers.
+//! [`Guard`]: keys a request, finds its tier, admits it or answers; and
+//! the state every clone of a guard shares, which the layer builds.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::mem;
 use std::sync::Arc;
@@ -10,9 +12,67 @@ use tower_service::Service;
 
 use super::future::{Announce, GuardFuture};
 use super::key::{KeyExtractor, KeyWriter};
-use super::layer::{Missing, Shared, SuccessHeaders, TierInfo};
-use super::response;
-use crate::{Admission, Error};
+use super::response::{self, refusal, SuccessHeaders, TierInfo};
+use crate::{Admission, Error, Registry};
+
+/// What a request without a key gets, its tier looked up.
+pub(crate) enum Missing {
+    Refuse(StatusCode),
+    Tier(usize),
+}
+
+/// A tier function with its answer looked up among the tiers: `Ok(None)`
+/// is the default tier.
+pub(crate) type TierFn =
+    dyn Fn(&str, &[Arc<TierInfo>]) -> Result<Option<usize>, UnknownTier> + Send + Sync;
+
+/// What every clone of a guard shares.
+pub(crate) struct Shared<K> {
+    pub extractor: K,
+    pub registry: Registry,
+    pub tiers: Box<[Arc<TierInfo>]>,
+    pub default_tier: usize,
+    pub map: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
+    pub by: Option<Box<TierFn>>,
+    pub missing: Missing,
+    pub success: SuccessHeaders,
+    pub what: String,
+    /// Whether the key as written is needed (a tier lookup reads it).
+    pub keep_raw: bool,
+}
+
+/// Why a key has no tier: a tier function named one the registry lacks.
+pub(crate) struct UnknownTier(pub Box<str>);
+
+impl<K> Shared<K> {
+    /// The tier of a key as written (`None`: not UTF-8, or no lookup).
+    #[inline]
+    pub fn tier_of(&self, raw: Option<&str>) -> Result<usize, UnknownTier> {
+        let Some(raw) = raw else {
+            return Ok(self.default_tier);
+        };
+        if let Some(&i) = self.map.get(raw) {
+            return Ok(i);
+        }
+        match &self.by {
+            Some(f) => Ok(f(raw, &self.tiers)?.unwrap_or(self.default_tier)),
+            None => Ok(self.default_tier),
+        }
+    }
+
+    /// What to tell (the log and the client) when a tier function named a
+    /// tier the registry lacks.
+    pub fn unknown_tier(&self, UnknownTier(name): &UnknownTier) -> String {
+        let names: Vec<&str> = self.tiers.iter().map(|t| &*t.name).collect();
+        format!(
+            "the rate limiter's `tier_by` function placed this key in tier `{name}`, which \
+             is not a tier of the registry (tiers: [{}]); add \
+             `tollgate::server::tier(\"{name}\")` to the registry and to the names \
+             `tier_by` declares, or return one of its tiers",
+            names.join(", ")
+        )
+    }
+}
 
 /// The service [`GuardLayer`](super::GuardLayer) makes: it never fails on
 /// its own account (its error is the inner service's), it answers.
@@ -132,29 +192,6 @@ where
                 GuardFuture::waiting(acquire, unready, request, info.clone(), announce())
             }
             Err(e) => GuardFuture::answered(refusal(info, e)),
-        }
-    }
-}
-
-/// The answer to a refused admission.
-pub(crate) fn refusal<B: From<String>>(tier: &TierInfo, e: Error) -> Response<B> {
-    match e {
-        Error::RateLimited(r) => response::too_many(tier, r.retry_after()),
-        Error::InFlightFull { max_in_flight, .. } => response::in_flight_full(tier, max_in_flight),
-        Error::Store { message } => {
-            // A tier kept in Redis that fails closed while Redis is down.
-            tracing::warn!(tier = &*tier.name, error = %message, "the rate limiter's store failed");
-            response::plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the rate limiter's shared store is unavailable; retry shortly",
-            )
-        }
-        e => {
-            tracing::error!(tier = &*tier.name, error = %e, "the rate limiter refused a request");
-            response::plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the rate limiter is misconfigured; see the server's log",
-            )
         }
     }
 }

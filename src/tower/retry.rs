@@ -6,7 +6,8 @@
 //!
 //! | failure | GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or with `Idempotency-Key` | POST, PATCH, other |
 //! |---|---|---|
-//! | connect error, `RateLimited`, `InFlightFull` | retry | retry |
+//! | connect error | retry | retry |
+//! | the limiter's own refusal (`RateLimited`, `InFlightFull`) | no, unless [`retry_local_refusals`](RetryPolicy::retry_local_refusals) | the same |
 //! | timeout (`tower::timeout::error::Elapsed`, I/O `TimedOut`), other transport error | retry | no |
 //! | 408, 502, 504, 503 without `Retry-After` | retry | no |
 //! | 429, 503 with `Retry-After`, 403 with `remaining: 0` | retry | retry |
@@ -33,6 +34,12 @@ use crate::{SignalConfig, Target};
 /// [`RetryBudget`](crate::retry::RetryBudget) is spent, it returns the
 /// last result. A request whose body cannot be cloned ([`TryCloneBody`])
 /// is not retried.
+///
+/// A source in reject mode fails fast: the limiter's own refusal
+/// ([`RateLimited`](crate::RateLimited), `InFlightFull`) goes straight back
+/// to the caller, even with this policy outside the rate limit layer.
+/// [`retry_local_refusals(true)`](Self::retry_local_refusals) retries it
+/// after its `retry_after` instead (default: off).
 ///
 /// Each request pays into the budget when `tower::retry` first clones it.
 /// Clones of the policy share the budget. Sleeps on tokio's timer, so
@@ -69,6 +76,14 @@ impl RetryPolicy {
     /// The cap on server-given waits (and the other signal settings).
     pub fn signals(mut self, signals: SignalConfig) -> Self {
         self.rules = self.rules.signals(signals);
+        self
+    }
+
+    /// Whether the rate limiter's own refusals are retried after their
+    /// `retry_after` (default `false`: they go straight back); see
+    /// [`RetryRules::retry_local_refusals`].
+    pub fn retry_local_refusals(mut self, yes: bool) -> Self {
+        self.rules = self.rules.retry_local_refusals(yes);
         self
     }
 

@@ -1,15 +1,19 @@
-//! What the Redis tests share: the server to use (`REDIS_URL`), a key
-//! prefix of their own, and a private `redis-server` a test can stop and
-//! start.
+//! What the Redis tests share: the server to use, a key prefix of their
+//! own, and a private `redis-server` a test can stop and start.
 //!
-//! Without `REDIS_URL` a Redis test prints that it skips and passes, except
-//! under CI (`CI` set), where `.ci/run` starts a server and a missing
+//! The server is `REDIS_URL` when it is set. Otherwise, when `redis-server`
+//! is on the PATH, the first test that asks starts one for the whole test
+//! binary on a free port of 127.0.0.1 (no persistence), and a small shell
+//! watchdog stops it once the test process has ended. Without either, a
+//! Redis test prints that it skips, naming the package to install, and
+//! passes; under CI (`CI` set), where `.ci/run` starts a server, a missing
 //! `REDIS_URL` is a failure.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The server to test against, or `None` (after saying so) to skip.
@@ -19,11 +23,82 @@ pub fn redis_url(test: &str) -> Option<String> {
         _ if std::env::var_os("CI").is_some() => panic!(
             "{test}: REDIS_URL is not set under CI; .ci/run starts redis-server and exports it"
         ),
-        _ => {
-            eprintln!("skipping {test}: REDIS_URL is not set (see README, \"Testing with Redis\")");
-            None
-        }
+        _ => match shared_server() {
+            Some(url) => Some(url.clone()),
+            None => {
+                eprintln!(
+                    "skipping {test}: REDIS_URL is not set and redis-server is not on the PATH; \
+                     install it (apt-get install redis-server) or set REDIS_URL \
+                     (see README, \"Testing with Redis\")"
+                );
+                None
+            }
+        },
     }
+}
+
+/// The test binary's own `redis-server`, started on first use; `None` when
+/// the binary is not installed.
+fn shared_server() -> Option<&'static String> {
+    static SERVER: OnceLock<Option<String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let installed = Command::new("redis-server")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            installed.then(start_shared_server)
+        })
+        .as_ref()
+}
+
+/// Starts `redis-server` under a shell that waits for this process to end
+/// and then stops it: a child process outlives its parent, and a test
+/// binary has no hook that runs at exit. Tries a few ports, in case one
+/// was taken between choosing and binding it.
+fn start_shared_server() -> String {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let watchdog = format!(
+            "redis-server --bind 127.0.0.1 --port {port} --save '' --appendonly no & \
+             pid=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; \
+             kill $pid 2>/dev/null; wait $pid",
+            parent = std::process::id()
+        );
+        let spawned = Command::new("sh")
+            .args(["-c", &watchdog])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            panic!("cannot start redis-server through sh: {e}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if answers(port) {
+                return format!("redis://127.0.0.1:{port}/");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        last = format!("redis-server on port {port} did not answer within 5 s");
+    }
+    panic!("{last}; set REDIS_URL to a running server instead");
+}
+
+/// Whether a Redis on 127.0.0.1:`port` answers `PING` now.
+fn answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// A store for tests that check behaviour, not timeouts: a call may take
@@ -34,7 +109,7 @@ pub async fn connect(url: &str, prefix: &str) -> tollgate::redis::RedisStore {
         .timeout(Duration::from_secs(2))
         .connect()
         .await
-        .expect("the Redis server at REDIS_URL answers")
+        .expect("the Redis server to test against answers")
 }
 
 /// A key prefix no other test or run shares.
@@ -98,13 +173,7 @@ impl PrivateRedis {
 
     /// Whether it answers `PING` now.
     pub fn answers(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        answers(self.port)
     }
 
     /// Kills it and waits until it is gone.
