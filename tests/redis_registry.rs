@@ -16,7 +16,7 @@ mod redis_env;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tollgate::redis::{OnStoreError, RedisStore};
-use tollgate::{Admission, Error, Lanes, OnLimit, Policy, Registry, Source, Target};
+use tollgate::{Admission, Error, Lanes, OnLimit, Policy, Registry, SignalConfig, Source, Target};
 use tower::{Service, ServiceExt};
 
 async fn stores(test: &str, n: usize) -> Option<Vec<RedisStore>> {
@@ -212,6 +212,58 @@ async fn a_retry_after_in_one_process_holds_the_other() {
         wait > Duration::from_millis(1000) && wait <= Duration::from_secs(2),
         "{wait:?}"
     );
+}
+
+/// A `Retry-After` date centuries ahead, with the signal cap raised to let
+/// it through, holds both processes with a refusal: Redis never answers
+/// with a time it cannot read, so no process fails closed (or open).
+#[tokio::test]
+async fn a_retry_after_centuries_ahead_is_a_refusal_everywhere() {
+    let Some(s) = stores("centuries", 2).await else {
+        return;
+    };
+    let build = |store: &RedisStore| {
+        Registry::builder()
+            .source(
+                Source::new("api")
+                    .limit(policy("100/s burst 10"))
+                    .host("api.test")
+                    .on_limit(OnLimit::Reject),
+            )
+            .signals(SignalConfig::default().with_max_wait(Duration::MAX))
+            .redis(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(&s[0]), build(&s[1]));
+    let p = admit(&a).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "retry-after",
+        HeaderValue::from_static("Mon, 31 Dec 2700 23:59:59 GMT"),
+    );
+    let signal = p.observe(StatusCode::TOO_MANY_REQUESTS, &headers);
+    assert!(signal.retry_after.unwrap() > Duration::from_secs(600 * 365 * 86_400));
+    let bucket = b.source("api").unwrap().redis_bucket().unwrap();
+    let mut heard = false;
+    for _ in 0..100 {
+        // Old code: the deferral makes every call a store error.
+        if !matches!(bucket.available().await, Ok(t) if t >= 1.0) {
+            heard = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(heard, "Redis never heard of the deferral");
+    let century = Duration::from_secs(99 * 365 * 86_400);
+    for r in [&a, &b] {
+        match admit(r).await {
+            Err(Error::RateLimited(l)) => assert!(l.retry_after() > century, "{l:?}"),
+            other => panic!("{other:?} inside a deferral to 2700"),
+        }
+    }
+    assert!(bucket.available().await.unwrap() < 1.0);
+    assert!(!bucket.is_on_fallback());
 }
 
 #[tokio::test]

@@ -259,7 +259,8 @@ impl RedisBucket {
     /// No one-token request is admitted until `wait` from now on Redis's
     /// clock, and one is then; after that the bucket refills at its rate.
     /// A later deferral is never moved earlier, and no policy change lowers
-    /// it. This is what a server's `Retry-After` does.
+    /// it. This is what a server's `Retry-After` does. A wait longer than
+    /// 100 years counts as 100 years (see the [module docs](super)).
     ///
     /// The local fallback is deferred too, so the deferral holds while
     /// Redis fails (except when failing open).

@@ -8,6 +8,13 @@
 -- numbers are doubles, exact only below 2^53, and nanoseconds since 1970
 -- are about 1.7e18. Every step below is therefore exact, as in Rust.
 --
+-- Far ahead, everything saturates: a wait (take's longest wait, defer's
+-- wait) at MAX_WAIT_S seconds (100 years of 365.25 days), and every time
+-- the script computes, stores or reads at MAX_TIME_S (2^33 s after 1970,
+-- in the year 2242). Both are exact in a double, and a time below
+-- MAX_TIME_S in nanoseconds fits a u64 with room to spare, so Rust reads
+-- every reply (src/redis/script.rs saturates at the same two caps).
+--
 -- KEYS: one per limit of the source (they share a hash tag, so one slot).
 -- ARGV[1]: the operation: take | refund | defer | sync | peek
 -- ARGV[2], ARGV[3]: its argument, a pair (take: the longest wait; refund:
@@ -26,11 +33,20 @@
 -- A refused call writes nothing.
 
 local E = 1000000000
+local MAX_WAIT_S = 3155760000
+local MAX_TIME_S = 8589934592
 
+-- min(t, MAX_TIME)
+local function cap(s, n)
+  if s >= MAX_TIME_S then return MAX_TIME_S, 0 end
+  return s, n
+end
+
+-- min(a + b, MAX_TIME)
 local function add(as, an, bs, bn)
   local s, n = as + bs, an + bn
-  if n >= E then return s + 1, n - E end
-  return s, n
+  if n >= E then s, n = s + 1, n - E end
+  return cap(s, n)
 end
 
 -- max(a - b, 0)
@@ -59,6 +75,11 @@ local now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
 
 local op = ARGV[1]
 local arg_s, arg_n = tonumber(ARGV[3 - 1]), tonumber(ARGV[3])
+if op == 'refund' then
+  arg_s, arg_n = cap(arg_s, arg_n)
+elseif arg_s >= MAX_WAIT_S then
+  arg_s, arg_n = MAX_WAIT_S, 0
+end
 local stride = 7
 if op == 'take' then stride = 9 elseif op == 'refund' then stride = 14 end
 
@@ -144,8 +165,11 @@ local function load(key, p)
     ts, tn, fs, fn, ver, id = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
   end
   if not ts then return st end
-  st.ts, st.tn, st.fs, st.fn, st.ver = tonumber(ts), tonumber(tn), tonumber(fs), tonumber(fn), tonumber(ver)
-  st.hs, st.hn = tonumber(hs), tonumber(hn)
+  -- Capped as read: a key written before times were capped may hold more.
+  st.ts, st.tn = cap(tonumber(ts), tonumber(tn))
+  st.fs, st.fn = cap(tonumber(fs), tonumber(fn))
+  st.hs, st.hn = cap(tonumber(hs), tonumber(hn))
+  st.ver = tonumber(ver)
   if id ~= p.id then
     local old = parse_id(id)
     local rs, rn = now_s, now_n
@@ -167,12 +191,13 @@ local function save(key, p, st)
   local us, un = max(st.ts, st.tn, st.fs, st.fn)
   local ms = 1
   if lt(now_s, now_n, us, un) then
+    -- Exact (below 2^43 ms) and written as an integer, never as 1e+14.
     local ds, dn = sub(us, un, now_s, now_n)
-    ms = math.max(1, math.ceil(float(ds, dn) / 1000000))
+    ms = math.max(1, ds * 1000 + math.ceil(dn / 1000000))
   end
   local v = string.format('%d %d %d %d %d %d %d %s', st.ts, st.tn, st.fs, st.fn, st.ver,
     st.hs, st.hn, p.id)
-  redis.call('SET', key, v, 'PX', ms)
+  redis.call('SET', key, v, 'PX', string.format('%d', ms))
 end
 
 local n = #KEYS

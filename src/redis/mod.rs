@@ -80,6 +80,13 @@
 //! expires when the bucket would be full again, and never before a
 //! deferral ends: a missing key is a full bucket, so nothing is lost.
 //!
+//! Far ahead, times saturate on both sides of the wire: a wait longer than
+//! 100 years (365.25 days each; `Duration::MAX` included) counts as 100
+//! years, and no time the script stores or answers lies past 2^33 s after
+//! 1970 (in the year 2242). Both are exact in the script's doubles, and
+//! every such time fits a `u64` of nanoseconds. A reply whose slot still
+//! cannot be read is a refusal for 100 years, never a store error.
+//!
 //! # One script, Redis's clock
 //!
 //! Every operation is one `EVALSHA` of `gcra.lua` (loaded when the store
