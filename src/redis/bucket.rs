@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::fallback::{Health, LocalLimits, OnStoreError, Route};
 use super::reservation::{Admission, RedisReservation};
-use super::script::{self, Limit, Op, Taken};
+use super::script::{self, Limit, LimitSet, Op, Taken};
 use super::store::StoreInner;
 use crate::clock::duration_nanos;
 use crate::{Error, Policy, RateLimited};
@@ -35,7 +35,7 @@ pub struct RedisBucket {
     inner: Arc<BucketInner>,
 }
 
-pub(super) struct BucketInner {
+struct BucketInner {
     pub store: Arc<StoreInner>,
     pub name: Arc<str>,
     set: RwLock<Arc<LimitSet>>,
@@ -44,35 +44,6 @@ pub(super) struct BucketInner {
     /// and come back together.
     pub health: Arc<Health>,
     pub local: LocalLimits,
-}
-
-/// The keys and limits of a bucket, replaced whole by `set_policies`.
-pub(super) struct LimitSet {
-    pub keys: Vec<String>,
-    pub limits: Vec<Limit>,
-}
-
-impl LimitSet {
-    /// What each limit takes for a request that weighs `weight(i)` in
-    /// limit `i`.
-    fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
-        self.limits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| l.params.cost(weight(i)))
-            .collect()
-    }
-
-    /// Tokens that `cost` nanoseconds stand for in limit `i`, as
-    /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
-    pub fn tokens(&self, i: usize, cost: u64) -> f64 {
-        let interval = self.limits[i].params.interval;
-        if interval == 0 {
-            0.0
-        } else {
-            cost as f64 / interval as f64
-        }
-    }
 }
 
 fn effective(policies: &[Policy]) -> &[Policy] {
@@ -85,7 +56,7 @@ fn effective(policies: &[Policy]) -> &[Policy] {
 }
 
 impl BucketInner {
-    pub fn set(&self) -> Arc<LimitSet> {
+    fn set(&self) -> Arc<LimitSet> {
         self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -220,7 +191,8 @@ impl RedisBucket {
             .await;
         match answer {
             Some(Taken::Granted { now, slot, tickets }) => Ok(RedisReservation::remote(
-                self.inner.clone(),
+                self.inner.store.clone(),
+                self.inner.name.clone(),
                 set,
                 now,
                 slot,
@@ -240,11 +212,11 @@ impl RedisBucket {
     ) -> Result<RedisReservation, Error> {
         let inner = &self.inner;
         match inner.on_store_error {
-            OnStoreError::FailOpen => Ok(RedisReservation::open(inner.clone())),
+            OnStoreError::FailOpen => Ok(RedisReservation::open(inner.name.clone())),
             OnStoreError::FailClosed => Err(inner.health.closed_error(&inner.name)),
             OnStoreError::Local { .. } => {
                 let taken = inner.local.reserve(weight, max_wait)?;
-                Ok(RedisReservation::local(inner.clone(), taken))
+                Ok(RedisReservation::local(inner.name.clone(), taken))
             }
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::bucket::{reserve_together, Ticket};
-use crate::clock::{duration_nanos, Clock, Timestamp, TokioClock};
+use crate::clock::{duration_nanos, Clock, TokioClock};
 use crate::{Error, Policy, TokenBucket};
 
 /// What a Redis-backed bucket does when Redis fails (an error, or no answer
@@ -159,10 +159,19 @@ pub(super) struct LocalLimits {
 pub(super) struct LocalTaken {
     buckets: Arc<[TokenBucket<TokioClock>]>,
     tickets: Vec<Ticket>,
-    pub slot: Timestamp,
+    /// The slot on the local tokio timer.
+    pub deadline: tokio::time::Instant,
 }
 
 impl LocalTaken {
+    /// Tokens available now in the tightest local limit.
+    pub fn available(&self) -> f64 {
+        self.buckets
+            .iter()
+            .map(|b| b.available())
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// Gives back what the tickets may still give back; returns the fewest
     /// tokens any limit gave back.
     pub fn cancel(&self) -> f64 {
@@ -188,10 +197,6 @@ impl LocalLimits {
         };
         limits.set_policies(policies);
         limits
-    }
-
-    pub fn clock(&self) -> &TokioClock {
-        &self.clock
     }
 
     fn share(&self, p: &Policy) -> Policy {
@@ -233,7 +238,7 @@ impl LocalLimits {
         Ok(LocalTaken {
             buckets,
             tickets,
-            slot,
+            deadline: self.clock.instant(slot),
         })
     }
 

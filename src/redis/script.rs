@@ -84,6 +84,36 @@ impl Limit {
     }
 }
 
+/// The keys and limits of a bucket, as every call sends them; replaced
+/// whole when its policies change.
+pub(super) struct LimitSet {
+    pub keys: Vec<String>,
+    pub limits: Vec<Limit>,
+}
+
+impl LimitSet {
+    /// What each limit takes for a request that weighs `weight(i)` in
+    /// limit `i`.
+    pub fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.params.cost(weight(i)))
+            .collect()
+    }
+
+    /// Tokens that `cost` nanoseconds stand for in limit `i`, as
+    /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
+    pub fn tokens(&self, i: usize, cost: u64) -> f64 {
+        let interval = self.limits[i].params.interval;
+        if interval == 0 {
+            0.0
+        } else {
+            cost as f64 / interval as f64
+        }
+    }
+}
+
 /// What a reservation took from one limit in Redis: enough to give it back
 /// if nothing was taken after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
