@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::fallback::{Health, LocalLimits, OnStoreError, Route};
+use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
 use super::reservation::{Admission, RedisReservation};
 use super::script::{self, Limit, LimitSet, Op, Taken};
 use super::store::StoreInner;
@@ -127,7 +127,11 @@ impl RedisBucket {
         if inner.health.route(probe_every) == Route::Fallback {
             return None;
         }
-        match call().await {
+        let answer = match self.settle().await {
+            Ok(()) => call().await,
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(v) => {
                 inner.health.answered(&inner.name);
                 Some(v)
@@ -139,6 +143,41 @@ impl RedisBucket {
                 None
             }
         }
+    }
+
+    /// Charges Redis with what the local fallback admitted while Redis
+    /// failed, if it admitted anything: one call carrying the tokens per
+    /// limit and how long ago the first was taken. Calls wait for a charge
+    /// in flight, so that none takes from Redis before the debt is there.
+    async fn settle(&self) -> Result<(), Error> {
+        let owed = &self.inner.local.owed;
+        if !owed.is_pending() {
+            return Ok(());
+        }
+        let _charging = owed.charging.lock().await;
+        let Some(debt) = owed.take() else {
+            owed.settled();
+            return Ok(());
+        };
+        // Owed again unless the charge is known to have landed (this future
+        // may be dropped while it waits for Redis).
+        let mut unpaid = Unpaid {
+            owed,
+            debt: Some(debt),
+        };
+        let debt = unpaid.debt.as_ref().expect("just set");
+        let set = self.inner.set();
+        let costs = set.debt_costs(&debt.tokens);
+        let since = debt.since.map_or(0, |t| duration_nanos(t.elapsed()));
+        let op = Op::Charge {
+            since,
+            costs: &costs,
+        };
+        let reply = self.inner.store.eval(&set.keys, &set.limits, &op).await?;
+        script::now("charge", &reply)?;
+        unpaid.debt = None;
+        owed.settled();
+        Ok(())
     }
 
     /// Takes `tokens` from every limit now, or refuses with the exact wait
@@ -344,6 +383,21 @@ impl RedisBucket {
             script::now("sync", &reply)
         })
         .await;
+    }
+}
+
+/// A debt taken out to be charged: given back to the ledger when dropped
+/// before the charge is known to have landed.
+struct Unpaid<'a> {
+    owed: &'a Owed,
+    debt: Option<Debt>,
+}
+
+impl Drop for Unpaid<'_> {
+    fn drop(&mut self) {
+        if let Some(debt) = self.debt.take() {
+            self.owed.restore(debt);
+        }
     }
 }
 

@@ -16,11 +16,12 @@
 -- every reply (src/redis/script.rs saturates at the same two caps).
 --
 -- KEYS: one per limit of the source (they share a hash tag, so one slot).
--- ARGV[1]: the operation: take | refund | defer | sync | peek
+-- ARGV[1]: the operation: take | refund | defer | sync | peek | charge
 -- ARGV[2], ARGV[3]: its argument, a pair (take: the longest wait; refund:
---   the reservation's slot; defer: the wait from now; else unused)
+--   the reservation's slot; defer: the wait from now; charge: how long ago
+--   the first token charged was taken; else unused)
 -- Then, per limit: the params id, interval (s, ns), tau (s, ns), interval
---   as a float, capacity; and for take the cost (s, ns), for refund the
+--   as a float, capacity; and for take and charge the cost (s, ns), for refund the
 --   tat after the reservation (s, ns), its cost (s, ns), policy version and
 --   the tat it found (s, ns).
 --
@@ -81,7 +82,7 @@ elseif arg_s >= MAX_WAIT_S then
   arg_s, arg_n = MAX_WAIT_S, 0
 end
 local stride = 7
-if op == 'take' then stride = 9 elseif op == 'refund' then stride = 14 end
+if op == 'take' or op == 'charge' then stride = 9 elseif op == 'refund' then stride = 14 end
 
 -- The params of limit i, as the caller sends them.
 local function params(i)
@@ -305,6 +306,24 @@ elseif op == 'defer' then
     save(KEYS[i], p, st)
   end
   return { 1, now_s, now_n, us, un }
+elseif op == 'charge' then
+  -- What a process's local fallback admitted while Redis failed, charged
+  -- as if taken when its first token was: every limit takes its cost at
+  -- the later of its tat and then, and nothing is refused. The quota
+  -- Redis left unused since then pays for it first.
+  local fs_, fn_ = sub(now_s, now_n, arg_s, arg_n)
+  for i = 1, n do
+    local p, st = ps[i], sts[i]
+    local b = 3 + (i - 1) * stride + 7
+    local cs, cn = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    if not p.unlimited and (cs > 0 or cn > 0) then
+      local ms, mn = max(st.ts, st.tn, fs_, fn_)
+      st.ts, st.tn = add(ms, mn, cs, cn)
+      st.dirty = true
+    end
+    if st.dirty then save(KEYS[i], p, st) end
+  end
+  return { 1, now_s, now_n }
 elseif op == 'sync' then
   for i = 1, n do
     if sts[i].dirty then save(KEYS[i], ps[i], sts[i]) end

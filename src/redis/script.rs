@@ -102,6 +102,23 @@ impl LimitSet {
             .collect()
     }
 
+    /// What `tokens[i]` tokens of limit `i` cost, in nanoseconds, never
+    /// refused (a debt may exceed the capacity): rounded up, saturating.
+    pub fn debt_costs(&self, tokens: &[f64]) -> Vec<u64> {
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let t = tokens.get(i).copied().unwrap_or(0.0);
+                if l.params.is_unlimited() {
+                    return 0;
+                }
+                // `as` saturates: NaN or less is 0, infinite is u64::MAX.
+                (t * l.params.interval as f64).ceil() as u64
+            })
+            .collect()
+    }
+
     /// Tokens that `cost` nanoseconds stand for in limit `i`, as
     /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
     pub fn tokens(&self, i: usize, cost: u64) -> f64 {
@@ -139,6 +156,9 @@ pub(super) enum Op<'a> {
     Defer { wait: u64 },
     /// Rescale stored state to the caller's params, keeping the level.
     Sync,
+    /// Charge `costs` (one per limit) as if taken `since` nanoseconds ago,
+    /// never refusing: what a local fallback admitted while Redis failed.
+    Charge { since: u64, costs: &'a [u64] },
     /// Tokens available now in the tightest limit.
     Peek,
 }
@@ -150,6 +170,7 @@ impl Op<'_> {
             Op::Refund { .. } => "refund",
             Op::Defer { .. } => "defer",
             Op::Sync => "sync",
+            Op::Charge { .. } => "charge",
             Op::Peek => "peek",
         }
     }
@@ -162,6 +183,7 @@ fn argument(op: &Op<'_>) -> u64 {
         Op::Take { max_wait: w, .. } => (*w).min(max_wait),
         Op::Refund { slot, .. } => (*slot).min(MAX_TIME.as_nanos()),
         Op::Defer { wait } => (*wait).min(max_wait),
+        Op::Charge { since, .. } => (*since).min(max_wait),
         Op::Sync | Op::Peek => 0,
     }
 }
@@ -182,7 +204,7 @@ pub(super) fn invocation<'s>(
     for (i, limit) in limits.iter().enumerate() {
         limit.push(&mut inv);
         match op {
-            Op::Take { costs, .. } => {
+            Op::Take { costs, .. } | Op::Charge { costs, .. } => {
                 let (s, n) = pair(costs[i]);
                 inv.arg(s).arg(n);
             }
