@@ -576,3 +576,62 @@ async fn every_set_of_a_source_fails_over_together() {
     let next = admit_at("c.test").await;
     assert!(next < Duration::from_millis(500), "{next:?}");
 }
+
+/// A per-host set on `OnStoreError::Local` takes no tokens in its local
+/// buckets while Redis is up, so it looked idle; a sweep during an outage
+/// dropped it, and the host's next set came with a full fallback: a second
+/// request inside a host's "1/h". A set whose fallback holds tokens, or
+/// whose store has failed, is kept.
+#[tokio::test]
+async fn a_sweep_during_an_outage_never_refills_a_fallback() {
+    let Some(_) = redis_env::redis_url("sweep_outage") else {
+        return;
+    };
+    let mut server = redis_env::PrivateRedis::start(redis_env::free_port());
+    let store = RedisStore::builder(server.url())
+        .prefix(redis_env::unique_prefix("sweep_outage"))
+        .timeout(Duration::from_millis(100))
+        .probe_every(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    let r = Registry::builder()
+        .source(
+            Source::new("api")
+                .limit(policy("1/h"))
+                .host("*.test")
+                .per_host()
+                .on_limit(OnLimit::Reject)
+                .on_store_error(OnStoreError::Local { divide_by: 1 }),
+        )
+        .max_hosts(2)
+        .redis(store)
+        .build()
+        .unwrap();
+    let admit_at = |host: String| {
+        let r = r.clone();
+        async move {
+            match r.admit(&Target::new(&host, None, "/"), 1.0)? {
+                Admission::Ready(p) => Ok(p),
+                Admission::Wait(w) => w.await,
+            }
+        }
+    };
+    let a = || "a.test".to_string();
+    drop(admit_at(a()).await.unwrap());
+    server.stop();
+    // Redis is down: the fallback admits one (its burst), then refuses.
+    drop(admit_at(a()).await.unwrap());
+    assert!(matches!(admit_at(a()).await, Err(Error::RateLimited(_))));
+    // Other hosts fill the table; sweeps run (at most one per 10 ms).
+    for i in 0..10 {
+        let _ = admit_at(format!("h{i}.test")).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for _ in 0..3 {
+        assert!(
+            matches!(admit_at(a()).await, Err(Error::RateLimited(_))),
+            "a second request inside a.test's 1/h"
+        );
+    }
+}

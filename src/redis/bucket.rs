@@ -180,6 +180,15 @@ impl RedisBucket {
         Ok(())
     }
 
+    /// Whether a registry's sweep may drop the set this bucket belongs to
+    /// at `at` (tokio's now, read before the sweep's lock): Redis has not
+    /// failed, nothing is owed to it, and the fallback is full, so a fresh
+    /// bucket would be the same. Reads atomics only.
+    pub(crate) fn is_idle_at(&self, at: tokio::time::Instant) -> bool {
+        let inner = &self.inner;
+        !inner.health.is_failed() && !inner.local.owed.is_pending() && inner.local.is_full_by(at)
+    }
+
     /// Takes `tokens` from every limit now, or refuses with the exact wait
     /// on Redis's clock ([`Error::RateLimited`]); nothing is taken on
     /// refusal. The [`Admission`] says when, on Redis's clock.

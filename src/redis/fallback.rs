@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::bucket::{reserve_together, Ticket};
-use crate::clock::{duration_nanos, Clock, TokioClock};
+use crate::clock::{duration_nanos, Clock, Timestamp, TokioClock};
 use crate::{Error, Policy, TokenBucket};
 
 /// What a Redis-backed bucket does when Redis fails (an error, or no answer
@@ -242,6 +242,11 @@ pub(super) struct LocalLimits {
     divide_by: u32,
     clock: TokioClock,
     buckets: RwLock<Arc<[TokenBucket<TokioClock>]>>,
+    /// When every local bucket is full again (nanoseconds on `clock`) as far
+    /// as the takes and deferrals so far go: from then on the fallback is
+    /// the same as a fresh one. An atomic, so that a registry's sweep reads
+    /// it under its table's lock without taking another.
+    full_at: AtomicU64,
     pub owed: Arc<Owed>,
 }
 
@@ -287,6 +292,7 @@ impl LocalLimits {
             divide_by: divide_by.max(1),
             clock,
             buckets: RwLock::new(Arc::from(Vec::new())),
+            full_at: AtomicU64::new(0),
             owed: Arc::new(Owed::default()),
         };
         limits.set_policies(policies);
@@ -317,6 +323,20 @@ impl LocalLimits {
                 .map(|p| TokenBucket::with_clock(self.share(p), self.clock))
                 .collect();
         }
+        self.note_full_at(&buckets);
+    }
+
+    fn note_full_at(&self, buckets: &[TokenBucket<TokioClock>]) {
+        let at = buckets.iter().map(|b| b.full_at().as_nanos()).max();
+        self.full_at.fetch_max(at.unwrap_or(0), Ordering::AcqRel);
+    }
+
+    /// Whether the fallback is full (and not deferred) at `at`, a time read
+    /// before: then it is the same as a fresh one. Reads one atomic.
+    pub fn is_full_by(&self, at: tokio::time::Instant) -> bool {
+        self.clock
+            .instant(Timestamp::from_nanos(self.full_at.load(Ordering::Acquire)))
+            <= at
     }
 
     /// Takes the latest slot among the limits if within `max_wait`, from
@@ -329,6 +349,7 @@ impl LocalLimits {
     ) -> Result<LocalTaken, Error> {
         let buckets = self.buckets();
         let (slot, tickets) = reserve_together(|| buckets.iter(), &weight, &self.clock, max_wait)?;
+        self.note_full_at(&buckets);
         self.owed.add(buckets.len(), &weight);
         Ok(LocalTaken {
             owed: self.owed.clone(),
@@ -344,6 +365,7 @@ impl LocalLimits {
         for b in buckets.iter() {
             b.defer_until(until);
         }
+        self.note_full_at(&buckets);
     }
 
     pub fn available(&self) -> f64 {
@@ -379,5 +401,21 @@ mod tests {
         assert_eq!(again.tokens, vec![3.0, 3.5]);
         owed.settled();
         assert!(!owed.is_pending());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fallback_is_full_again_once_what_it_took_refills() {
+        let local = LocalLimits::new(&["2/s".parse().unwrap()], 2);
+        let t0 = tokio::time::Instant::now();
+        assert!(local.is_full_by(t0));
+        let taken = local.reserve(|_| 1.0, Duration::ZERO).unwrap();
+        assert!(!local.is_full_by(t0));
+        // One token at 1/s (2/s divided by 2).
+        assert!(!local.is_full_by(t0 + Duration::from_millis(999)));
+        assert!(local.is_full_by(t0 + Duration::from_secs(1)));
+        drop(taken);
+        local.defer_for(Duration::from_secs(5));
+        assert!(!local.is_full_by(t0 + Duration::from_secs(4)));
+        assert!(local.is_full_by(t0 + Duration::from_secs(5)));
     }
 }

@@ -120,7 +120,9 @@
 //! What a fallback admits is owed to Redis: the first call that reaches
 //! Redis again (one per bucket) charges it, as if it had been taken when
 //! the process's first local admission was, so the quota Redis left unused
-//! since then pays for it first, and nothing is refused for it.
+//! since then pays for it first, and nothing is refused for it. Until it
+//! is charged, a bucket set that owes Redis, or whose fallback is not full,
+//! is never swept away as idle.
 //!
 //! So `k` processes with `divide_by: k`, sharing a quota of burst `c` and
 //! rate `r`, admit together:
