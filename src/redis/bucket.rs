@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use super::connection::Connection;
 use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
 use super::reservation::{Admission, RedisReservation};
 use super::script::{self, Limit, LimitSet, Op, Taken};
-use super::store::StoreInner;
 use crate::clock::duration_nanos;
 use crate::{Error, Policy, RateLimited};
 
@@ -36,7 +36,7 @@ pub struct RedisBucket {
 }
 
 struct BucketInner {
-    pub store: Arc<StoreInner>,
+    pub store: Arc<Connection>,
     pub name: Arc<str>,
     set: RwLock<Arc<LimitSet>>,
     pub on_store_error: OnStoreError,
@@ -63,7 +63,7 @@ impl BucketInner {
 
 impl RedisBucket {
     pub(super) fn new(
-        store: Arc<StoreInner>,
+        store: Arc<Connection>,
         name: &str,
         policies: &[Policy],
         on_store_error: OnStoreError,

@@ -142,6 +142,7 @@
 //! against the bound of 114 (the quota is 109); before the charge, 124.
 
 mod bucket;
+mod connection;
 mod fallback;
 mod reservation;
 mod script;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::connection::Connection;
 use super::fallback::LocalTaken;
 use super::script::{self, LimitSet, Op, RemoteTicket};
-use super::store::StoreInner;
 use crate::clock::Timestamp;
 use crate::Error;
 
@@ -54,7 +54,7 @@ pub struct RedisReservation {
 enum Kind {
     /// Taken in Redis.
     Remote {
-        store: Arc<StoreInner>,
+        store: Arc<Connection>,
         set: Arc<LimitSet>,
         issued: Timestamp,
         slot: Timestamp,
@@ -68,7 +68,7 @@ enum Kind {
 
 impl RedisReservation {
     pub(super) fn remote(
-        store: Arc<StoreInner>,
+        store: Arc<Connection>,
         bucket: Arc<str>,
         set: Arc<LimitSet>,
         issued: Timestamp,
@@ -212,7 +212,7 @@ impl RedisReservation {
 }
 
 async fn refund(
-    store: &StoreInner,
+    store: &Connection,
     set: &LimitSet,
     slot: Timestamp,
     tickets: &[RemoteTicket],

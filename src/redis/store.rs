@@ -1,15 +1,16 @@
-//! [`RedisStore`]: one connection to Redis (reconnecting by itself), the
-//! script, the key prefix, and the settings its buckets share.
+//! [`RedisStore`]: the handle users hold, its builder (which opens the
+//! [`Connection`] its buckets share), and the buckets it hands out.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script, Value};
+use ::redis::{Client, Script};
 
+use super::connection::{store_error, Connection};
 use super::fallback::{Health, OnStoreError};
-use super::script::{self, Limit, Op};
+use super::script;
 use super::RedisBucket;
 use crate::clock::Timestamp;
 use crate::{Error, Policy};
@@ -46,16 +47,7 @@ pub const DEFAULT_PREFIX: &str = "tollgate:";
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<StoreInner>,
-}
-
-pub(super) struct StoreInner {
-    conn: ConnectionManager,
-    script: Script,
-    prefix: String,
-    pub timeout: Duration,
-    pub probe_every: Duration,
-    pub on_store_error: OnStoreError,
+    inner: Arc<Connection>,
 }
 
 /// Settings for a [`RedisStore`]; from [`RedisStore::builder`].
@@ -67,12 +59,6 @@ pub struct RedisStoreBuilder {
     timeout: Duration,
     probe_every: Duration,
     on_store_error: OnStoreError,
-}
-
-fn store_error(context: &str, e: impl fmt::Display) -> Error {
-    Error::Store {
-        message: format!("{context}: {e}"),
-    }
 }
 
 /// The URL without its credentials, for messages and `Debug`.
@@ -152,7 +138,7 @@ impl RedisStoreBuilder {
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| store_error("cannot set up the Redis connection", e))?;
         Ok(RedisStore {
-            inner: Arc::new(StoreInner {
+            inner: Arc::new(Connection {
                 conn,
                 script: Script::new(script::SOURCE),
                 prefix: self.prefix,
@@ -338,39 +324,6 @@ impl SourceStore {
             self.on_store_error,
             self.health.clone(),
         )
-    }
-}
-
-impl StoreInner {
-    /// The keys of bucket `name` with `n` limits.
-    pub fn keys(&self, name: &str, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| format!("{}{{{name}}}:{i}", self.prefix))
-            .collect()
-    }
-
-    fn timed_out(&self) -> Error {
-        store_error(
-            "Redis did not answer",
-            format!("no answer within {:?}", self.timeout),
-        )
-    }
-
-    /// Runs the script once (`EVALSHA`, loading it again on `NOSCRIPT`)
-    /// within the timeout.
-    pub async fn eval(
-        &self,
-        keys: &[String],
-        limits: &[Limit],
-        op: &Op<'_>,
-    ) -> Result<Value, Error> {
-        let inv = script::invocation(&self.script, keys, limits, op);
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(store_error("Redis failed", e)),
-            Err(_) => Err(self.timed_out()),
-        }
     }
 }
 
