@@ -16,7 +16,7 @@ mod redis_env;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tollgate::redis::{OnStoreError, RedisStore};
-use tollgate::{Admission, Error, Lanes, OnLimit, Policy, Registry, Source, Target};
+use tollgate::{Admission, Error, Lanes, OnLimit, Policy, Registry, SignalConfig, Source, Target};
 use tower::{Service, ServiceExt};
 
 async fn stores(test: &str, n: usize) -> Option<Vec<RedisStore>> {
@@ -212,6 +212,58 @@ async fn a_retry_after_in_one_process_holds_the_other() {
         wait > Duration::from_millis(1000) && wait <= Duration::from_secs(2),
         "{wait:?}"
     );
+}
+
+/// A `Retry-After` date centuries ahead, with the signal cap raised to let
+/// it through, holds both processes with a refusal: Redis never answers
+/// with a time it cannot read, so no process fails closed (or open).
+#[tokio::test]
+async fn a_retry_after_centuries_ahead_is_a_refusal_everywhere() {
+    let Some(s) = stores("centuries", 2).await else {
+        return;
+    };
+    let build = |store: &RedisStore| {
+        Registry::builder()
+            .source(
+                Source::new("api")
+                    .limit(policy("100/s burst 10"))
+                    .host("api.test")
+                    .on_limit(OnLimit::Reject),
+            )
+            .signals(SignalConfig::default().with_max_wait(Duration::MAX))
+            .redis(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(&s[0]), build(&s[1]));
+    let p = admit(&a).await.unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "retry-after",
+        HeaderValue::from_static("Mon, 31 Dec 2700 23:59:59 GMT"),
+    );
+    let signal = p.observe(StatusCode::TOO_MANY_REQUESTS, &headers);
+    assert!(signal.retry_after.unwrap() > Duration::from_secs(600 * 365 * 86_400));
+    let bucket = b.source("api").unwrap().redis_bucket().unwrap();
+    let mut heard = false;
+    for _ in 0..100 {
+        // Old code: the deferral makes every call a store error.
+        if !matches!(bucket.available().await, Ok(t) if t >= 1.0) {
+            heard = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(heard, "Redis never heard of the deferral");
+    let century = Duration::from_secs(99 * 365 * 86_400);
+    for r in [&a, &b] {
+        match admit(r).await {
+            Err(Error::RateLimited(l)) => assert!(l.retry_after() > century, "{l:?}"),
+            other => panic!("{other:?} inside a deferral to 2700"),
+        }
+    }
+    assert!(bucket.available().await.unwrap() < 1.0);
+    assert!(!bucket.is_on_fallback());
 }
 
 #[tokio::test]
@@ -523,4 +575,63 @@ async fn every_set_of_a_source_fails_over_together() {
     // ...and a new host's set of the same source knows at once.
     let next = admit_at("c.test").await;
     assert!(next < Duration::from_millis(500), "{next:?}");
+}
+
+/// A per-host set on `OnStoreError::Local` takes no tokens in its local
+/// buckets while Redis is up, so it looked idle; a sweep during an outage
+/// dropped it, and the host's next set came with a full fallback: a second
+/// request inside a host's "1/h". A set whose fallback holds tokens, or
+/// whose store has failed, is kept.
+#[tokio::test]
+async fn a_sweep_during_an_outage_never_refills_a_fallback() {
+    let Some(_) = redis_env::redis_url("sweep_outage") else {
+        return;
+    };
+    let mut server = redis_env::PrivateRedis::start(redis_env::free_port());
+    let store = RedisStore::builder(server.url())
+        .prefix(redis_env::unique_prefix("sweep_outage"))
+        .timeout(Duration::from_millis(100))
+        .probe_every(Duration::from_secs(60))
+        .connect()
+        .await
+        .unwrap();
+    let r = Registry::builder()
+        .source(
+            Source::new("api")
+                .limit(policy("1/h"))
+                .host("*.test")
+                .per_host()
+                .on_limit(OnLimit::Reject)
+                .on_store_error(OnStoreError::Local { divide_by: 1 }),
+        )
+        .max_hosts(2)
+        .redis(store)
+        .build()
+        .unwrap();
+    let admit_at = |host: String| {
+        let r = r.clone();
+        async move {
+            match r.admit(&Target::new(&host, None, "/"), 1.0)? {
+                Admission::Ready(p) => Ok(p),
+                Admission::Wait(w) => w.await,
+            }
+        }
+    };
+    let a = || "a.test".to_string();
+    drop(admit_at(a()).await.unwrap());
+    server.stop();
+    // Redis is down: the fallback admits one (its burst), then refuses.
+    drop(admit_at(a()).await.unwrap());
+    assert!(matches!(admit_at(a()).await, Err(Error::RateLimited(_))));
+    // Other hosts fill the table; sweeps run (at most one per 10 ms).
+    for i in 0..10 {
+        let _ = admit_at(format!("h{i}.test")).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for _ in 0..3 {
+        assert!(
+            matches!(admit_at(a()).await, Err(Error::RateLimited(_))),
+            "a second request inside a.test's 1/h"
+        );
+    }
 }

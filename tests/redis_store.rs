@@ -414,3 +414,69 @@ async fn a_faster_limit_counts_from_the_slot_its_limits_chose() {
         next_slot.saturating_duration_since(first_slot)
     );
 }
+
+/// A deferral as far ahead as can be said (`Duration::MAX`, past what
+/// nanoseconds since 1970 hold in a `u64`) refuses every later take, under
+/// every fail mode, and never turns into a store error (which would fail
+/// open, or say Redis is down when it is not).
+#[tokio::test]
+async fn a_far_future_deferral_refuses_and_never_fails_open() {
+    let Some(url) = redis_env::redis_url("far_future") else {
+        return;
+    };
+    let prefix = redis_env::unique_prefix("far_future");
+    let modes = [
+        OnStoreError::FailOpen,
+        OnStoreError::FailClosed,
+        OnStoreError::Local { divide_by: 1 },
+    ];
+    let century = Duration::from_secs(99 * 365 * 86_400);
+    for (i, mode) in modes.into_iter().enumerate() {
+        let store = RedisStore::builder(url.as_str())
+            .prefix(prefix.as_str())
+            .timeout(Duration::from_secs(2))
+            .on_store_error(mode)
+            .connect()
+            .await
+            .unwrap();
+        let b = store.bucket(&format!("far{i}"), &[p("10/s")]).unwrap();
+        b.defer_for(Duration::MAX).await.unwrap();
+        for _ in 0..3 {
+            match b.try_acquire(1.0).await {
+                Err(Error::RateLimited(r)) => assert!(r.retry_after() > century, "{r:?}"),
+                other => panic!("{mode:?}: {other:?} after a deferral of Duration::MAX"),
+            }
+            match b.reserve(1.0, Duration::from_secs(3600)).await {
+                Err(Error::RateLimited(_)) => {}
+                other => panic!("{mode:?}: {other:?}"),
+            }
+        }
+        assert!(b.available().await.unwrap() < 1.0, "{mode:?}");
+        assert!(!b.is_on_fallback(), "{mode:?}: Redis answered every call");
+    }
+}
+
+/// A stored time too far ahead to read as nanoseconds (as a deferral of
+/// `Duration::MAX` wrote before times were capped) is a refusal too.
+#[tokio::test]
+async fn a_stored_slot_too_far_ahead_to_decode_is_a_refusal() {
+    let Some((store, mut raw)) = setup("undecodable").await else {
+        return;
+    };
+    let b = store.bucket("u", &[p("10/s")]).unwrap();
+    b.try_acquire(1.0).await.unwrap();
+    let key = &b.keys()[0];
+    let stored: String = raw.get(key).await.unwrap();
+    let mut fields: Vec<&str> = stored.split(' ').collect();
+    // 10^11 s after 1970: 10^20 ns, past u64::MAX.
+    fields[0] = "100000000000";
+    fields[2] = "100000000000";
+    let _: () = raw.set(key, fields.join(" ")).await.unwrap();
+    for _ in 0..3 {
+        assert!(
+            matches!(b.try_acquire(1.0).await, Err(Error::RateLimited(_))),
+            "refused, not a store error"
+        );
+    }
+    assert!(!b.is_on_fallback());
+}

@@ -497,6 +497,13 @@ impl<C: Clock> TokenBucket<C> {
         self.is_full_at(self.clock.now())
     }
 
+    /// When the bucket is full again and any deferral is over, on its
+    /// clock, unless it is taken from meanwhile.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn full_at(&self) -> Timestamp {
+        Timestamp::from_nanos(self.view().tat.max(self.floor.load(Ordering::Acquire)))
+    }
+
     /// [`is_full`](Self::is_full) at a time read before (so a caller holding
     /// a lock reads no clock under it).
     pub(crate) fn is_full_at(&self, now: Timestamp) -> bool {

@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use super::fallback::{Health, LocalLimits, OnStoreError, Route};
+use super::connection::Connection;
+use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
 use super::reservation::{Admission, RedisReservation};
-use super::script::{self, Limit, Op, Taken};
-use super::store::StoreInner;
+use super::script::{self, Limit, LimitSet, Op, Taken};
 use crate::clock::duration_nanos;
 use crate::{Error, Policy, RateLimited};
 
@@ -35,8 +35,8 @@ pub struct RedisBucket {
     inner: Arc<BucketInner>,
 }
 
-pub(super) struct BucketInner {
-    pub store: Arc<StoreInner>,
+struct BucketInner {
+    pub store: Arc<Connection>,
     pub name: Arc<str>,
     set: RwLock<Arc<LimitSet>>,
     pub on_store_error: OnStoreError,
@@ -44,35 +44,6 @@ pub(super) struct BucketInner {
     /// and come back together.
     pub health: Arc<Health>,
     pub local: LocalLimits,
-}
-
-/// The keys and limits of a bucket, replaced whole by `set_policies`.
-pub(super) struct LimitSet {
-    pub keys: Vec<String>,
-    pub limits: Vec<Limit>,
-}
-
-impl LimitSet {
-    /// What each limit takes for a request that weighs `weight(i)` in
-    /// limit `i`.
-    fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
-        self.limits
-            .iter()
-            .enumerate()
-            .map(|(i, l)| l.params.cost(weight(i)))
-            .collect()
-    }
-
-    /// Tokens that `cost` nanoseconds stand for in limit `i`, as
-    /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
-    pub fn tokens(&self, i: usize, cost: u64) -> f64 {
-        let interval = self.limits[i].params.interval;
-        if interval == 0 {
-            0.0
-        } else {
-            cost as f64 / interval as f64
-        }
-    }
 }
 
 fn effective(policies: &[Policy]) -> &[Policy] {
@@ -85,14 +56,14 @@ fn effective(policies: &[Policy]) -> &[Policy] {
 }
 
 impl BucketInner {
-    pub fn set(&self) -> Arc<LimitSet> {
+    fn set(&self) -> Arc<LimitSet> {
         self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 impl RedisBucket {
     pub(super) fn new(
-        store: Arc<StoreInner>,
+        store: Arc<Connection>,
         name: &str,
         policies: &[Policy],
         on_store_error: OnStoreError,
@@ -156,7 +127,11 @@ impl RedisBucket {
         if inner.health.route(probe_every) == Route::Fallback {
             return None;
         }
-        match call().await {
+        let answer = match self.settle().await {
+            Ok(()) => call().await,
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(v) => {
                 inner.health.answered(&inner.name);
                 Some(v)
@@ -168,6 +143,50 @@ impl RedisBucket {
                 None
             }
         }
+    }
+
+    /// Charges Redis with what the local fallback admitted while Redis
+    /// failed, if it admitted anything: one call carrying the tokens per
+    /// limit and how long ago the first was taken. Calls wait for a charge
+    /// in flight, so that none takes from Redis before the debt is there.
+    async fn settle(&self) -> Result<(), Error> {
+        let owed = &self.inner.local.owed;
+        if !owed.is_pending() {
+            return Ok(());
+        }
+        let _charging = owed.charging.lock().await;
+        let Some(debt) = owed.take() else {
+            owed.settled();
+            return Ok(());
+        };
+        // Owed again unless the charge is known to have landed (this future
+        // may be dropped while it waits for Redis).
+        let mut unpaid = Unpaid {
+            owed,
+            debt: Some(debt),
+        };
+        let debt = unpaid.debt.as_ref().expect("just set");
+        let set = self.inner.set();
+        let costs = set.debt_costs(&debt.tokens);
+        let since = debt.since.map_or(0, |t| duration_nanos(t.elapsed()));
+        let op = Op::Charge {
+            since,
+            costs: &costs,
+        };
+        let reply = self.inner.store.eval(&set.keys, &set.limits, &op).await?;
+        script::now("charge", &reply)?;
+        unpaid.debt = None;
+        owed.settled();
+        Ok(())
+    }
+
+    /// Whether a registry's sweep may drop the set this bucket belongs to
+    /// at `at` (tokio's now, read before the sweep's lock): Redis has not
+    /// failed, nothing is owed to it, and the fallback is full, so a fresh
+    /// bucket would be the same. Reads atomics only.
+    pub(crate) fn is_idle_at(&self, at: tokio::time::Instant) -> bool {
+        let inner = &self.inner;
+        !inner.health.is_failed() && !inner.local.owed.is_pending() && inner.local.is_full_by(at)
     }
 
     /// Takes `tokens` from every limit now, or refuses with the exact wait
@@ -220,7 +239,8 @@ impl RedisBucket {
             .await;
         match answer {
             Some(Taken::Granted { now, slot, tickets }) => Ok(RedisReservation::remote(
-                self.inner.clone(),
+                self.inner.store.clone(),
+                self.inner.name.clone(),
                 set,
                 now,
                 slot,
@@ -240,11 +260,11 @@ impl RedisBucket {
     ) -> Result<RedisReservation, Error> {
         let inner = &self.inner;
         match inner.on_store_error {
-            OnStoreError::FailOpen => Ok(RedisReservation::open(inner.clone())),
+            OnStoreError::FailOpen => Ok(RedisReservation::open(inner.name.clone())),
             OnStoreError::FailClosed => Err(inner.health.closed_error(&inner.name)),
             OnStoreError::Local { .. } => {
                 let taken = inner.local.reserve(weight, max_wait)?;
-                Ok(RedisReservation::local(inner.clone(), taken))
+                Ok(RedisReservation::local(inner.name.clone(), taken))
             }
         }
     }
@@ -259,7 +279,8 @@ impl RedisBucket {
     /// No one-token request is admitted until `wait` from now on Redis's
     /// clock, and one is then; after that the bucket refills at its rate.
     /// A later deferral is never moved earlier, and no policy change lowers
-    /// it. This is what a server's `Retry-After` does.
+    /// it. This is what a server's `Retry-After` does. A wait longer than
+    /// 100 years counts as 100 years (see the [module docs](super)).
     ///
     /// The local fallback is deferred too, so the deferral holds while
     /// Redis fails (except when failing open).
@@ -371,6 +392,21 @@ impl RedisBucket {
             script::now("sync", &reply)
         })
         .await;
+    }
+}
+
+/// A debt taken out to be charged: given back to the ledger when dropped
+/// before the charge is known to have landed.
+struct Unpaid<'a> {
+    owed: &'a Owed,
+    debt: Option<Debt>,
+}
+
+impl Drop for Unpaid<'_> {
+    fn drop(&mut self) {
+        if let Some(debt) = self.debt.take() {
+            self.owed.restore(debt);
+        }
     }
 }
 

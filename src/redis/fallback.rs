@@ -31,7 +31,10 @@ pub enum OnStoreError {
     /// Admit from a bucket in this process with the same limits, each rate
     /// divided by `divide_by` (the number of processes expected to share the
     /// quota, so that together they stay near it; bursts are kept). A
-    /// `divide_by` of 1 gives each process the whole quota.
+    /// `divide_by` of 1 gives each process the whole quota. What it admits
+    /// is charged to Redis when Redis answers again; the
+    /// [module docs](super#around-an-outage-on-a-local-fallback) give the
+    /// bound around an outage.
     Local {
         /// The number of processes expected to share the quota (at least 1).
         divide_by: u32,
@@ -152,28 +155,132 @@ impl Health {
     }
 }
 
+/// What the fallback admitted while Redis failed: owed to the shared bucket
+/// in Redis, and charged to it by the first call that reaches Redis again.
+#[derive(Default)]
+pub(super) struct Owed {
+    debt: Mutex<Debt>,
+    /// A debt is recorded and not yet charged (or its charge is in flight).
+    pending: AtomicBool,
+    /// Held while a charge is in flight: calls wait for it, so that none
+    /// takes from Redis before the debt is there.
+    pub charging: tokio::sync::Mutex<()>,
+}
+
+/// Tokens owed, per limit, and since when.
+#[derive(Debug, Default)]
+pub(super) struct Debt {
+    /// When the first token of the debt was taken, on the local timer.
+    pub since: Option<tokio::time::Instant>,
+    /// Tokens per limit.
+    pub tokens: Vec<f64>,
+}
+
+impl Owed {
+    fn debt(&self) -> std::sync::MutexGuard<'_, Debt> {
+        self.debt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether anything is owed (or being charged). One atomic load.
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Records `weight(i)` tokens of limit `i` (of `n`) taken now.
+    fn add(&self, n: usize, weight: impl Fn(usize) -> f64) {
+        let mut debt = self.debt();
+        debt.since.get_or_insert_with(tokio::time::Instant::now);
+        let len = n.max(debt.tokens.len());
+        debt.tokens.resize(len, 0.0);
+        for (i, t) in debt.tokens.iter_mut().enumerate().take(n) {
+            *t += weight(i);
+        }
+        self.pending.store(true, Ordering::Release);
+    }
+
+    /// Tokens of limit `i` given back by a local reservation.
+    fn give_back(&self, i: usize, tokens: f64) {
+        if let Some(t) = self.debt().tokens.get_mut(i) {
+            *t = (*t - tokens).max(0.0);
+        }
+    }
+
+    /// The debt to charge, leaving nothing owed here (but still pending
+    /// until [`settled`](Self::settled)); `None` when nothing is owed.
+    pub fn take(&self) -> Option<Debt> {
+        let mut debt = self.debt();
+        if debt.tokens.iter().all(|&t| t <= 0.0) {
+            *debt = Debt::default();
+            return None;
+        }
+        Some(std::mem::take(&mut *debt))
+    }
+
+    /// A charge landed (or there was nothing to charge): not pending unless
+    /// more was owed meanwhile.
+    pub fn settled(&self) {
+        let debt = self.debt();
+        if debt.tokens.iter().all(|&t| t <= 0.0) {
+            self.pending.store(false, Ordering::Release);
+        }
+    }
+
+    /// A charge failed (or may not have landed): owed again.
+    pub fn restore(&self, back: Debt) {
+        let mut debt = self.debt();
+        debt.since = match (debt.since, back.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let len = back.tokens.len().max(debt.tokens.len());
+        debt.tokens.resize(len, 0.0);
+        for (t, b) in debt.tokens.iter_mut().zip(back.tokens) {
+            *t += b;
+        }
+        self.pending.store(true, Ordering::Release);
+    }
+}
+
 /// The fallback's limits: one local bucket per limit, rates divided by the
 /// expected number of processes.
 pub(super) struct LocalLimits {
     divide_by: u32,
     clock: TokioClock,
     buckets: RwLock<Arc<[TokenBucket<TokioClock>]>>,
+    /// When every local bucket is full again (nanoseconds on `clock`) as far
+    /// as the takes and deferrals so far go: from then on the fallback is
+    /// the same as a fresh one. An atomic, so that a registry's sweep reads
+    /// it under its table's lock without taking another.
+    full_at: AtomicU64,
+    pub owed: Arc<Owed>,
 }
 
 /// Tickets taken from every local limit for one slot.
 pub(super) struct LocalTaken {
     buckets: Arc<[TokenBucket<TokioClock>]>,
+    owed: Arc<Owed>,
     tickets: Vec<Ticket>,
-    pub slot: Timestamp,
+    /// The slot on the local tokio timer.
+    pub deadline: tokio::time::Instant,
 }
 
 impl LocalTaken {
+    /// Tokens available now in the tightest local limit.
+    pub fn available(&self) -> f64 {
+        self.buckets
+            .iter()
+            .map(|b| b.available())
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// Gives back what the tickets may still give back; returns the fewest
     /// tokens any limit gave back.
     pub fn cancel(&self) -> f64 {
         let mut back = f64::INFINITY;
-        for (b, t) in self.buckets.iter().zip(&self.tickets) {
-            back = back.min(b.cancel_ticket(t));
+        for (i, (b, t)) in self.buckets.iter().zip(&self.tickets).enumerate() {
+            let given = b.cancel_ticket(t);
+            self.owed.give_back(i, given);
+            back = back.min(given);
         }
         if back.is_finite() {
             back
@@ -190,13 +297,11 @@ impl LocalLimits {
             divide_by: divide_by.max(1),
             clock,
             buckets: RwLock::new(Arc::from(Vec::new())),
+            full_at: AtomicU64::new(0),
+            owed: Arc::new(Owed::default()),
         };
         limits.set_policies(policies);
         limits
-    }
-
-    pub fn clock(&self) -> &TokioClock {
-        &self.clock
     }
 
     fn share(&self, p: &Policy) -> Policy {
@@ -223,6 +328,20 @@ impl LocalLimits {
                 .map(|p| TokenBucket::with_clock(self.share(p), self.clock))
                 .collect();
         }
+        self.note_full_at(&buckets);
+    }
+
+    fn note_full_at(&self, buckets: &[TokenBucket<TokioClock>]) {
+        let at = buckets.iter().map(|b| b.full_at().as_nanos()).max();
+        self.full_at.fetch_max(at.unwrap_or(0), Ordering::AcqRel);
+    }
+
+    /// Whether the fallback is full (and not deferred) at `at`, a time read
+    /// before: then it is the same as a fresh one. Reads one atomic.
+    pub fn is_full_by(&self, at: tokio::time::Instant) -> bool {
+        self.clock
+            .instant(Timestamp::from_nanos(self.full_at.load(Ordering::Acquire)))
+            <= at
     }
 
     /// Takes the latest slot among the limits if within `max_wait`, from
@@ -234,19 +353,24 @@ impl LocalLimits {
         max_wait: Duration,
     ) -> Result<LocalTaken, Error> {
         let buckets = self.buckets();
-        let (slot, tickets) = reserve_together(|| buckets.iter(), weight, &self.clock, max_wait)?;
+        let (slot, tickets) = reserve_together(|| buckets.iter(), &weight, &self.clock, max_wait)?;
+        self.note_full_at(&buckets);
+        self.owed.add(buckets.len(), &weight);
         Ok(LocalTaken {
+            owed: self.owed.clone(),
             buckets,
             tickets,
-            slot,
+            deadline: self.clock.instant(slot),
         })
     }
 
     pub fn defer_for(&self, wait: Duration) {
         let until = self.clock.now() + wait;
-        for b in self.buckets().iter() {
+        let buckets = self.buckets();
+        for b in buckets.iter() {
             b.defer_until(until);
         }
+        self.note_full_at(&buckets);
     }
 
     pub fn available(&self) -> f64 {
@@ -254,5 +378,49 @@ impl LocalLimits {
             .iter()
             .map(|b| b.available())
             .fold(f64::INFINITY, f64::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debt_is_pending_until_a_charge_of_all_of_it_lands() {
+        let owed = Owed::default();
+        assert!(!owed.is_pending() && owed.take().is_none());
+        owed.add(2, |i| [1.0, 2.0][i]);
+        owed.add(2, |_| 1.0);
+        owed.give_back(1, 0.5);
+        assert!(owed.is_pending());
+        let debt = owed.take().unwrap();
+        assert_eq!(debt.tokens, vec![2.0, 2.5]);
+        assert!(debt.since.is_some());
+        // Admitted while the charge is in flight: still owed after it.
+        owed.add(2, |_| 1.0);
+        owed.settled();
+        assert!(owed.is_pending());
+        // A charge that failed is owed again, with the earlier start.
+        owed.restore(debt);
+        let again = owed.take().unwrap();
+        assert_eq!(again.tokens, vec![3.0, 3.5]);
+        owed.settled();
+        assert!(!owed.is_pending());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fallback_is_full_again_once_what_it_took_refills() {
+        let local = LocalLimits::new(&["2/s".parse().unwrap()], 2);
+        let t0 = tokio::time::Instant::now();
+        assert!(local.is_full_by(t0));
+        let taken = local.reserve(|_| 1.0, Duration::ZERO).unwrap();
+        assert!(!local.is_full_by(t0));
+        // One token at 1/s (2/s divided by 2).
+        assert!(!local.is_full_by(t0 + Duration::from_millis(999)));
+        assert!(local.is_full_by(t0 + Duration::from_secs(1)));
+        drop(taken);
+        local.defer_for(Duration::from_secs(5));
+        assert!(!local.is_full_by(t0 + Duration::from_secs(4)));
+        assert!(local.is_full_by(t0 + Duration::from_secs(5)));
     }
 }

@@ -8,12 +8,20 @@
 -- numbers are doubles, exact only below 2^53, and nanoseconds since 1970
 -- are about 1.7e18. Every step below is therefore exact, as in Rust.
 --
+-- Far ahead, everything saturates: a wait (take's longest wait, defer's
+-- wait) at MAX_WAIT_S seconds (100 years of 365.25 days), and every time
+-- the script computes, stores or reads at MAX_TIME_S (2^33 s after 1970,
+-- in the year 2242). Both are exact in a double, and a time below
+-- MAX_TIME_S in nanoseconds fits a u64 with room to spare, so Rust reads
+-- every reply (src/redis/script.rs saturates at the same two caps).
+--
 -- KEYS: one per limit of the source (they share a hash tag, so one slot).
--- ARGV[1]: the operation: take | refund | defer | sync | peek
+-- ARGV[1]: the operation: take | refund | defer | sync | peek | charge
 -- ARGV[2], ARGV[3]: its argument, a pair (take: the longest wait; refund:
---   the reservation's slot; defer: the wait from now; else unused)
+--   the reservation's slot; defer: the wait from now; charge: how long ago
+--   the first token charged was taken; else unused)
 -- Then, per limit: the params id, interval (s, ns), tau (s, ns), interval
---   as a float, capacity; and for take the cost (s, ns), for refund the
+--   as a float, capacity; and for take and charge the cost (s, ns), for refund the
 --   tat after the reservation (s, ns), its cost (s, ns), policy version and
 --   the tat it found (s, ns).
 --
@@ -26,11 +34,20 @@
 -- A refused call writes nothing.
 
 local E = 1000000000
+local MAX_WAIT_S = 3155760000
+local MAX_TIME_S = 8589934592
 
+-- min(t, MAX_TIME)
+local function cap(s, n)
+  if s >= MAX_TIME_S then return MAX_TIME_S, 0 end
+  return s, n
+end
+
+-- min(a + b, MAX_TIME)
 local function add(as, an, bs, bn)
   local s, n = as + bs, an + bn
-  if n >= E then return s + 1, n - E end
-  return s, n
+  if n >= E then s, n = s + 1, n - E end
+  return cap(s, n)
 end
 
 -- max(a - b, 0)
@@ -59,8 +76,13 @@ local now_s, now_n = tonumber(t[1]), tonumber(t[2]) * 1000
 
 local op = ARGV[1]
 local arg_s, arg_n = tonumber(ARGV[3 - 1]), tonumber(ARGV[3])
+if op == 'refund' then
+  arg_s, arg_n = cap(arg_s, arg_n)
+elseif arg_s >= MAX_WAIT_S then
+  arg_s, arg_n = MAX_WAIT_S, 0
+end
 local stride = 7
-if op == 'take' then stride = 9 elseif op == 'refund' then stride = 14 end
+if op == 'take' or op == 'charge' then stride = 9 elseif op == 'refund' then stride = 14 end
 
 -- The params of limit i, as the caller sends them.
 local function params(i)
@@ -144,8 +166,11 @@ local function load(key, p)
     ts, tn, fs, fn, ver, id = string.match(v, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%S+)$')
   end
   if not ts then return st end
-  st.ts, st.tn, st.fs, st.fn, st.ver = tonumber(ts), tonumber(tn), tonumber(fs), tonumber(fn), tonumber(ver)
-  st.hs, st.hn = tonumber(hs), tonumber(hn)
+  -- Capped as read: a key written before times were capped may hold more.
+  st.ts, st.tn = cap(tonumber(ts), tonumber(tn))
+  st.fs, st.fn = cap(tonumber(fs), tonumber(fn))
+  st.hs, st.hn = cap(tonumber(hs), tonumber(hn))
+  st.ver = tonumber(ver)
   if id ~= p.id then
     local old = parse_id(id)
     local rs, rn = now_s, now_n
@@ -167,12 +192,13 @@ local function save(key, p, st)
   local us, un = max(st.ts, st.tn, st.fs, st.fn)
   local ms = 1
   if lt(now_s, now_n, us, un) then
+    -- Exact (below 2^43 ms) and written as an integer, never as 1e+14.
     local ds, dn = sub(us, un, now_s, now_n)
-    ms = math.max(1, math.ceil(float(ds, dn) / 1000000))
+    ms = math.max(1, ds * 1000 + math.ceil(dn / 1000000))
   end
   local v = string.format('%d %d %d %d %d %d %d %s', st.ts, st.tn, st.fs, st.fn, st.ver,
     st.hs, st.hn, p.id)
-  redis.call('SET', key, v, 'PX', ms)
+  redis.call('SET', key, v, 'PX', string.format('%d', ms))
 end
 
 local n = #KEYS
@@ -280,6 +306,24 @@ elseif op == 'defer' then
     save(KEYS[i], p, st)
   end
   return { 1, now_s, now_n, us, un }
+elseif op == 'charge' then
+  -- What a process's local fallback admitted while Redis failed, charged
+  -- as if taken when its first token was: every limit takes its cost at
+  -- the later of its tat and then, and nothing is refused. The quota
+  -- Redis left unused since then pays for it first.
+  local fs_, fn_ = sub(now_s, now_n, arg_s, arg_n)
+  for i = 1, n do
+    local p, st = ps[i], sts[i]
+    local b = 3 + (i - 1) * stride + 7
+    local cs, cn = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    if not p.unlimited and (cs > 0 or cn > 0) then
+      local ms, mn = max(st.ts, st.tn, fs_, fn_)
+      st.ts, st.tn = add(ms, mn, cs, cn)
+      st.dirty = true
+    end
+    if st.dirty then save(KEYS[i], p, st) end
+  end
+  return { 1, now_s, now_n }
 elseif op == 'sync' then
   for i = 1, n do
     if sts[i].dirty then save(KEYS[i], ps[i], sts[i]) end

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::bucket::{BucketInner, LimitSet};
+use super::connection::Connection;
 use super::fallback::LocalTaken;
-use super::script::{self, Op, RemoteTicket};
+use super::script::{self, LimitSet, Op, RemoteTicket};
 use crate::clock::Timestamp;
 use crate::Error;
 
@@ -43,7 +43,8 @@ impl Admission {
 /// made after it; [`cancel`](Self::cancel) does the same and reports it.
 #[must_use = "a reservation dropped before its slot gives its tokens back: `.wait().await` for the slot, or `.commit()` to keep them"]
 pub struct RedisReservation {
-    bucket: Arc<BucketInner>,
+    /// The bucket's name.
+    bucket: Arc<str>,
     kind: Kind,
     /// The slot on the local tokio timer.
     deadline: Instant,
@@ -53,6 +54,7 @@ pub struct RedisReservation {
 enum Kind {
     /// Taken in Redis.
     Remote {
+        store: Arc<Connection>,
         set: Arc<LimitSet>,
         issued: Timestamp,
         slot: Timestamp,
@@ -66,7 +68,8 @@ enum Kind {
 
 impl RedisReservation {
     pub(super) fn remote(
-        bucket: Arc<BucketInner>,
+        store: Arc<Connection>,
+        bucket: Arc<str>,
         set: Arc<LimitSet>,
         issued: Timestamp,
         slot: Timestamp,
@@ -78,6 +81,7 @@ impl RedisReservation {
         RedisReservation {
             bucket,
             kind: Kind::Remote {
+                store,
                 set,
                 issued,
                 slot,
@@ -88,8 +92,8 @@ impl RedisReservation {
         }
     }
 
-    pub(super) fn local(bucket: Arc<BucketInner>, taken: LocalTaken) -> Self {
-        let deadline = bucket.local.clock().instant(taken.slot);
+    pub(super) fn local(bucket: Arc<str>, taken: LocalTaken) -> Self {
+        let deadline = taken.deadline;
         RedisReservation {
             bucket,
             kind: Kind::Local(taken),
@@ -98,7 +102,7 @@ impl RedisReservation {
         }
     }
 
-    pub(super) fn open(bucket: Arc<BucketInner>) -> Self {
+    pub(super) fn open(bucket: Arc<str>) -> Self {
         RedisReservation {
             bucket,
             kind: Kind::Open,
@@ -155,7 +159,7 @@ impl RedisReservation {
                     (room as f64 / p.interval as f64).min(p.capacity)
                 })
                 .fold(f64::INFINITY, f64::min),
-            Kind::Local(_) => self.bucket.local.available(),
+            Kind::Local(taken) => taken.available(),
             Kind::Open => f64::INFINITY,
         }
     }
@@ -195,8 +199,12 @@ impl RedisReservation {
         self.armed = false;
         match &self.kind {
             Kind::Remote {
-                set, slot, tickets, ..
-            } => refund(&self.bucket, set, *slot, tickets).await,
+                store,
+                set,
+                slot,
+                tickets,
+                ..
+            } => refund(store, set, *slot, tickets).await,
             Kind::Local(taken) => Ok(taken.cancel()),
             Kind::Open => Ok(0.0),
         }
@@ -204,7 +212,7 @@ impl RedisReservation {
 }
 
 async fn refund(
-    bucket: &BucketInner,
+    store: &Connection,
     set: &LimitSet,
     slot: Timestamp,
     tickets: &[RemoteTicket],
@@ -213,7 +221,7 @@ async fn refund(
         slot: slot.as_nanos(),
         tickets,
     };
-    let reply = bucket.store.eval(&set.keys, &set.limits, &op).await?;
+    let reply = store.eval(&set.keys, &set.limits, &op).await?;
     let back = script::refunded(&reply)?;
     if back.is_empty() {
         return Ok(0.0);
@@ -237,7 +245,11 @@ impl Drop for RedisReservation {
         }
         match std::mem::replace(&mut self.kind, Kind::Open) {
             Kind::Remote {
-                set, slot, tickets, ..
+                store,
+                set,
+                slot,
+                tickets,
+                ..
             } => {
                 if Instant::now() >= self.deadline {
                     return; // its slot has come: nothing to give back
@@ -247,8 +259,8 @@ impl Drop for RedisReservation {
                 };
                 let bucket = self.bucket.clone();
                 runtime.spawn(async move {
-                    if let Err(e) = refund(&bucket, &set, slot, &tickets).await {
-                        tracing::debug!(bucket = &*bucket.name, error = %e, "could not give tokens back");
+                    if let Err(e) = refund(&store, &set, slot, &tickets).await {
+                        tracing::debug!(bucket = &*bucket, error = %e, "could not give tokens back");
                     }
                 });
             }
@@ -263,7 +275,7 @@ impl Drop for RedisReservation {
 impl fmt::Debug for RedisReservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisReservation")
-            .field("bucket", &self.bucket.name)
+            .field("bucket", &self.bucket)
             .field("ready_at", &self.ready_at())
             .field("issued_at", &self.issued_at())
             .field("delay", &self.delay())

@@ -2,16 +2,30 @@
 //! the replies, with every time split into (seconds, nanoseconds) so that
 //! the script's double-precision numbers hold them exactly.
 
+use std::time::Duration;
+
 use ::redis::{Script, ScriptInvocation, Value};
 
 use crate::bucket::Params;
-use crate::clock::Timestamp;
+use crate::clock::{duration_nanos, Timestamp};
 use crate::{Error, Policy};
 
 /// The script, loaded once per server and called by `EVALSHA`.
 pub(super) const SOURCE: &str = include_str!("gcra.lua");
 
 const E: u64 = 1_000_000_000;
+
+/// The longest wait the script is asked for (take's longest wait, a
+/// deferral): 100 years of 365.25 days. Longer ones saturate to it, here
+/// and in `gcra.lua`.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(MAX_WAIT_S);
+const MAX_WAIT_S: u64 = 3_155_760_000;
+
+/// The latest time the script computes, stores or answers: 2^33 s after
+/// 1970 (in the year 2242). Later times saturate to it, here and in
+/// `gcra.lua`; in nanoseconds it fits a `u64` with room to spare.
+pub(super) const MAX_TIME: Timestamp = Timestamp::from_nanos(MAX_TIME_S * E);
+const MAX_TIME_S: u64 = 1 << 33;
 
 fn pair(ns: u64) -> (u64, u64) {
     (ns / E, ns % E)
@@ -70,6 +84,53 @@ impl Limit {
     }
 }
 
+/// The keys and limits of a bucket, as every call sends them; replaced
+/// whole when its policies change.
+pub(super) struct LimitSet {
+    pub keys: Vec<String>,
+    pub limits: Vec<Limit>,
+}
+
+impl LimitSet {
+    /// What each limit takes for a request that weighs `weight(i)` in
+    /// limit `i`.
+    pub fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| l.params.cost(weight(i)))
+            .collect()
+    }
+
+    /// What `tokens[i]` tokens of limit `i` cost, in nanoseconds, never
+    /// refused (a debt may exceed the capacity): rounded up, saturating.
+    pub fn debt_costs(&self, tokens: &[f64]) -> Vec<u64> {
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let t = tokens.get(i).copied().unwrap_or(0.0);
+                if l.params.is_unlimited() {
+                    return 0;
+                }
+                // `as` saturates: NaN or less is 0, infinite is u64::MAX.
+                (t * l.params.interval as f64).ceil() as u64
+            })
+            .collect()
+    }
+
+    /// Tokens that `cost` nanoseconds stand for in limit `i`, as
+    /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
+    pub fn tokens(&self, i: usize, cost: u64) -> f64 {
+        let interval = self.limits[i].params.interval;
+        if interval == 0 {
+            0.0
+        } else {
+            cost as f64 / interval as f64
+        }
+    }
+}
+
 /// What a reservation took from one limit in Redis: enough to give it back
 /// if nothing was taken after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +156,9 @@ pub(super) enum Op<'a> {
     Defer { wait: u64 },
     /// Rescale stored state to the caller's params, keeping the level.
     Sync,
+    /// Charge `costs` (one per limit) as if taken `since` nanoseconds ago,
+    /// never refusing: what a local fallback admitted while Redis failed.
+    Charge { since: u64, costs: &'a [u64] },
     /// Tokens available now in the tightest limit.
     Peek,
 }
@@ -106,8 +170,21 @@ impl Op<'_> {
             Op::Refund { .. } => "refund",
             Op::Defer { .. } => "defer",
             Op::Sync => "sync",
+            Op::Charge { .. } => "charge",
             Op::Peek => "peek",
         }
+    }
+}
+
+/// The operation's argument, saturated as the script saturates it.
+fn argument(op: &Op<'_>) -> u64 {
+    let max_wait = duration_nanos(MAX_WAIT);
+    match op {
+        Op::Take { max_wait: w, .. } => (*w).min(max_wait),
+        Op::Refund { slot, .. } => (*slot).min(MAX_TIME.as_nanos()),
+        Op::Defer { wait } => (*wait).min(max_wait),
+        Op::Charge { since, .. } => (*since).min(max_wait),
+        Op::Sync | Op::Peek => 0,
     }
 }
 
@@ -122,18 +199,12 @@ pub(super) fn invocation<'s>(
     for key in keys {
         inv.key(key);
     }
-    let arg = match op {
-        Op::Take { max_wait, .. } => *max_wait,
-        Op::Refund { slot, .. } => *slot,
-        Op::Defer { wait } => *wait,
-        Op::Sync | Op::Peek => 0,
-    };
-    let (s, n) = pair(arg);
+    let (s, n) = pair(argument(op));
     inv.arg(op.name()).arg(s).arg(n);
     for (i, limit) in limits.iter().enumerate() {
         limit.push(&mut inv);
         match op {
-            Op::Take { costs, .. } => {
+            Op::Take { costs, .. } | Op::Charge { costs, .. } => {
                 let (s, n) = pair(costs[i]);
                 inv.arg(s).arg(n);
             }
@@ -189,25 +260,37 @@ fn int(what: &str, reply: &Value, v: &Value) -> Result<u64, Error> {
     }
 }
 
+/// A time, saturating at [`MAX_TIME`] as the script does.
 fn time(what: &str, reply: &Value, s: &Value, n: &Value) -> Result<Timestamp, Error> {
     let s = int(what, reply, s)?;
     let n = int(what, reply, n)?;
-    s.checked_mul(E)
-        .and_then(|s| s.checked_add(n))
-        .map(Timestamp::from_nanos)
-        .ok_or_else(|| malformed(what, reply))
+    if s >= MAX_TIME_S || n >= E {
+        return Ok(MAX_TIME);
+    }
+    Ok(Timestamp::from_nanos(s * E + n))
 }
 
-/// Decodes the reply to `take` with `costs` asked for.
+/// Decodes the reply to `take` with `costs` asked for. Once Redis's now is
+/// read, a slot or ticket that does not decode is a refusal for the
+/// longest wait, never a store error: a store error would fail open (or
+/// say Redis is down) for a bucket Redis holds shut.
 pub(super) fn taken(reply: &Value, costs: &[u64]) -> Result<Taken, Error> {
-    let v = items("take", reply, 5)?;
+    let v = items("take", reply, 3)?;
     let now = time("take", reply, &v[1], &v[2])?;
-    let slot = time("take", reply, &v[3], &v[4])?;
-    if int("take", reply, &v[0])? == 0 {
-        return Ok(Taken::Refused { now, slot });
+    Ok(granted(reply, v, costs).unwrap_or(Taken::Refused {
+        now,
+        slot: now + MAX_WAIT,
+    }))
+}
+
+fn granted(reply: &Value, v: &[Value], costs: &[u64]) -> Option<Taken> {
+    let now = time("take", reply, &v[1], &v[2]).ok()?;
+    let slot = time("take", reply, v.get(3)?, v.get(4)?).ok()?;
+    if int("take", reply, &v[0]).ok()? == 0 {
+        return Some(Taken::Refused { now, slot });
     }
     if v.len() != 5 + 5 * costs.len() {
-        return Err(malformed("take", reply));
+        return None;
     }
     let tickets = costs
         .iter()
@@ -220,8 +303,9 @@ pub(super) fn taken(reply: &Value, costs: &[u64]) -> Result<Taken, Error> {
                 cost,
             })
         })
-        .collect::<Result<_, Error>>()?;
-    Ok(Taken::Granted { now, slot, tickets })
+        .collect::<Result<_, Error>>()
+        .ok()?;
+    Some(Taken::Granted { now, slot, tickets })
 }
 
 /// Decodes the reply to `refund`: per limit, whether it gave back.
@@ -309,5 +393,40 @@ mod tests {
             taken(&Value::Array(vec![Value::Int(1)]), &[1]),
             Err(Error::Store { .. })
         ));
+    }
+
+    #[test]
+    fn far_times_saturate_and_a_slot_that_does_not_decode_refuses() {
+        let now = || [Value::Int(1_700_000_000), Value::Int(0)];
+        // 10^11 s after 1970 (10^20 ns, past u64::MAX): the latest time.
+        let mut far = vec![Value::Int(0)];
+        far.extend(now());
+        far.extend([Value::Int(100_000_000_000), Value::Int(0)]);
+        match taken(&Value::Array(far), &[1]).unwrap() {
+            Taken::Refused { slot, .. } => assert_eq!(slot, MAX_TIME),
+            other => panic!("{other:?}"),
+        }
+        // A granted take whose slot is not a time at all: a refusal.
+        let mut bad = vec![Value::Int(1)];
+        bad.extend(now());
+        bad.extend([Value::Int(-1), Value::Nil]);
+        match taken(&Value::Array(bad), &[1]).unwrap() {
+            Taken::Refused { now, slot } => assert_eq!(slot, now + MAX_WAIT),
+            other => panic!("{other:?}"),
+        }
+        // Waits saturate before they are sent.
+        let max_wait = duration_nanos(MAX_WAIT);
+        assert_eq!(argument(&Op::Defer { wait: u64::MAX }), max_wait);
+        let take = Op::Take {
+            max_wait: u64::MAX,
+            costs: &[1],
+        };
+        assert_eq!(argument(&take), max_wait);
+        assert_eq!(pair(max_wait), (3_155_760_000, 0));
+        // Every time the cap allows fits a u64 in nanoseconds.
+        assert!(MAX_TIME
+            .as_nanos()
+            .checked_add(duration_nanos(MAX_WAIT))
+            .is_some());
     }
 }

@@ -1,15 +1,16 @@
-//! [`RedisStore`]: one connection to Redis (reconnecting by itself), the
-//! script, the key prefix, and the settings its buckets share.
+//! [`RedisStore`]: the handle users hold, its builder (which opens the
+//! [`Connection`] its buckets share), and the buckets it hands out.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, RedisError, Script, Value};
+use ::redis::{Client, Script};
 
+use super::connection::{redis_error, Connection};
 use super::fallback::{Health, OnStoreError};
-use super::script::{self, Limit, Op};
+use super::script;
 use super::RedisBucket;
 use crate::clock::Timestamp;
 use crate::{Error, Policy};
@@ -46,18 +47,7 @@ pub const DEFAULT_PREFIX: &str = "tollgate:";
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    inner: Arc<StoreInner>,
-}
-
-pub(super) struct StoreInner {
-    conn: ConnectionManager,
-    /// The URL without its password, for messages.
-    url: String,
-    script: Script,
-    prefix: String,
-    pub timeout: Duration,
-    pub probe_every: Duration,
-    pub on_store_error: OnStoreError,
+    inner: Arc<Connection>,
 }
 
 /// Settings for a [`RedisStore`]; from [`RedisStore::builder`].
@@ -69,81 +59,6 @@ pub struct RedisStoreBuilder {
     timeout: Duration,
     probe_every: Duration,
     on_store_error: OnStoreError,
-}
-
-fn store_error(message: String) -> Error {
-    Error::Store { message }
-}
-
-/// What went wrong talking to Redis at `url` (already without its
-/// password), and what to check.
-fn redis_error(url: &str, e: &RedisError) -> Error {
-    let io = io_error(e);
-    let message = if e.is_connection_refusal() {
-        format!(
-            "cannot connect to Redis at {url}: {}; check that redis-server is running \
-             there and the URL is right",
-            io_text(io)
-        )
-    } else if e.is_timeout() {
-        format!(
-            "cannot reach Redis at {url}: {}; check the host and port, and that the \
-             network lets them through",
-            io_text(io)
-        )
-    } else if e.kind() == ErrorKind::AuthenticationFailed
-        || e.code()
-            .is_some_and(|c| c == "NOAUTH" || c == "WRONGPASS" || c == "NOPERM")
-    {
-        format!(
-            "Redis at {url} refused the credentials ({}); check the user and password \
-             in the URL",
-            e.detail()
-                .unwrap_or(e.code().unwrap_or("authentication failed"))
-        )
-    } else if io.is_some() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-        format!(
-            "lost the connection to Redis at {url}: {}; check that redis-server is \
-             still running there",
-            io_text(io)
-        )
-    } else {
-        format!("Redis at {url} answered with an error: {e}")
-    };
-    store_error(message)
-}
-
-/// The I/O error inside a Redis error, if any (redis-rs keeps it behind an
-/// `Arc`, which is what `source()` gives).
-fn io_error(e: &RedisError) -> Option<&std::io::Error> {
-    let source = std::error::Error::source(e)?;
-    if let Some(io) = source.downcast_ref::<std::io::Error>() {
-        return Some(io);
-    }
-    let shared = source.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>()?;
-    (**shared).downcast_ref::<std::io::Error>()
-}
-
-/// An I/O error in words (`connection refused`, `broken pipe`), without
-/// the OS's error number where its kind says it all.
-fn io_text(io: Option<&std::io::Error>) -> String {
-    use std::io::ErrorKind as K;
-    match io {
-        None => "the connection failed".to_string(),
-        Some(e) => match e.kind() {
-            K::ConnectionRefused
-            | K::ConnectionReset
-            | K::ConnectionAborted
-            | K::BrokenPipe
-            | K::NotConnected
-            | K::TimedOut
-            | K::UnexpectedEof
-            | K::AddrNotAvailable
-            | K::HostUnreachable
-            | K::NetworkUnreachable => e.kind().to_string(),
-            _ => e.to_string(),
-        },
-    }
 }
 
 /// The URL without its credentials (the user info's password, a `pass=`
@@ -249,7 +164,7 @@ impl RedisStoreBuilder {
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| redis_error(&url, &e))?;
         Ok(RedisStore {
-            inner: Arc::new(StoreInner {
+            inner: Arc::new(Connection {
                 conn,
                 url,
                 script: Script::new(script::SOURCE),
@@ -433,40 +348,6 @@ impl SourceStore {
             self.on_store_error,
             self.health.clone(),
         )
-    }
-}
-
-impl StoreInner {
-    /// The keys of bucket `name` with `n` limits.
-    pub fn keys(&self, name: &str, n: usize) -> Vec<String> {
-        (0..n)
-            .map(|i| format!("{}{{{name}}}:{i}", self.prefix))
-            .collect()
-    }
-
-    fn timed_out(&self) -> Error {
-        store_error(format!(
-            "no answer from Redis at {} within {:?}; check that it is reachable and \
-             not overloaded, or raise the store's timeout",
-            self.url, self.timeout
-        ))
-    }
-
-    /// Runs the script once (`EVALSHA`, loading it again on `NOSCRIPT`)
-    /// within the timeout.
-    pub async fn eval(
-        &self,
-        keys: &[String],
-        limits: &[Limit],
-        op: &Op<'_>,
-    ) -> Result<Value, Error> {
-        let inv = script::invocation(&self.script, keys, limits, op);
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<Value>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(redis_error(&self.url, &e)),
-            Err(_) => Err(self.timed_out()),
-        }
     }
 }
 

@@ -533,8 +533,20 @@ impl Buckets {
 
     /// Full, undeferred, nobody in flight, and no server-lowered rate at
     /// `now` (read before any lock): equal to a fresh set, safe to drop.
-    pub fn is_idle_at(&self, now: Timestamp) -> bool {
-        !self.lowered.load(Ordering::Relaxed)
+    /// For a set kept in Redis, its bucket there must be idle too at
+    /// `timer` (tokio's now, also read before): its local buckets take no
+    /// tokens, but its fallback does while Redis fails, and what it took
+    /// is owed to Redis.
+    pub fn is_idle_at(&self, now: Timestamp, timer: tokio::time::Instant) -> bool {
+        #[cfg(feature = "redis")]
+        let remote_idle = self.remote.as_ref().is_none_or(|r| r.is_idle_at(timer));
+        #[cfg(not(feature = "redis"))]
+        let remote_idle = {
+            let _ = timer;
+            true
+        };
+        remote_idle
+            && !self.lowered.load(Ordering::Relaxed)
             && self.learner.as_ref().is_none_or(|l| lock(l).is_idle())
             && self.limits().all(|b| b.is_full_at(now))
             && self.in_flight() == 0

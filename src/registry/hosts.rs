@@ -71,6 +71,8 @@ impl HostTable {
     /// The set for `host`: the one in the table, else `made` (inserted);
     /// `None` when the table is full of busy sets. `now` was read before.
     pub fn insert(&self, host: &str, now: Timestamp, made: Arc<Buckets>) -> Option<Arc<Buckets>> {
+        // The timer of Redis fallbacks, read before the lock as `now` was.
+        let timer = tokio::time::Instant::now();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if let Some(b) = map.get(host) {
             return Some(b.clone());
@@ -81,7 +83,7 @@ impl HostTable {
                 return None;
             }
             let before = map.len();
-            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now));
+            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now, timer));
             tracing::debug!(
                 evicted = before - map.len(),
                 kept = map.len(),

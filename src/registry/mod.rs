@@ -122,7 +122,11 @@
 //!
 //! Step 3 (a set's learning state) may also be taken under the host
 //! table's *write* lock, by a sweep asking whether a set is idle: it is
-//! then the last lock taken, and nothing under it takes another.
+//! then the last lock taken, and nothing under it takes another. For a set
+//! kept in Redis the sweep also asks its Redis bucket (whether Redis has
+//! failed, whether the set owes Redis what its fallback admitted, and when
+//! its fallback is full again): atomics only, judged by tokio's now, read
+//! before the lock.
 //!
 //! A source with lanes has one more lock per bucket set, its lane queues'
 //! (`lanes.rs`): a leaf, taken with no other lock held; it only moves
