@@ -146,7 +146,7 @@
     doc = "[m-stream]: https://docs.rs/tollgate/latest/tollgate/stream/index.html"
 )]
 #![deny(missing_docs)]
-#![warn(missing_debug_implementations)]
+#![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(all(

@@ -63,7 +63,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -437,16 +440,16 @@ fn memory() {
     println!("| memory | tollgate | peer |");
     println!("|---|---|---|");
     let ours = bytes_per(n, |n| {
-        (0..n)
-            .map(|_| TokenBucket::new(open()))
-            .collect::<Vec<_>>()
+        (0..n).map(|_| TokenBucket::new(open())).collect::<Vec<_>>()
     });
     let peer = bytes_per(n, |n| {
         (0..n)
             .map(|_| governor::RateLimiter::direct(open_quota()))
             .collect::<Vec<_>>()
     });
-    println!("| a bucket (`TokenBucket` / governor direct `RateLimiter`) | {ours:.0} B | {peer:.0} B |");
+    println!(
+        "| a bucket (`TokenBucket` / governor direct `RateLimiter`) | {ours:.0} B | {peer:.0} B |"
+    );
 
     let names = hosts(n);
     let ours = bytes_per(n, |n| {
@@ -467,7 +470,9 @@ fn memory() {
         }
         keyed
     });
-    println!("| a host's state in a keyed limiter, its name included | {ours:.0} B | {peer:.0} B |");
+    println!(
+        "| a host's state in a keyed limiter, its name included | {ours:.0} B | {peer:.0} B |"
+    );
 
     // Waiting requests: futures polled once, each then waiting its slot.
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -21,7 +21,7 @@ pub(crate) struct Params {
 }
 
 impl Params {
-    pub fn from_policy(policy: &Policy) -> Params {
+    pub(crate) fn from_policy(policy: &Policy) -> Params {
         Params {
             interval: policy.interval_nanos(),
             tau: policy.tolerance_nanos(),
@@ -30,13 +30,13 @@ impl Params {
     }
 
     #[inline]
-    pub fn is_unlimited(&self) -> bool {
+    pub(crate) fn is_unlimited(&self) -> bool {
         self.interval == 0
     }
 
     /// The cost of `tokens` in nanoseconds, or why they can never be served.
     #[inline]
-    pub fn cost(&self, tokens: f64) -> Result<u64, Error> {
+    pub(crate) fn cost(&self, tokens: f64) -> Result<u64, Error> {
         if tokens == 1.0 && self.capacity >= 1.0 {
             return Ok(self.interval.min(self.tau));
         }

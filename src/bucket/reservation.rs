@@ -19,7 +19,7 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    pub fn slot(&self) -> Timestamp {
+    pub(crate) fn slot(&self) -> Timestamp {
         Timestamp::from_nanos(self.slot)
     }
 }

@@ -69,7 +69,7 @@ pub(crate) struct Meter {
 
 impl Meter {
     /// Counts one response at `now`.
-    pub fn count(&mut self, now: f64) {
+    pub(crate) fn count(&mut self, now: f64) {
         self.first.get_or_insert(now);
         self.total = self.total.saturating_add(1);
         let start = *self.span_start.get_or_insert(now);
@@ -90,7 +90,7 @@ impl Meter {
     /// The measured sending rate at `now`: the smoothed rate, or, before a
     /// span has completed, the responses so far over the time since the first
     /// (at least one span).
-    pub fn rate(&self, now: f64) -> f64 {
+    pub(crate) fn rate(&self, now: f64) -> f64 {
         if self.rate > 0.0 {
             return self.rate;
         }
@@ -118,13 +118,13 @@ pub(crate) struct Cubic {
 
 impl Cubic {
     /// The rate in force, or `None` while off.
-    pub fn rate(&self) -> Option<f64> {
+    pub(crate) fn rate(&self) -> Option<f64> {
         self.enabled.then_some(self.rate)
     }
 
     /// A throttle (a 429 or 503) at `now`, with the client sending at
     /// `sent` requests per second: the rate drops to `BETA` of it.
-    pub fn throttled(&mut self, now: f64, sent: f64) -> f64 {
+    pub(crate) fn throttled(&mut self, now: f64, sent: f64) -> f64 {
         let sent = if self.enabled {
             sent.min(self.rate).max(MIN_RATE)
         } else {
@@ -148,7 +148,7 @@ impl Cubic {
     /// A response that was not refused, at `now`, with the client sending
     /// at `sent`: the rate follows the curve, at most twice `sent`. Off
     /// stays off.
-    pub fn succeeded(&mut self, now: f64, sent: f64) -> Option<f64> {
+    pub(crate) fn succeeded(&mut self, now: f64, sent: f64) -> Option<f64> {
         if !self.enabled {
             return None;
         }

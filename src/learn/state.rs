@@ -68,7 +68,7 @@ pub(crate) struct Learner {
 }
 
 impl Learner {
-    pub fn new(settings: Learn) -> Self {
+    pub(crate) fn new(settings: Learn) -> Self {
         Learner {
             settings,
             heard: Default::default(),
@@ -82,7 +82,7 @@ impl Learner {
 
     /// The limits this set adds now: one per quota slot, then the control
     /// rate (unlimited where nothing is known).
-    pub fn policies(&self) -> [Policy; EXTRA_LIMITS] {
+    pub(crate) fn policies(&self) -> [Policy; EXTRA_LIMITS] {
         let mut out = [Policy::unlimited(); EXTRA_LIMITS];
         for (o, h) in out.iter_mut().zip(&self.heard) {
             if let Some(h) = h {
@@ -112,13 +112,13 @@ impl Learner {
     }
 
     /// Whether the set holds nothing learned: a fresh one is the same.
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         !self.knows_a_rate() && matches!(self.control, Control::Off)
     }
 
     /// Drops quotas not heard again within the expiry. Returns whether any
     /// was dropped.
-    pub fn expire(&mut self, now: Timestamp) -> bool {
+    pub(crate) fn expire(&mut self, now: Timestamp) -> bool {
         let expiry = self.settings.expire_after;
         let mut dropped = false;
         for slot in &mut self.heard {
@@ -136,7 +136,7 @@ impl Learner {
     /// Takes in one response read at `now` to a request sent at `sent_at`.
     /// Returns whether the limits it adds changed, and whether the refusal
     /// was bare and left to the controller (then no default wait applies).
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         now: Timestamp,
         sent_at: Timestamp,
@@ -267,7 +267,7 @@ impl Learner {
     }
 
     /// The controller's rate, if it has one.
-    pub fn adaptive_rate(&self) -> Option<f64> {
+    pub(crate) fn adaptive_rate(&self) -> Option<f64> {
         match self.control {
             Control::Adaptive => self.cubic.rate(),
             _ => None,
@@ -275,7 +275,7 @@ impl Learner {
     }
 
     /// What this set learned, for a snapshot at `now`.
-    pub fn learned(&self, now: Timestamp) -> Vec<LearnedLimit> {
+    pub(crate) fn learned(&self, now: Timestamp) -> Vec<LearnedLimit> {
         let mut out: Vec<LearnedLimit> = self
             .heard
             .iter()

@@ -100,17 +100,16 @@ fn io_text(io: Option<&std::io::Error>) -> String {
     }
 }
 
-
 impl Connection {
     /// The keys of bucket `name` with `n` limits.
-    pub fn keys(&self, name: &str, n: usize) -> Vec<String> {
+    pub(super) fn keys(&self, name: &str, n: usize) -> Vec<String> {
         (0..n)
             .map(|i| format!("{}{{{name}}}:{i}", self.prefix))
             .collect()
     }
 
     /// The error of a call that got no answer within the timeout.
-    pub fn timed_out(&self) -> Error {
+    pub(super) fn timed_out(&self) -> Error {
         store_error(format!(
             "no answer from Redis at {} within {:?}; check that it is reachable and \
              not overloaded, or raise the store's timeout",
@@ -120,7 +119,7 @@ impl Connection {
 
     /// Runs the script once (`EVALSHA`, loading it again on `NOSCRIPT`)
     /// within the timeout.
-    pub async fn eval(
+    pub(super) async fn eval(
         &self,
         keys: &[String],
         limits: &[Limit],

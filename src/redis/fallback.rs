@@ -73,7 +73,7 @@ pub(super) enum Route {
 }
 
 impl Health {
-    pub fn new() -> Health {
+    pub(super) fn new() -> Health {
         Health {
             failed: AtomicBool::new(false),
             next_probe: AtomicU64::new(0),
@@ -86,13 +86,13 @@ impl Health {
         duration_nanos(self.epoch.elapsed())
     }
 
-    pub fn is_failed(&self) -> bool {
+    pub(super) fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
 
     /// Redis while healthy; while failed, Redis for one caller per probe
     /// interval and the fallback for everyone else.
-    pub fn route(&self, probe_every: Duration) -> Route {
+    pub(super) fn route(&self, probe_every: Duration) -> Route {
         if !self.is_failed() {
             return Route::Redis;
         }
@@ -115,14 +115,20 @@ impl Health {
     }
 
     /// Redis answered: back on it if it had failed.
-    pub fn answered(&self, bucket: &str) {
+    pub(super) fn answered(&self, bucket: &str) {
         if self.failed.load(Ordering::Relaxed) && self.failed.swap(false, Ordering::AcqRel) {
             tracing::info!(bucket, "Redis answers again; the bucket is back on Redis");
         }
     }
 
     /// Redis failed with `error`: on the fallback until a probe succeeds.
-    pub fn failed(&self, bucket: &str, error: &Error, mode: OnStoreError, probe_every: Duration) {
+    pub(super) fn failed(
+        &self,
+        bucket: &str,
+        error: &Error,
+        mode: OnStoreError,
+        probe_every: Duration,
+    ) {
         // The message alone: the fail-closed error quotes it inside its own.
         let message = match error {
             Error::Store { message } => message.clone(),
@@ -144,7 +150,7 @@ impl Health {
     }
 
     /// The error a fail-closed bucket gives while Redis is down.
-    pub fn closed_error(&self, bucket: &str) -> Error {
+    pub(super) fn closed_error(&self, bucket: &str) -> Error {
         let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
         Error::Store {
             message: format!(
@@ -182,7 +188,7 @@ impl Owed {
     }
 
     /// Whether anything is owed (or being charged). One atomic load.
-    pub fn is_pending(&self) -> bool {
+    pub(super) fn is_pending(&self) -> bool {
         self.pending.load(Ordering::Acquire)
     }
 
@@ -207,7 +213,7 @@ impl Owed {
 
     /// The debt to charge, leaving nothing owed here (but still pending
     /// until [`settled`](Self::settled)); `None` when nothing is owed.
-    pub fn take(&self) -> Option<Debt> {
+    pub(super) fn take(&self) -> Option<Debt> {
         let mut debt = self.debt();
         if debt.tokens.iter().all(|&t| t <= 0.0) {
             *debt = Debt::default();
@@ -218,7 +224,7 @@ impl Owed {
 
     /// A charge landed (or there was nothing to charge): not pending unless
     /// more was owed meanwhile.
-    pub fn settled(&self) {
+    pub(super) fn settled(&self) {
         let debt = self.debt();
         if debt.tokens.iter().all(|&t| t <= 0.0) {
             self.pending.store(false, Ordering::Release);
@@ -226,7 +232,7 @@ impl Owed {
     }
 
     /// A charge failed (or may not have landed): owed again.
-    pub fn restore(&self, back: Debt) {
+    pub(super) fn restore(&self, back: Debt) {
         let mut debt = self.debt();
         debt.since = match (debt.since, back.since) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -266,7 +272,7 @@ pub(super) struct LocalTaken {
 
 impl LocalTaken {
     /// Tokens available now in the tightest local limit.
-    pub fn available(&self) -> f64 {
+    pub(super) fn available(&self) -> f64 {
         self.buckets
             .iter()
             .map(|b| b.available())
@@ -275,7 +281,7 @@ impl LocalTaken {
 
     /// Gives back what the tickets may still give back; returns the fewest
     /// tokens any limit gave back.
-    pub fn cancel(&self) -> f64 {
+    pub(super) fn cancel(&self) -> f64 {
         let mut back = f64::INFINITY;
         for (i, (b, t)) in self.buckets.iter().zip(&self.tickets).enumerate() {
             let given = b.cancel_ticket(t);
@@ -291,7 +297,7 @@ impl LocalTaken {
 }
 
 impl LocalLimits {
-    pub fn new(policies: &[Policy], divide_by: u32) -> LocalLimits {
+    pub(super) fn new(policies: &[Policy], divide_by: u32) -> LocalLimits {
         let clock = TokioClock::new();
         let limits = LocalLimits {
             divide_by: divide_by.max(1),
@@ -316,7 +322,7 @@ impl LocalLimits {
             .clone()
     }
 
-    pub fn set_policies(&self, policies: &[Policy]) {
+    pub(super) fn set_policies(&self, policies: &[Policy]) {
         let mut buckets = self.buckets.write().unwrap_or_else(|e| e.into_inner());
         if buckets.len() == policies.len() {
             for (b, p) in buckets.iter().zip(policies) {
@@ -338,7 +344,7 @@ impl LocalLimits {
 
     /// Whether the fallback is full (and not deferred) at `at`, a time read
     /// before: then it is the same as a fresh one. Reads one atomic.
-    pub fn is_full_by(&self, at: tokio::time::Instant) -> bool {
+    pub(super) fn is_full_by(&self, at: tokio::time::Instant) -> bool {
         self.clock
             .instant(Timestamp::from_nanos(self.full_at.load(Ordering::Acquire)))
             <= at
@@ -347,7 +353,7 @@ impl LocalLimits {
     /// Takes the latest slot among the limits if within `max_wait`, from
     /// every limit (`weight(i)` tokens from limit `i`) at that slot, or
     /// nothing (as the registry's bucket sets do).
-    pub fn reserve(
+    pub(super) fn reserve(
         &self,
         weight: impl Fn(usize) -> f64,
         max_wait: Duration,
@@ -364,7 +370,7 @@ impl LocalLimits {
         })
     }
 
-    pub fn defer_for(&self, wait: Duration) {
+    pub(super) fn defer_for(&self, wait: Duration) {
         let until = self.clock.now() + wait;
         let buckets = self.buckets();
         for b in buckets.iter() {
@@ -373,7 +379,7 @@ impl LocalLimits {
         self.note_full_at(&buckets);
     }
 
-    pub fn available(&self) -> f64 {
+    pub(super) fn available(&self) -> f64 {
         self.buckets()
             .iter()
             .map(|b| b.available())

@@ -46,7 +46,7 @@ pub(super) struct Limit {
 }
 
 impl Limit {
-    pub fn new(policy: Policy) -> Limit {
+    pub(super) fn new(policy: Policy) -> Limit {
         let params = Params::from_policy(&policy);
         let interval = pair(params.interval);
         let tau = pair(params.tau);
@@ -94,7 +94,7 @@ pub(super) struct LimitSet {
 impl LimitSet {
     /// What each limit takes for a request that weighs `weight(i)` in
     /// limit `i`.
-    pub fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
+    pub(super) fn costs(&self, weight: impl Fn(usize) -> f64) -> Result<Vec<u64>, Error> {
         self.limits
             .iter()
             .enumerate()
@@ -104,7 +104,7 @@ impl LimitSet {
 
     /// What `tokens[i]` tokens of limit `i` cost, in nanoseconds, never
     /// refused (a debt may exceed the capacity): rounded up, saturating.
-    pub fn debt_costs(&self, tokens: &[f64]) -> Vec<u64> {
+    pub(super) fn debt_costs(&self, tokens: &[f64]) -> Vec<u64> {
         self.limits
             .iter()
             .enumerate()
@@ -121,7 +121,7 @@ impl LimitSet {
 
     /// Tokens that `cost` nanoseconds stand for in limit `i`, as
     /// [`Reservation::cancel`](crate::Reservation::cancel) reports them.
-    pub fn tokens(&self, i: usize, cost: u64) -> f64 {
+    pub(super) fn tokens(&self, i: usize, cost: u64) -> f64 {
         let interval = self.limits[i].params.interval;
         if interval == 0 {
             0.0

@@ -311,7 +311,7 @@ pub(crate) struct SourceStore {
 
 impl SourceStore {
     /// `on_store_error` already checked ([`RedisStore::check_source`]).
-    pub fn new(store: RedisStore, on_store_error: OnStoreError) -> SourceStore {
+    pub(crate) fn new(store: RedisStore, on_store_error: OnStoreError) -> SourceStore {
         SourceStore {
             store,
             on_store_error,
@@ -323,7 +323,12 @@ impl SourceStore {
     /// set, `source/KEY` for the set of one host or client key (`KEY` with
     /// `%`, `{` and `}` percent-encoded, so any key makes a valid hash
     /// tag). The source name was checked when the registry was built.
-    pub fn bucket(&self, source: &str, key: Option<&str>, policies: &[Policy]) -> RedisBucket {
+    pub(crate) fn bucket(
+        &self,
+        source: &str,
+        key: Option<&str>,
+        policies: &[Policy],
+    ) -> RedisBucket {
         let name = match key {
             None => source.to_string(),
             Some(key) => {

@@ -126,6 +126,7 @@ impl Acquire {
     }
 
     /// A placeholder that has completed (polling it panics).
+    #[cfg(feature = "tower")]
     pub(crate) fn finished() -> Self {
         Acquire {
             buckets: None,
@@ -156,6 +157,7 @@ impl Acquire {
     /// (its inner service was not ready) while a server deferred the host.
     /// `max_wait` still counts from the first call; the slot it leaves
     /// stays taken (stricter, never looser).
+    #[cfg(feature = "tower")]
     pub(crate) fn again(&mut self, mut permit: Permit) {
         let in_flight = permit.take_in_flight();
         self.state = match self.buckets {

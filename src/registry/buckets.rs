@@ -62,7 +62,7 @@ pub(crate) struct SourceContext {
 impl SourceContext {
     /// The context of source `s`; `signals` and `shadow` as the registry
     /// resolved them, `priced` the mask of limits its price weighs.
-    pub fn new(
+    pub(super) fn new(
         s: &super::Source,
         signals: SignalConfig,
         shadow: bool,
@@ -89,30 +89,30 @@ impl SourceContext {
 
     /// Keeps the source's buckets in `store` (`None`: in this process).
     #[cfg(feature = "redis")]
-    pub fn with_store(mut self, store: Option<crate::redis::SourceStore>) -> Self {
+    pub(super) fn with_store(mut self, store: Option<crate::redis::SourceStore>) -> Self {
         self.store = store;
         self
     }
 
     /// The configuration lock: first in the registry's lock order.
-    pub fn config(&self) -> MutexGuard<'_, SourceConfig> {
+    pub(super) fn config(&self) -> MutexGuard<'_, SourceConfig> {
         self.config.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces the configuration (under its lock) and bumps the version.
-    pub fn replace(&self, guard: &mut MutexGuard<'_, SourceConfig>, config: SourceConfig) {
+    pub(super) fn replace(&self, guard: &mut MutexGuard<'_, SourceConfig>, config: SourceConfig) {
         **guard = config;
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn version(&self) -> u64 {
+    pub(super) fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
 
     /// What a request of weight `tokens` to `target` costs: `tokens` from a
     /// limit that counts requests, `tokens` times its price from a priced one.
     #[inline]
-    pub fn cost_of(&self, target: &super::Target<'_>, tokens: f64) -> Cost {
+    pub(super) fn cost_of(&self, target: &super::Target<'_>, tokens: f64) -> Cost {
         match &self.price {
             None => Cost::plain(tokens),
             Some(p) => Cost {
@@ -135,7 +135,7 @@ pub(crate) struct SourceConfig {
 
 impl SourceConfig {
     /// `configured` slowed to `factor`, or why that cannot be built.
-    pub fn new(configured: Vec<Policy>, factor: f64) -> Result<Self, Error> {
+    pub(super) fn new(configured: Vec<Policy>, factor: f64) -> Result<Self, Error> {
         let effective = if configured.is_empty() {
             vec![Policy::unlimited()]
         } else {
@@ -152,7 +152,7 @@ impl SourceConfig {
     }
 
     /// The limits in force, before any server's word.
-    pub fn effective(&self) -> &[Policy] {
+    pub(super) fn effective(&self) -> &[Policy] {
         &self.effective
     }
 
@@ -161,7 +161,7 @@ impl SourceConfig {
     /// times `signals.safety`, never below `signals.floor` of its own rate,
     /// and never raised. A server rate at or above a limit leaves it as it
     /// is, so a window policy that matches the server stays exact.
-    pub fn for_server_rate(&self, server_rate: f64, signals: &SignalConfig) -> Vec<Policy> {
+    pub(super) fn for_server_rate(&self, server_rate: f64, signals: &SignalConfig) -> Vec<Policy> {
         self.effective
             .iter()
             .map(|p| {
@@ -194,7 +194,7 @@ pub(crate) struct Cost {
 
 impl Cost {
     /// The same weight from every limit.
-    pub fn plain(tokens: f64) -> Cost {
+    pub(super) fn plain(tokens: f64) -> Cost {
         Cost {
             requests: tokens,
             priced: tokens,
@@ -241,7 +241,7 @@ pub(crate) struct Taken {
 }
 
 impl Buckets {
-    pub fn new(
+    pub(super) fn new(
         context: Arc<SourceContext>,
         host: Option<Arc<str>>,
         policies: &[Policy],
@@ -300,7 +300,7 @@ impl Buckets {
     /// Whether Redis decides this set's admissions (then only asynchronous
     /// calls admit).
     #[inline(always)]
-    pub fn is_remote(&self) -> bool {
+    pub(super) fn is_remote(&self) -> bool {
         #[cfg(feature = "redis")]
         {
             self.remote.is_some()
@@ -313,7 +313,7 @@ impl Buckets {
 
     /// The refusal of a synchronous check of a set in Redis.
     #[cold]
-    pub fn async_only(&self) -> Error {
+    pub(super) fn async_only(&self) -> Error {
         Error::AsyncOnly {
             source: self.source().to_string(),
         }
@@ -321,7 +321,7 @@ impl Buckets {
 
     /// A set for `host` that replaces `previous` (the overflow set that
     /// served it): it starts no fuller, no earlier and no faster.
-    pub fn successor(
+    pub(super) fn successor(
         context: Arc<SourceContext>,
         host: Arc<str>,
         config: &SourceConfig,
@@ -342,11 +342,11 @@ impl Buckets {
         set
     }
 
-    pub fn source(&self) -> &Arc<str> {
+    pub(super) fn source(&self) -> &Arc<str> {
         &self.context.name
     }
 
-    pub fn clock(&self) -> &SharedClock {
+    pub(super) fn clock(&self) -> &SharedClock {
         self.first.clock()
     }
 
@@ -356,7 +356,7 @@ impl Buckets {
 
     /// What limit `i` takes of `cost`.
     #[inline]
-    pub fn weight(&self, i: usize, cost: Cost) -> f64 {
+    pub(super) fn weight(&self, i: usize, cost: Cost) -> f64 {
         if (self.priced >> i) & 1 == 1 {
             cost.priced
         } else {
@@ -367,7 +367,7 @@ impl Buckets {
     /// Takes `cost` from every limit now, or from none; returns the time
     /// of admission.
     #[inline]
-    pub fn try_take(&self, cost: Cost) -> Result<Timestamp, Error> {
+    pub(super) fn try_take(&self, cost: Cost) -> Result<Timestamp, Error> {
         if self.is_remote() {
             return Err(self.async_only());
         }
@@ -379,7 +379,7 @@ impl Buckets {
 
     /// Takes the latest slot among all limits, if within `max_wait`, from
     /// every limit at that slot; otherwise takes nothing.
-    pub fn reserve(&self, cost: Cost, max_wait: Duration) -> Result<Taken, Error> {
+    pub(super) fn reserve(&self, cost: Cost, max_wait: Duration) -> Result<Taken, Error> {
         if self.rest.is_empty() {
             let t = self
                 .first
@@ -405,7 +405,7 @@ impl Buckets {
     }
 
     /// Gives back what a pending reservation may still give back.
-    pub fn cancel(&self, taken: &Taken) {
+    pub(super) fn cancel(&self, taken: &Taken) {
         let tickets = std::iter::once(&taken.first).chain(&taken.rest);
         for (b, t) in self.limits().zip(tickets) {
             b.cancel_ticket(t);
@@ -413,7 +413,7 @@ impl Buckets {
     }
 
     /// No request before `t` (the floor of every limit), one at it.
-    pub fn defer_until(&self, t: Timestamp) {
+    pub(super) fn defer_until(&self, t: Timestamp) {
         for b in self.limits() {
             b.defer_until(t);
         }
@@ -422,7 +422,7 @@ impl Buckets {
     /// No request before `wait` from now, one then (a server's
     /// `Retry-After`): every limit's floor here, and Redis told in the
     /// background for a set kept there.
-    pub fn defer_for(&self, wait: Duration) {
+    pub(super) fn defer_for(&self, wait: Duration) {
         self.defer_until(self.clock().now() + wait);
         #[cfg(feature = "redis")]
         if let Some(remote) = &self.remote {
@@ -434,7 +434,7 @@ impl Buckets {
     /// row whose reset could not be read (capped by the source's `max_wait`
     /// of signals); the count starts over once a response says requests
     /// remain.
-    pub fn backoff(&self, signal: &Signal) -> Option<Duration> {
+    pub(super) fn backoff(&self, signal: &Signal) -> Option<Duration> {
         if signal.reset_unknown {
             let n = self.strikes.fetch_add(1, Ordering::AcqRel).min(30);
             return signal.retry_after.map(|wait| {
@@ -449,15 +449,15 @@ impl Buckets {
     }
 
     /// The deferral in force (the epoch when none).
-    pub fn deferred_until(&self) -> Timestamp {
+    pub(super) fn deferred_until(&self) -> Timestamp {
         self.first.deferred_until()
     }
 
-    pub fn policies(&self) -> Vec<Policy> {
+    pub(super) fn policies(&self) -> Vec<Policy> {
         self.limits().map(|b| b.policy()).collect()
     }
 
-    pub fn server_rate(&self) -> f64 {
+    pub(super) fn server_rate(&self) -> f64 {
         f64::from_bits(self.server_rate.load(Ordering::Acquire))
     }
 
@@ -465,14 +465,14 @@ impl Buckets {
     /// caller holds the source's configuration lock (`config` is under it),
     /// so two responses cannot leave the rate of one and the limits of the
     /// other.
-    pub fn set_server_rate(&self, rate: f64, config: &SourceConfig) -> Vec<Policy> {
+    pub(super) fn set_server_rate(&self, rate: f64, config: &SourceConfig) -> Vec<Policy> {
         self.server_rate.store(rate.to_bits(), Ordering::Release);
         self.apply(config)
     }
 
     /// Applies `config` capped by this set's server rate; the caller holds
     /// the source's configuration lock. Returns the limits now in force.
-    pub fn apply(&self, config: &SourceConfig) -> Vec<Policy> {
+    pub(super) fn apply(&self, config: &SourceConfig) -> Vec<Policy> {
         let mut policies = config.for_server_rate(self.server_rate(), &self.context.signals);
         let configured = policies.len();
         if let Some(l) = &self.learner {
@@ -501,7 +501,7 @@ impl Buckets {
     /// Whether the set learns ([`Source::learn`](crate::Source::learn)):
     /// then every response is observed, not only those with a signal.
     #[inline]
-    pub fn learns(&self) -> bool {
+    pub(super) fn learns(&self) -> bool {
         self.learner.is_some()
     }
 
@@ -510,7 +510,7 @@ impl Buckets {
     /// updates what it learned and applies the limits that changed, under
     /// the source's configuration lock (first) and then the set's learning
     /// lock. `None` for a set that does not learn.
-    pub fn learn_from(&self, signal: &Signal, sent_at: Timestamp) -> Option<Observed> {
+    pub(super) fn learn_from(&self, signal: &Signal, sent_at: Timestamp) -> Option<Observed> {
         let learner = self.learner.as_ref()?;
         let now = self.clock().now();
         let config = self.context.config();
@@ -525,7 +525,7 @@ impl Buckets {
     }
 
     /// What the set learned, for a snapshot at `now`.
-    pub fn learned(&self, now: Timestamp) -> Vec<crate::learn::LearnedLimit> {
+    pub(super) fn learned(&self, now: Timestamp) -> Vec<crate::learn::LearnedLimit> {
         self.learner
             .as_ref()
             .map_or_else(Vec::new, |l| lock(l).learned(now))
@@ -537,7 +537,7 @@ impl Buckets {
     /// `timer` (tokio's now, also read before): its local buckets take no
     /// tokens, but its fallback does while Redis fails, and what it took
     /// is owed to Redis.
-    pub fn is_idle_at(&self, now: Timestamp, timer: tokio::time::Instant) -> bool {
+    pub(super) fn is_idle_at(&self, now: Timestamp, timer: tokio::time::Instant) -> bool {
         #[cfg(feature = "redis")]
         let remote_idle = self.remote.as_ref().is_none_or(|r| r.is_idle_at(timer));
         #[cfg(not(feature = "redis"))]
@@ -553,7 +553,7 @@ impl Buckets {
     }
 
     /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
+    pub(super) fn in_flight(&self) -> usize {
         match (&self.in_flight, self.context.max_in_flight) {
             (Some(s), Some(max)) => max - s.available_permits(),
             _ => 0,
@@ -561,14 +561,14 @@ impl Buckets {
     }
 
     /// Tokens available now in the tightest limit.
-    pub fn available(&self) -> f64 {
+    pub(super) fn available(&self) -> f64 {
         self.limits()
             .map(|b| b.available())
             .fold(f64::INFINITY, f64::min)
     }
 
     /// When a one-token request could next go.
-    pub fn next_available(&self) -> Timestamp {
+    pub(super) fn next_available(&self) -> Timestamp {
         self.limits()
             .map(|b| b.next_available())
             .max()

@@ -34,7 +34,7 @@ pub(crate) struct HostTable {
 }
 
 impl HostTable {
-    pub fn new(cap: usize) -> Self {
+    pub(super) fn new(cap: usize) -> Self {
         HostTable {
             map: RwLock::new(HostMap::default()),
             cap,
@@ -43,7 +43,7 @@ impl HostTable {
     }
 
     #[inline]
-    pub fn get(&self, host: &str) -> Option<Arc<Buckets>> {
+    pub(super) fn get(&self, host: &str) -> Option<Arc<Buckets>> {
         self.map
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -53,7 +53,7 @@ impl HostTable {
 
     /// Runs `f` on the set for `host` under the read lock, without cloning it.
     #[inline]
-    pub fn with<R>(&self, host: &str, f: impl FnOnce(&Buckets) -> R) -> Option<R> {
+    pub(super) fn with<R>(&self, host: &str, f: impl FnOnce(&Buckets) -> R) -> Option<R> {
         self.map
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -64,13 +64,18 @@ impl HostTable {
     /// Whether a new host could get a set at `now`: there is room, or a
     /// sweep may make some. Lets a caller skip making a set that could not
     /// be kept.
-    pub fn has_room(&self, now: Timestamp) -> bool {
+    pub(super) fn has_room(&self, now: Timestamp) -> bool {
         self.len() < self.cap || now.as_nanos() >= self.next_sweep.load(Ordering::Relaxed)
     }
 
     /// The set for `host`: the one in the table, else `made` (inserted);
     /// `None` when the table is full of busy sets. `now` was read before.
-    pub fn insert(&self, host: &str, now: Timestamp, made: Arc<Buckets>) -> Option<Arc<Buckets>> {
+    pub(super) fn insert(
+        &self,
+        host: &str,
+        now: Timestamp,
+        made: Arc<Buckets>,
+    ) -> Option<Arc<Buckets>> {
         // The timer of Redis fallbacks, read before the lock as `now` was.
         let timer = tokio::time::Instant::now();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
@@ -99,16 +104,16 @@ impl HostTable {
         Some(made)
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.map.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    pub fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.cap
     }
 
     /// Every set, under the read lock: new sets wait until `f` has run on all.
-    pub fn for_each(&self, mut f: impl FnMut(&Buckets)) {
+    pub(super) fn for_each(&self, mut f: impl FnMut(&Buckets)) {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         map.values().for_each(|b| f(b));
     }

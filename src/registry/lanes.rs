@@ -149,7 +149,7 @@ impl State {
 }
 
 impl Queues {
-    pub fn new(lanes: Lanes) -> Self {
+    pub(crate) fn new(lanes: Lanes) -> Self {
         Queues {
             lanes,
             state: Mutex::new(State::default()),
@@ -161,13 +161,13 @@ impl Queues {
     }
 
     /// Whether no request waits in any lane (then a request may try at once).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         let s = self.state();
         s.waiting.iter().all(VecDeque::is_empty)
     }
 
     /// Joins `lane`'s queue; returns the ticket.
-    pub fn join(&self, lane: Lane) -> u64 {
+    pub(crate) fn join(&self, lane: Lane) -> u64 {
         let mut s = self.state();
         let id = s.next_id;
         s.next_id += 1;
@@ -177,7 +177,7 @@ impl Queues {
 
     /// Whether ticket `id` is the head the scheduler picks; if not, its
     /// waker is kept to be woken when it is.
-    pub fn is_head(&self, lane: Lane, id: u64, waker: &Waker) -> bool {
+    pub(crate) fn is_head(&self, lane: Lane, id: u64, waker: &Waker) -> bool {
         let mut s = self.state();
         if s.head(&self.lanes) == Some(id) {
             return true;
@@ -190,7 +190,7 @@ impl Queues {
 
     /// Ticket `id` took its slot: it leaves, the slot is counted for its
     /// lane, and the next head is woken.
-    pub fn served(&self, lane: Lane, id: u64) {
+    pub(crate) fn served(&self, lane: Lane, id: u64) {
         let next = {
             let mut s = self.state();
             s.waiting[lane.index()].retain(|(i, _)| *i != id);
@@ -205,7 +205,7 @@ impl Queues {
 
     /// Ticket `id` gave up (its future was dropped, or refused): it leaves,
     /// and the next head is woken if it was the head.
-    pub fn leave(&self, lane: Lane, id: u64) {
+    pub(crate) fn leave(&self, lane: Lane, id: u64) {
         let next = {
             let mut s = self.state();
             let was_head = s.head(&self.lanes) == Some(id);

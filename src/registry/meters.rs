@@ -46,7 +46,7 @@ pub(crate) struct Shadow {
 }
 
 impl Shadow {
-    pub fn stats(&self) -> ShadowStats {
+    pub(super) fn stats(&self) -> ShadowStats {
         ShadowStats {
             would_wait: self.would_wait.load(Ordering::Relaxed),
             would_wait_for: Duration::from_nanos(self.would_wait_nanos.load(Ordering::Relaxed)),
@@ -71,7 +71,7 @@ pub(crate) struct Meters {
 
 impl Meters {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn new(source: &str) -> Self {
+    pub(super) fn new(source: &str) -> Self {
         Meters {
             shadow: Shadow::default(),
             #[cfg(feature = "metrics")]
@@ -81,20 +81,20 @@ impl Meters {
 
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn admitted(&self, waited: Duration, in_flight: bool) {
+    pub(super) fn admitted(&self, waited: Duration, in_flight: bool) {
         #[cfg(feature = "metrics")]
         self.handles.admitted(waited, in_flight);
     }
 
     #[cfg(feature = "metrics")]
     #[inline]
-    pub fn released(&self) {
+    pub(super) fn released(&self) {
         self.handles.in_flight.decrement(1.0);
     }
 
     #[inline]
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn refused(&self, why: Refusal) {
+    pub(super) fn refused(&self, why: Refusal) {
         #[cfg(feature = "metrics")]
         match why {
             Refusal::Rate => self.handles.refused_rate.increment(1),
@@ -103,7 +103,7 @@ impl Meters {
     }
 
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn deferred(&self, wait: Duration) {
+    pub(super) fn deferred(&self, wait: Duration) {
         #[cfg(feature = "metrics")]
         {
             self.handles.deferred.increment(1);
@@ -111,18 +111,18 @@ impl Meters {
         }
     }
 
-    pub fn lowered(&self) {
+    pub(super) fn lowered(&self) {
         #[cfg(feature = "metrics")]
         self.handles.lowered.increment(1);
     }
 
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub fn learned_rate(&self, rate: f64) {
+    pub(super) fn learned_rate(&self, rate: f64) {
         #[cfg(feature = "metrics")]
         self.handles.learned_rate.set(rate);
     }
 
-    pub fn would_wait(&self, wait: Duration) {
+    pub(super) fn would_wait(&self, wait: Duration) {
         let s = &self.shadow;
         s.would_wait.fetch_add(1, Ordering::Relaxed);
         s.would_wait_nanos
@@ -134,7 +134,7 @@ impl Meters {
         }
     }
 
-    pub fn would_refuse(&self) {
+    pub(super) fn would_refuse(&self) {
         self.shadow.would_refuse.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         self.handles.would_refuse.increment(1);
@@ -164,7 +164,7 @@ mod handles {
     }
 
     impl Handles {
-        pub fn new(source: &str) -> Self {
+        pub(super) fn new(source: &str) -> Self {
             let s = source.to_string();
             Handles {
                 admitted: counter!("tollgate_admitted_total", "source" => s.clone()),
@@ -184,7 +184,7 @@ mod handles {
         }
 
         #[inline]
-        pub fn admitted(&self, waited: Duration, in_flight: bool) {
+        pub(super) fn admitted(&self, waited: Duration, in_flight: bool) {
             self.admitted.increment(1);
             if !waited.is_zero() {
                 self.waited.increment(1);

@@ -81,6 +81,7 @@ impl Permit {
 
     /// Whether a server deferred the set that admitted the request since
     /// (a deferral still ahead): a request not yet sent must wait it out.
+    #[cfg(feature = "tower")]
     pub(crate) fn is_deferred(&self) -> bool {
         use crate::clock::Clock;
         self.buckets
@@ -90,6 +91,7 @@ impl Permit {
 
     /// Gives up the in-flight slot to a new admission of the same request
     /// (its metric gauge counted down, as the new permit counts it again).
+    #[cfg(feature = "tower")]
     pub(super) fn take_in_flight(&mut self) -> Option<OwnedSemaphorePermit> {
         let slot = self._in_flight.take();
         #[cfg(feature = "metrics")]

@@ -330,7 +330,12 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub fn add(&mut self, pattern: &str, path: Option<&str>, source: usize) -> Result<(), Error> {
+    pub(crate) fn add(
+        &mut self,
+        pattern: &str,
+        path: Option<&str>,
+        source: usize,
+    ) -> Result<(), Error> {
         let (host, port) = parse_pattern(pattern)?;
         let path = path.map(parse_path).transpose()?;
         let route = Route { port, path, source };
@@ -377,7 +382,7 @@ impl Router {
 
     /// The source index of the most specific rule matching `target`.
     #[inline]
-    pub fn route(&self, target: &Target<'_>) -> Option<usize> {
+    pub(crate) fn route(&self, target: &Target<'_>) -> Option<usize> {
         let host = target.host();
         if let Some(routes) = self.exact.get(host) {
             if let Some(s) = best(routes.iter(), target) {

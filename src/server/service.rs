@@ -47,7 +47,7 @@ pub(crate) struct UnknownTier(pub Box<str>);
 impl<K> Shared<K> {
     /// The tier of a key as written (`None`: not UTF-8, or no lookup).
     #[inline]
-    pub fn tier_of(&self, raw: Option<&str>) -> Result<usize, UnknownTier> {
+    pub(crate) fn tier_of(&self, raw: Option<&str>) -> Result<usize, UnknownTier> {
         let Some(raw) = raw else {
             return Ok(self.default_tier);
         };
@@ -62,7 +62,7 @@ impl<K> Shared<K> {
 
     /// What to tell (the log and the client) when a tier function named a
     /// tier the registry lacks.
-    pub fn unknown_tier(&self, UnknownTier(name): &UnknownTier) -> String {
+    pub(crate) fn unknown_tier(&self, UnknownTier(name): &UnknownTier) -> String {
         let names: Vec<&str> = self.tiers.iter().map(|t| &*t.name).collect();
         format!(
             "the rate limiter's `tier_by` function placed this key in tier `{name}`, which \

@@ -270,7 +270,7 @@ pub(super) struct Names<'a> {
 
 impl Names<'_> {
     /// The same names without those `keep` refuses.
-    pub fn filtered(mut self, keep: impl Fn(&str) -> bool) -> Self {
+    pub(super) fn filtered(mut self, keep: impl Fn(&str) -> bool) -> Self {
         for n in [
             &mut self.limit,
             &mut self.remaining,

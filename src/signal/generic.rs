@@ -174,7 +174,7 @@ pub(super) struct Found<'h> {
 
 impl<'h> Found<'h> {
     /// Files `name` under its family; whether the rules accepted it.
-    pub fn add(&mut self, name: &'h str) -> bool {
+    pub(super) fn add(&mut self, name: &'h str) -> bool {
         let Some(hit) = classify(name) else {
             return false;
         };
@@ -220,12 +220,12 @@ impl<'h> Found<'h> {
     }
 
     /// The families found.
-    pub fn families(&self) -> impl Iterator<Item = &Names<'h>> {
+    pub(super) fn families(&self) -> impl Iterator<Item = &Names<'h>> {
         self.families.iter().flatten().map(|(_, n)| n)
     }
 
     /// The prefixed retry-after names found.
-    pub fn retry_afters(&self) -> impl Iterator<Item = &'h str> + '_ {
+    pub(super) fn retry_afters(&self) -> impl Iterator<Item = &'h str> + '_ {
         self.retry_afters.iter().flatten().copied()
     }
 }
