@@ -85,6 +85,11 @@ fn rounds() -> usize {
         .unwrap_or(15)
 }
 
+/// Whether a row runs: `ONLY=text` keeps the rows whose path contains it.
+fn wanted(path: &str) -> bool {
+    std::env::var("ONLY").map_or(true, |only| path.contains(&only))
+}
+
 fn quick() -> bool {
     std::env::var_os("QUICK").is_some()
 }
@@ -106,6 +111,9 @@ fn versus(
     mut ours: impl FnMut(usize) -> bool,
     mut peer: impl FnMut(usize) -> bool,
 ) {
+    if !wanted(path) {
+        return;
+    }
     // One untimed pass each, to warm caches and fill tables.
     per_call(iters.min(100_000), &mut ours);
     per_call(iters.min(100_000), &mut peer);
@@ -243,6 +251,9 @@ fn contention_row(
     ours: Arc<dyn Fn(usize, usize) -> bool + Send + Sync>,
     peer: Arc<dyn Fn(usize, usize) -> bool + Send + Sync>,
 ) {
+    if !wanted(&format!("{path}, {threads} thread")) {
+        return;
+    }
     let calls = 500_000;
     let (mut a, mut b) = (0f64, 0f64);
     for _ in 0..rounds().div_ceil(3) {
@@ -318,6 +329,9 @@ fn call_once<S: Service<Request<()>>>(svc: &mut S, uri: &Uri) -> bool {
 }
 
 fn layers() {
+    if !wanted("tower layer") {
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     let uri: Uri = "https://api.example.com/v1/items/42".parse().unwrap();
@@ -398,6 +412,9 @@ fn governor_app(per_nanos: u64, burst: u32) -> Router {
 }
 
 fn guards() {
+    if !wanted("server guard") {
+        return;
+    }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     let one = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -435,6 +452,9 @@ fn bytes_per<T>(n: usize, make: impl FnOnce(usize) -> T) -> f64 {
 }
 
 fn memory() {
+    if !wanted("memory") {
+        return;
+    }
     let n = 100_000;
     println!();
     println!("| memory | tollgate | peer |");

@@ -127,6 +127,10 @@ use crate::{Error, Policy, RateLimited};
 /// assert!(wait > std::time::Duration::from_millis(300));
 /// # Ok::<(), tollgate::Error>(())
 /// ```
+// `repr(C)`: the words a take reads (`tat`, then the floor and the
+// policy's) sit together at the front, the clock after them, the rarely
+// touched policy lock last.
+#[repr(C)]
 pub struct TokenBucket<C: Clock = FastClock> {
     tat: AtomicU64,
     /// The deferral floor: no slot lies before it. Raised by
@@ -144,10 +148,10 @@ pub struct TokenBucket<C: Clock = FastClock> {
     interval: AtomicU64,
     tau: AtomicU64,
     capacity: AtomicU64,
+    clock: C,
     /// Serialises policy changes and remembers the policy as given (boxed:
     /// read rarely, and the bucket stays small).
     policy: Mutex<Box<Policy>>,
-    clock: C,
 }
 
 #[inline]
@@ -241,7 +245,14 @@ impl<C: Clock> TokenBucket<C> {
     /// [`try_acquire`](Self::try_acquire), returning the time it read.
     #[inline]
     pub(crate) fn try_acquire_now(&self, tokens: f64) -> Result<Timestamp, Error> {
-        let now = self.clock.now().as_nanos();
+        self.try_acquire_at(tokens, self.clock.now())
+    }
+
+    /// [`try_acquire_now`](Self::try_acquire_now) at `now`, read from a
+    /// clock on this bucket's timeline (the registry's, which its sets share).
+    #[inline]
+    pub(crate) fn try_acquire_at(&self, tokens: f64, now: Timestamp) -> Result<Timestamp, Error> {
+        let now = now.as_nanos();
         // A request that arrives before the floor is served as if it arrived at it.
         let arrival = now.max(self.floor.load(Ordering::Acquire));
         loop {

@@ -106,7 +106,18 @@ impl Registry {
         let Some(i) = self.route(target)? else {
             return Ok(());
         };
-        let cost = self.inner.sources[i].context.cost_of(target, tokens);
+        let state = &self.inner.sources[i];
+        if state.hosts.is_none() {
+            // One set for the source: when its cost is its token count, the
+            // source's context is not read at all.
+            let b = &*state.shared;
+            if let Some(taken) = b.try_take_simple(tokens, self.inner.clock.now()) {
+                taken.map_err(|e| refused(b, name_refusal(e, b)))?;
+                b.context.meters.admitted(Duration::ZERO, false);
+                return Ok(());
+            }
+        }
+        let cost = state.context.cost_of(target, tokens);
         self.check_on(i, target.host(), cost)
     }
 
@@ -119,7 +130,13 @@ impl Registry {
             let b = self.buckets_for(i, host);
             return shadow_take(b, cost).map(drop).map_err(|(e, _)| e);
         }
+        let now = self.inner.clock.now();
         let take = |b: &Buckets| -> Result<(), Error> {
+            if let Some(taken) = b.try_take_plain(cost, now) {
+                taken.map_err(|e| refused(b, name_refusal(e, b)))?;
+                b.context.meters.admitted(Duration::ZERO, false);
+                return Ok(());
+            }
             lanes_clear(b).map_err(|e| refused(b, e))?;
             if b.in_flight
                 .as_ref()
@@ -167,6 +184,27 @@ impl Registry {
         lane: Lane,
     ) -> Result<Admission, Error> {
         let buckets = self.buckets_for(i, host);
+        if !buckets.context.shadow {
+            if let Some(taken) = buckets.try_take_plain(cost, self.inner.clock.now()) {
+                return match taken {
+                    Ok(at) => Ok(Admission::Ready(Permit::new(
+                        buckets,
+                        None,
+                        Duration::ZERO,
+                        at,
+                    ))),
+                    Err(e) => match e {
+                        Error::RateLimited(_) if buckets.context.on_limit != OnLimit::Reject => {
+                            Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)))
+                        }
+                        e => {
+                            let e = name_refusal(e, &buckets);
+                            Err(refused(&buckets, e))
+                        }
+                    },
+                };
+            }
+        }
         if buckets.queues.as_ref().is_some_and(|q| !q.is_empty()) {
             // Others wait in lanes: this request queues in its own.
             return Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)));

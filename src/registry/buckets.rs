@@ -203,7 +203,30 @@ impl Cost {
 }
 
 /// The buckets of one source for one host (or for the whole source).
+///
+/// Laid out for the request path (`repr(C)`, aligned to a cache line): a
+/// word of flags, then the first limit's state, fill the first line, so
+/// that a set with one limit and nothing else to consult (no lanes, no
+/// in-flight cap, no Redis) admits a request touching that line alone,
+/// with the time read from the registry's clock. The learner and the lane
+/// queues are boxed, so a set without them stays small.
+#[repr(C, align(64))]
 pub(crate) struct Buckets {
+    /// [`PLAIN`] and [`FIRST_PRICED`]: what the request path may skip.
+    fast: u64,
+    /// The first limit inline (most sources have one), the rest behind it.
+    first: TokenBucket<SharedClock>,
+    /// The lane queues, for a source with lanes.
+    pub queues: Option<Box<super::lanes::Queues>>,
+    pub in_flight: Option<Arc<Semaphore>>,
+    /// The set's bucket in Redis, for a source kept there: it decides every
+    /// admission. The local buckets above then hold the limits in force
+    /// and the deferrals this process saw, and take no tokens.
+    #[cfg(feature = "redis")]
+    pub remote: Option<crate::redis::RedisBucket>,
+    /// Which limits are priced (a copy of the source's, read per request).
+    priced: u64,
+    rest: Box<[TokenBucket<SharedClock>]>,
     pub context: Arc<SourceContext>,
     pub host: Option<Arc<str>>,
     /// The rate a server announced for this set (f64 bits; infinite: none).
@@ -215,23 +238,18 @@ pub(crate) struct Buckets {
     /// Exhausted quotas in a row whose reset could not be read: each waits
     /// twice the one before (`Signal::reset_unknown`).
     strikes: AtomicU32,
-    /// The first limit inline (most sources have one), the rest behind it.
-    first: TokenBucket<SharedClock>,
-    rest: Box<[TokenBucket<SharedClock>]>,
-    /// Which limits are priced (a copy of the source's, read per request).
-    priced: u64,
-    pub in_flight: Option<Arc<Semaphore>>,
-    /// The lane queues, for a source with lanes.
-    pub queues: Option<super::lanes::Queues>,
     /// What the set learned, for a learning source: its limits follow the
     /// configured ones in `rest`.
-    learner: Option<Mutex<Learner>>,
-    /// The set's bucket in Redis, for a source kept there: it decides every
-    /// admission. The local buckets above then hold the limits in force
-    /// and the deferrals this process saw, and take no tokens.
-    #[cfg(feature = "redis")]
-    pub remote: Option<crate::redis::RedisBucket>,
+    learner: Option<Box<Mutex<Learner>>>,
 }
+
+/// In [`Buckets::fast`]: one limit, and no lanes, in-flight cap or Redis.
+const PLAIN: u64 = 1;
+/// In [`Buckets::fast`]: the first limit counts priced tokens.
+const FIRST_PRICED: u64 = 2;
+/// In [`Buckets::fast`]: [`PLAIN`], and its source has no price and is not
+/// in shadow mode, so a request's cost is its token count.
+const SIMPLE: u64 = 4;
 
 /// Tickets taken from every limit of a bucket set, all for one slot.
 pub(crate) struct Taken {
@@ -280,7 +298,25 @@ impl Buckets {
             .store
             .as_ref()
             .map(|store| store.bucket(&context.name, host.as_deref(), policies));
+        let queues = context
+            .lanes
+            .map(|lanes| Box::new(super::lanes::Queues::new(lanes)));
+        let in_flight = context.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+        #[cfg(feature = "redis")]
+        let local = remote.is_none();
+        #[cfg(not(feature = "redis"))]
+        let local = true;
+        let plain = policies.len() == 1 && queues.is_none() && in_flight.is_none() && local;
+        let simple = plain && context.price.is_none() && !context.shadow;
+        let fast = if plain { PLAIN } else { 0 }
+            | if context.priced & 1 == 1 {
+                FIRST_PRICED
+            } else {
+                0
+            }
+            | if simple { SIMPLE } else { 0 };
         Buckets {
+            fast,
             host,
             server_rate: AtomicU64::new(f64::INFINITY.to_bits()),
             lowered: AtomicBool::new(false),
@@ -288,9 +324,9 @@ impl Buckets {
             first: bucket(&policies[0]),
             rest: policies[1..].iter().map(bucket).collect(),
             priced: context.priced,
-            queues: context.lanes.map(super::lanes::Queues::new),
-            learner: learner.map(Mutex::new),
-            in_flight: context.max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            queues,
+            learner: learner.map(|l| Box::new(Mutex::new(l))),
+            in_flight,
             #[cfg(feature = "redis")]
             remote,
             context,
@@ -362,6 +398,43 @@ impl Buckets {
         } else {
             cost.requests
         }
+    }
+
+    /// [`try_take`](Self::try_take) at `now` (read from the registry's
+    /// clock) for a set with one limit and nothing else to consult: `None`
+    /// for any other set. Touches the set's first cache line only.
+    #[inline(always)]
+    pub(super) fn try_take_plain(
+        &self,
+        cost: Cost,
+        now: Timestamp,
+    ) -> Option<Result<Timestamp, Error>> {
+        let fast = self.fast;
+        if fast & PLAIN == 0 {
+            return None;
+        }
+        let tokens = if fast & FIRST_PRICED != 0 {
+            cost.priced
+        } else {
+            cost.requests
+        };
+        Some(self.first.try_acquire_at(tokens, now))
+    }
+
+    /// Takes `tokens` now (at `now`, read from the registry's clock) for a
+    /// set whose cost needs no price and no shadow bookkeeping: `None` for
+    /// any other set. Reads neither the source's context nor anything past
+    /// the set's first cache line.
+    #[inline(always)]
+    pub(super) fn try_take_simple(
+        &self,
+        tokens: f64,
+        now: Timestamp,
+    ) -> Option<Result<Timestamp, Error>> {
+        if self.fast & SIMPLE == 0 {
+            return None;
+        }
+        Some(self.first.try_acquire_at(tokens, now))
     }
 
     /// Takes `cost` from every limit now, or from none; returns the time

@@ -140,9 +140,16 @@ impl RegistryBuilder {
         }
         let mut router = Router::default();
         let mut states = Vec::with_capacity(self.sources.len());
+        let mut seen = std::collections::HashSet::with_capacity(self.sources.len());
         for (i, s) in self.sources.iter().enumerate() {
             let at = || format!("source `{}`", s.name);
-            check(s, &self.sources[..i], i, at)?;
+            check(s, i, at)?;
+            if !seen.insert(s.name.as_str()) {
+                return Err(Error::config(
+                    at(),
+                    "the name is used twice; give each source its own",
+                ));
+            }
             for h in &s.hosts {
                 router.add(h, s.path.as_deref(), i).map_err(|e| match e {
                     Error::InvalidConfig { location, reason } => {
@@ -175,7 +182,7 @@ impl RegistryBuilder {
                 scope: s.scope,
                 context,
                 shared,
-                hosts: (s.scope == Scope::PerHost).then(|| HostTable::new(max_hosts)),
+                hosts: (s.scope == Scope::PerHost).then(|| Box::new(HostTable::new(max_hosts))),
             });
         }
         let unknown = match &self.unknown {
@@ -274,17 +281,11 @@ fn priced_mask(s: &Source) -> u64 {
 }
 
 /// The checks of one source against those before it.
-fn check(s: &Source, before: &[Source], i: usize, at: impl Fn() -> String) -> Result<(), Error> {
+fn check(s: &Source, i: usize, at: impl Fn() -> String) -> Result<(), Error> {
     if s.name.trim().is_empty() {
         return Err(Error::config(
             format!("source #{}", i + 1),
             "the name is empty",
-        ));
-    }
-    if before.iter().any(|o| o.name == s.name) {
-        return Err(Error::config(
-            at(),
-            "the name is used twice; give each source its own",
         ));
     }
     if let Some(signals) = &s.signals {

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::buckets::Buckets;
-use super::rules::HostMap;
+use super::rules::{HostKey, HostMap};
 use crate::clock::Timestamp;
 
 /// The least time between two sweeps of a full table.
@@ -47,7 +47,7 @@ impl HostTable {
         self.map
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(host)
+            .get(host.as_bytes())
             .cloned()
     }
 
@@ -57,7 +57,7 @@ impl HostTable {
         self.map
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(host)
+            .get(host.as_bytes())
             .map(|b| f(b))
     }
 
@@ -79,7 +79,7 @@ impl HostTable {
         // The timer of Redis fallbacks, read before the lock as `now` was.
         let timer = tokio::time::Instant::now();
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = map.get(host) {
+        if let Some(b) = map.get(host.as_bytes()) {
             return Some(b.clone());
         }
         if map.len() >= self.cap {
@@ -100,7 +100,7 @@ impl HostTable {
                 return None;
             }
         }
-        map.insert(host.into(), made.clone());
+        map.insert(HostKey::from(host), made.clone());
         Some(made)
     }
 

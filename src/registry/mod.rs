@@ -248,7 +248,9 @@ struct SourceState {
     /// The source-wide set; for a per-host source, the overflow set and
     /// the set that name-based work uses.
     shared: Arc<Buckets>,
-    hosts: Option<HostTable>,
+    /// Boxed: most sources have none, and a source's state then fits in
+    /// half a cache line.
+    hosts: Option<Box<HostTable>>,
 }
 
 impl SourceState {
