@@ -8,13 +8,23 @@
 //! of busy sets, a new host shares the source's overflow set: stricter for
 //! that host, never looser, and memory stays under the cap.
 //!
-//! Nothing but the map itself is touched under the table's write lock: no
-//! other lock, no clock, no closure. The set to insert is made before the
-//! lock is taken, and the time a sweep judges idleness by is read before it
-//! too (see the lock order in [`registry`](super)).
+//! The table is split in [`SHARDS`] maps, each behind its own lock on its
+//! own cache line, chosen by a hash of the host: requests for different
+//! hosts from different threads then rarely touch the same lock word, which
+//! a single read-write lock made every reader write. The count of sets is
+//! one atomic, so the cap holds across shards.
+//!
+//! Nothing but a shard's map is touched under its write lock: no other
+//! lock, no clock, no closure. The set to insert is made before the lock is
+//! taken, and the time a sweep judges idleness by is read before it too. A
+//! sweep takes the shards' write locks one at a time; a visit of every set
+//! ([`HostTable::for_each`]) takes their read locks in shard order and holds
+//! them all, so that no set is inserted while it runs (see the lock order in
+//! [`registry`](super)).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::buckets::Buckets;
@@ -27,8 +37,30 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(10);
 /// How many per-host bucket sets a per-host source keeps by default.
 pub const DEFAULT_MAX_HOSTS: usize = 10_000;
 
+/// How many maps a host table is split in (a power of two).
+const SHARDS: usize = 16;
+
+/// One map and its lock, alone on a cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(RwLock<HostMap<Arc<Buckets>>>);
+
+impl Shard {
+    fn read(&self) -> RwLockReadGuard<'_, HostMap<Arc<Buckets>>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HostMap<Arc<Buckets>>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 pub(crate) struct HostTable {
-    map: RwLock<HostMap<Arc<Buckets>>>,
+    shards: Box<[Shard]>,
+    /// Picks a host's shard (seeded, as the maps are).
+    spread: foldhash::fast::RandomState,
+    /// Sets in all shards together: never above `cap`.
+    len: AtomicUsize,
     cap: usize,
     next_sweep: AtomicU64,
 }
@@ -36,29 +68,31 @@ pub(crate) struct HostTable {
 impl HostTable {
     pub(super) fn new(cap: usize) -> Self {
         HostTable {
-            map: RwLock::new(HostMap::default()),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            spread: foldhash::fast::RandomState::default(),
+            len: AtomicUsize::new(0),
             cap,
             next_sweep: AtomicU64::new(0),
         }
     }
 
     #[inline]
-    pub(super) fn get(&self, host: &str) -> Option<Arc<Buckets>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host.as_bytes())
-            .cloned()
+    fn shard(&self, host: &str) -> &Shard {
+        // The high bits: the maps use the low ones of their own hashes.
+        let h = self.spread.hash_one(host.as_bytes());
+        &self.shards[(h >> 60) as usize % SHARDS]
     }
 
-    /// Runs `f` on the set for `host` under the read lock, without cloning it.
+    #[inline]
+    pub(super) fn get(&self, host: &str) -> Option<Arc<Buckets>> {
+        self.shard(host).read().get(host.as_bytes()).cloned()
+    }
+
+    /// Runs `f` on the set for `host` under its shard's read lock, without
+    /// cloning it.
     #[inline]
     pub(super) fn with<R>(&self, host: &str, f: impl FnOnce(&Buckets) -> R) -> Option<R> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host.as_bytes())
-            .map(|b| f(b))
+        self.shard(host).read().get(host.as_bytes()).map(|b| f(b))
     }
 
     /// Whether a new host could get a set at `now`: there is room, or a
@@ -76,45 +110,61 @@ impl HostTable {
         now: Timestamp,
         made: Arc<Buckets>,
     ) -> Option<Arc<Buckets>> {
-        // The timer of Redis fallbacks, read before the lock as `now` was.
+        // The timer of Redis fallbacks, read before any lock as `now` was.
         let timer = tokio::time::Instant::now();
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let shard = self.shard(host);
+        if let Some(set) = self.insert_into(shard, host, &made) {
+            return Some(set);
+        }
+        // Full: sweep, at most once per SWEEP_EVERY, then try once more.
+        let next = self.next_sweep.load(Ordering::Relaxed);
+        if now.as_nanos() < next {
+            return None;
+        }
+        self.next_sweep
+            .store((now + SWEEP_EVERY).as_nanos(), Ordering::Relaxed);
+        let (mut evicted, mut kept) = (0, 0);
+        for s in self.shards.iter() {
+            let mut map = s.write();
+            let before = map.len();
+            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now, timer));
+            evicted += before - map.len();
+            kept += map.len();
+            self.len.fetch_sub(before - map.len(), Ordering::Relaxed);
+        }
+        tracing::debug!(evicted, kept, "swept idle per-host buckets");
+        self.insert_into(shard, host, &made)
+    }
+
+    /// Under `shard`'s write lock: the set already there, or `made` if the
+    /// table has room; `None` when it is full.
+    fn insert_into(&self, shard: &Shard, host: &str, made: &Arc<Buckets>) -> Option<Arc<Buckets>> {
+        let mut map = shard.write();
         if let Some(b) = map.get(host.as_bytes()) {
             return Some(b.clone());
         }
-        if map.len() >= self.cap {
-            let next = self.next_sweep.load(Ordering::Relaxed);
-            if now.as_nanos() < next {
-                return None;
-            }
-            let before = map.len();
-            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now, timer));
-            tracing::debug!(
-                evicted = before - map.len(),
-                kept = map.len(),
-                "swept idle per-host buckets"
-            );
-            self.next_sweep
-                .store((now + SWEEP_EVERY).as_nanos(), Ordering::Relaxed);
-            if map.len() >= self.cap {
-                return None;
-            }
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.cap {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return None;
         }
         map.insert(HostKey::from(host), made.clone());
-        Some(made)
+        Some(made.clone())
     }
 
     pub(super) fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.len.load(Ordering::Relaxed)
     }
 
     pub(super) fn capacity(&self) -> usize {
         self.cap
     }
 
-    /// Every set, under the read lock: new sets wait until `f` has run on all.
+    /// Every set, under every shard's read lock (taken in shard order and
+    /// held together): new sets wait until `f` has run on all.
     pub(super) fn for_each(&self, mut f: impl FnMut(&Buckets)) {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        map.values().for_each(|b| f(b));
+        let maps: Vec<_> = self.shards.iter().map(Shard::read).collect();
+        for map in &maps {
+            map.values().for_each(|b| f(b));
+        }
     }
 }

@@ -102,13 +102,14 @@
 //!
 //! # Lock order
 //!
-//! Admission takes no lock on its fast path (a read lock of a per-host
-//! table at most). Where locks are taken, they are taken in this order, and
+//! Admission takes no lock on its fast path (the read lock of one shard of
+//! a per-host table at most). Where locks are taken, they are taken in this order, and
 //! never the other way:
 //!
 //! 1. a source's configuration (`SourceContext::config`): runtime changes
 //!    and server rates hold it while they apply limits;
-//! 2. its host table, for reading, to visit every host set;
+//! 2. its host table's shards, for reading, taken in shard order and held
+//!    together, to visit every host set;
 //! 3. for a learning source ([`crate::learn`]), a set's learning state: it
 //!    is read to apply the limits it adds, and updated by a response under
 //!    lock 1 (the host table is not needed then);
@@ -120,8 +121,8 @@
 //!
 //! A Redis bucket's last-error lock (its health) is a leaf.
 //!
-//! Step 3 (a set's learning state) may also be taken under the host
-//! table's *write* lock, by a sweep asking whether a set is idle: it is
+//! Step 3 (a set's learning state) may also be taken under a host table
+//! shard's *write* lock, by a sweep asking whether a set is idle: it is
 //! then the last lock taken, and nothing under it takes another. For a set
 //! kept in Redis the sweep also asks its Redis bucket (whether Redis has
 //! failed, whether the set owes Redis what its fallback admitted, and when
@@ -132,8 +133,9 @@
 //! (`lanes.rs`): a leaf, taken with no other lock held; it only moves
 //! tickets and wakers, and wakes the next request after releasing it.
 //!
-//! The host table's *write* lock is a leaf: under it the table touches
-//! only its map. A new host's set is made before the lock is taken (from
+//! A host table shard's *write* lock is a leaf: under it the table touches
+//! only that shard's map (and the table's atomic count). A sweep takes the
+//! shards' write locks one after another, never two at once. A new host's set is made before the lock is taken (from
 //! the configuration read under lock 1, released by then), and the time a
 //! sweep judges idleness by is read before it too. A set made from a
 //! configuration that changed meanwhile notices by a version number and
