@@ -100,7 +100,7 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     #[inline]
     pub(crate) fn calling(
         permit: Permit,
-        mut ready: S,
+        ready: &mut S,
         request: R,
         observe: Observe<S::Response>,
     ) -> Self {

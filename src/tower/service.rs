@@ -147,18 +147,20 @@ fn respond<S, R>(
 where
     S: Service<R> + Clone,
 {
-    let fresh = ready.clone();
     match admission {
-        Ok(Admission::Ready(permit)) => {
-            let ready = mem::replace(ready, fresh);
-            ResponseFuture::calling(permit, ready, request, observe)
-        }
+        // Admitted now: the service polled ready calls at once, in place
+        // (no clone: it is not carried into the future).
+        Ok(Admission::Ready(permit)) => ResponseFuture::calling(permit, ready, request, observe),
         Ok(Admission::Wait(acquire)) => {
+            // The readiness this call was given is not used now: give it
+            // back (a fresh clone is unready), and wait with another.
+            let fresh = ready.clone();
             let unready = fresh.clone();
             drop(mem::replace(ready, fresh));
             ResponseFuture::waiting(acquire, unready, request, observe)
         }
         Err(e) => {
+            let fresh = ready.clone();
             drop(mem::replace(ready, fresh));
             ResponseFuture::refused(e, observe)
         }
