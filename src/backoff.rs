@@ -42,6 +42,7 @@ pub enum Jitter {
 /// assert_eq!(b.delay(3), None); // three retries, then give up
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
 pub struct Backoff {
     base: Duration,
     cap: Duration,

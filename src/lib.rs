@@ -146,6 +146,7 @@
     doc = "[m-stream]: https://docs.rs/tollgate/latest/tollgate/stream/index.html"
 )]
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -125,6 +125,7 @@ use std::time::Duration;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[must_use]
 pub struct Learn {
     /// How long a learned quota holds without a response announcing it
     /// again (default 10 minutes), after which the source is back at its
@@ -145,14 +146,12 @@ impl Default for Learn {
 
 impl Learn {
     /// The same settings with another expiry for learned quotas.
-    #[must_use]
     pub fn expire_after(mut self, expire_after: Duration) -> Self {
         self.expire_after = expire_after;
         self
     }
 
     /// The same settings with the adaptive controller on or off.
-    #[must_use]
     pub fn adaptive(mut self, adaptive: bool) -> Self {
         self.adaptive = adaptive;
         self

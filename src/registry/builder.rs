@@ -30,7 +30,7 @@ pub enum UnknownHost {
 /// Every setting has a default, said here: unknown hosts pass through
 /// unlimited ([`UnknownHost::PassThrough`]), servers' signals are read with
 /// [`SignalConfig::default`](crate::SignalConfig) (waits capped at 10
-/// minutes), per-host sources keep at most [`DEFAULT_MAX_HOSTS`](super::DEFAULT_MAX_HOSTS)
+/// minutes), per-host sources keep at most [`DEFAULT_MAX_HOSTS`]
 /// host sets, the clock is [`FastClock`](crate::FastClock), and nothing is
 /// in shadow mode. `build()` checks everything at once and names what to
 /// change:
@@ -50,6 +50,7 @@ pub enum UnknownHost {
 /// # Ok::<(), tollgate::Error>(())
 /// ```
 #[derive(Default)]
+#[must_use = "a builder does nothing until `.build()`"]
 pub struct RegistryBuilder {
     pub(super) sources: Vec<Source>,
     pub(super) unknown: UnknownHost,

@@ -14,10 +14,11 @@
 //! a single read-write lock made every reader write. The count of sets is
 //! one atomic, so the cap holds across shards.
 //!
-//! Nothing but a shard's map is touched under its write lock: no other
-//! lock, no clock, no closure. The set to insert is made before the lock is
-//! taken, and the time a sweep judges idleness by is read before it too. A
-//! sweep takes the shards' write locks one at a time; a visit of every set
+//! Under a shard's write lock only its map is touched, and, in a sweep, each
+//! set's idleness is judged: atomics, and a learning set's state as the last
+//! lock taken. No clock is read and no caller's closure runs there: the
+//! set to insert is made before the lock is taken, and the time a sweep
+//! judges idleness by is read before it too. A sweep takes the shards' write locks one at a time; a visit of every set
 //! ([`HostTable::for_each`]) takes their read locks in shard order and holds
 //! them all, so that no set is inserted while it runs (see the lock order in
 //! [`registry`](super)).
@@ -32,7 +33,7 @@ use super::rules::{HostKey, HostMap};
 use crate::clock::Timestamp;
 
 /// The least time between two sweeps of a full table.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(10);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(10);
 
 /// How many per-host bucket sets a per-host source keeps by default.
 pub const DEFAULT_MAX_HOSTS: usize = 10_000;
@@ -132,6 +133,7 @@ impl HostTable {
             kept += map.len();
             self.len.fetch_sub(before - map.len(), Ordering::Relaxed);
         }
+        // Logged once every shard's lock is released.
         tracing::debug!(evicted, kept, "swept idle per-host buckets");
         self.insert_into(shard, host, &made)
     }

@@ -64,6 +64,7 @@ pub const LANE_HEADER: &str = "x-tollgate-lane";
 
 /// Lanes for a source: see the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[must_use]
 pub struct Lanes {
     batch_share: f64,
 }

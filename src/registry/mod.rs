@@ -172,7 +172,7 @@ pub use acquire::Acquire;
 pub use admission::Admission;
 pub use builder::{RegistryBuilder, UnknownHost};
 pub use control::SourceHandle;
-pub use hosts::{DEFAULT_MAX_HOSTS, SWEEP_EVERY};
+pub use hosts::DEFAULT_MAX_HOSTS;
 pub use lanes::{Lane, Lanes};
 pub use meters::ShadowStats;
 pub use permit::Permit;
@@ -301,7 +301,7 @@ impl Registry {
 
     /// Whether any source has [`Lanes`]: adapters read a request's lane
     /// (and strip the lane header) only then.
-    pub fn has_lanes(&self) -> bool {
+    pub(crate) fn has_lanes(&self) -> bool {
         self.inner.has_lanes
     }
 

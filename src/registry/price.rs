@@ -24,6 +24,7 @@ use crate::Policy;
 /// # Ok::<(), tollgate::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[must_use]
 pub struct Price {
     default: f64,
     methods: Vec<(Method, f64)>,

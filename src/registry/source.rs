@@ -80,6 +80,7 @@ pub enum Scope {
 /// # Ok::<(), tollgate::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[must_use = "a source does nothing until it is given to `RegistryBuilder::source`"]
 pub struct Source {
     pub(crate) name: String,
     pub(crate) limits: Vec<Policy>,

@@ -57,6 +57,7 @@ const PPM: u128 = 1_000_000;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct RetryBudget {
     inner: Arc<Inner>,
 }

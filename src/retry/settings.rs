@@ -44,6 +44,7 @@ enum NonIdempotent {
 /// # let _ = rules;
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct RetryRules {
     backoff: Backoff,
     signals: SignalConfig,

@@ -116,6 +116,7 @@ impl<S, K> Layer<S> for GuardLayer<K> {
 }
 
 /// Builds a [`GuardLayer`]; see [`GuardLayer::builder`].
+#[must_use = "a builder does nothing until `.build()`"]
 pub struct GuardBuilder<K> {
     registry: Registry,
     extractor: K,

@@ -205,6 +205,7 @@ impl FromIterator<Dialect> for Dialects {
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
+#[must_use]
 pub struct SignalConfig {
     /// The longest wait taken from a server (default 10 minutes): an absurd
     /// `Retry-After` cannot stall a client for days. Must be above zero.
