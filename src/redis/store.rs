@@ -1,14 +1,17 @@
 //! [`RedisStore`]: the handle users hold, its builder (which opens the
 //! [`Connection`] its buckets share), and the buckets it hands out.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script};
+use ::redis::cluster::{ClusterClient, ClusterConfig};
+use ::redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, Slot};
+use ::redis::{Client, RedisError, Script};
 
-use super::connection::{redis_error, Connection};
+use super::connection::{redis_error, Connection, Link};
 use super::fallback::{Health, OnStoreError};
 use super::script;
 use super::RedisBucket;
@@ -50,15 +53,37 @@ pub struct RedisStore {
     inner: Arc<Connection>,
 }
 
-/// Settings for a [`RedisStore`]; from [`RedisStore::builder`].
+/// Settings for a [`RedisStore`]; from [`RedisStore::builder`] (one node)
+/// or [`RedisStore::cluster_builder`] (a Redis Cluster).
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `.connect().await` or `.connect_lazy()`"]
 pub struct RedisStoreBuilder {
-    url: String,
+    target: Target,
     prefix: String,
     timeout: Duration,
     probe_every: Duration,
     on_store_error: OnStoreError,
+}
+
+/// Where the store connects.
+#[derive(Clone)]
+enum Target {
+    Node(String),
+    /// Some nodes of a cluster: the client learns the others from them.
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    /// The URLs without their credentials, for messages.
+    fn redacted(&self) -> String {
+        match self {
+            Target::Node(url) => redacted(url),
+            Target::Cluster(nodes) => {
+                let nodes: Vec<String> = nodes.iter().map(|url| redacted(url)).collect();
+                format!("{} (cluster)", nodes.join(", "))
+            }
+        }
+    }
 }
 
 /// The URL without its credentials (the user info's password, a `pass=`
@@ -90,6 +115,18 @@ fn redacted(url: &str) -> String {
         }
     }
     out
+}
+
+/// The error of a URL redis-rs cannot read.
+fn not_a_url(url: &str, e: &::redis::RedisError) -> Error {
+    let detail = e.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+    Error::config(
+        format!("redis url `{url}`"),
+        format!(
+            "not a Redis URL{detail}; write redis://[USER:PASSWORD@]HOST[:PORT][/DB], \
+             rediss:// for TLS, or redis+unix:///PATH"
+        ),
+    )
 }
 
 fn check_name(what: &str, s: &str) -> Result<(), Error> {
@@ -142,30 +179,14 @@ impl RedisStoreBuilder {
                 "a zero timeout fails every call; give the longest wait for Redis, e.g. 250ms",
             ));
         }
-        let url = redacted(&self.url);
-        let client = Client::open(self.url.as_str()).map_err(|e| {
-            let detail = e.detail().map(|d| format!(" ({d})")).unwrap_or_default();
-            Error::config(
-                format!("redis url `{url}`"),
-                format!(
-                    "not a Redis URL{detail}; write redis://[USER:PASSWORD@]HOST[:PORT][/DB], \
-                     rediss:// for TLS, or redis+unix:///PATH"
-                ),
-            )
-        })?;
-        // Reconnect quickly and keep trying: a bucket on its fallback asks
-        // again every `probe_every`, and each try is bounded by `timeout`.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(self.probe_every.min(Duration::from_millis(500)))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| redis_error(&url, &e))?;
+        let url = self.target.redacted();
+        let link = match &self.target {
+            Target::Node(node) => self.node(node, &url)?,
+            Target::Cluster(nodes) => self.cluster(nodes, &url)?,
+        };
         Ok(RedisStore {
             inner: Arc::new(Connection {
-                conn,
+                link,
                 url,
                 script: Script::new(script::SOURCE),
                 prefix: self.prefix,
@@ -176,16 +197,88 @@ impl RedisStoreBuilder {
         })
     }
 
+    /// The connection to one node.
+    fn node(&self, node: &str, url: &str) -> Result<Link, Error> {
+        let client = Client::open(node).map_err(|e| not_a_url(url, &e))?;
+        // Reconnect quickly and keep trying: a bucket on its fallback asks
+        // again every `probe_every`, and each try is bounded by `timeout`.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(self.probe_every.min(Duration::from_millis(500)))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| redis_error(url, &e))?;
+        Ok(Link::Node(conn))
+    }
+
+    /// The connection to a cluster, made in the background: the client
+    /// reads the slot map from the first node that answers, and reads it
+    /// again when a node says `MOVED` or stops answering.
+    fn cluster(&self, nodes: &[String], url: &str) -> Result<Link, Error> {
+        if nodes.is_empty() {
+            return Err(Error::config(
+                "redis cluster",
+                "no node given; give the URL of one or more of its masters, \
+                 e.g. redis://10.0.0.1:6379/",
+            ));
+        }
+        for node in nodes {
+            // The cluster client reads them alike; this names the bad one.
+            Client::open(node.as_str()).map_err(|e| not_a_url(&redacted(node), &e))?;
+        }
+        // Retries are short and few: every call is bounded by `timeout`
+        // anyway, and a bucket on its fallback asks again by itself.
+        let max_wait = self.probe_every.min(Duration::from_millis(500));
+        let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+            .connection_timeout(self.timeout)
+            .response_timeout(self.timeout)
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(u64::try_from(max_wait.as_millis()).unwrap_or(500))
+            .build()
+            .map_err(|e| {
+                Error::config(
+                    format!("redis cluster `{url}`"),
+                    format!(
+                        "the cluster client refused these nodes ({e}); give the URLs of \
+                         its nodes, all alike (same scheme, user and password, database 0)"
+                    ),
+                )
+            })?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        Ok(Link::Cluster(
+            client.get_pending_async_connection_with_config(config),
+        ))
+    }
+
     /// Connects, checks that Redis answers, and loads the script; fails
     /// with [`Error::Store`] when Redis cannot be reached within the
-    /// timeout. Must run inside a tokio runtime.
+    /// timeout. On a cluster the script goes to every master that answers,
+    /// and one is enough: a master that was down loads it on its first call.
+    /// Must run inside a tokio runtime.
     pub async fn connect(self) -> Result<RedisStore, Error> {
         let store = self.build()?;
         let inner = &store.inner;
-        let mut conn = inner.conn.clone();
-        let load = inner.script.load_async(&mut conn);
+        let load = async {
+            match &inner.link {
+                Link::Node(conn) => inner.script.load_async(&mut conn.clone()).await.map(drop),
+                Link::Cluster(conn) => {
+                    let mut load = ::redis::cmd("SCRIPT");
+                    load.arg("LOAD").arg(script::SOURCE);
+                    let masters = RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        Some(ResponsePolicy::OneSucceeded),
+                    ));
+                    conn.clone().route_command(load, masters).await.map(drop)
+                }
+            }
+        };
         match tokio::time::timeout(inner.timeout, load).await {
-            Ok(Ok(_)) => Ok(store),
+            Ok(Ok(())) => Ok(store),
             Ok(Err(e)) => Err(redis_error(&inner.url, &e)),
             Err(_) => Err(inner.timed_out()),
         }
@@ -204,15 +297,55 @@ impl RedisStore {
     /// Settings to connect to `url` (`redis://HOST[:PORT][/DB]`,
     /// `rediss://` for TLS when redis-rs is built with it).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(Target::Node(url.into()))
+    }
+
+    /// Settings to connect to a Redis Cluster through `nodes`: the URLs
+    /// of some of its nodes (one is enough; more let the store start while
+    /// one of them is down), all with the same scheme and credentials.
+    /// The client reads the cluster's slot map from them, sends each call
+    /// to the master of its bucket's slot, and follows `MOVED` and `ASK`.
+    /// See [Redis Cluster](super#redis-cluster).
+    ///
+    /// ```no_run
+    /// use tollgate::redis::{OnStoreError, RedisStore};
+    ///
+    /// # async fn run() -> Result<(), tollgate::Error> {
+    /// let store = RedisStore::cluster_builder([
+    ///     "redis://10.0.0.1:6379/",
+    ///     "redis://10.0.0.2:6379/",
+    ///     "redis://10.0.0.3:6379/",
+    /// ])
+    /// .prefix("myapp:")
+    /// .on_store_error(OnStoreError::Local { divide_by: 4 })
+    /// .connect()
+    /// .await?;
+    /// let jikan = store.bucket("jikan", &["3/s".parse()?])?; // in the slot of `jikan`
+    /// jikan.acquire(1.0).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_builder<I>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        RedisStoreBuilder::new(Target::Cluster(nodes.into_iter().map(Into::into).collect()))
+    }
+}
+
+impl RedisStoreBuilder {
+    fn new(target: Target) -> RedisStoreBuilder {
         RedisStoreBuilder {
-            url: url.into(),
+            target,
             prefix: DEFAULT_PREFIX.to_string(),
             timeout: DEFAULT_TIMEOUT,
             probe_every: DEFAULT_PROBE_EVERY,
             on_store_error: OnStoreError::default(),
         }
     }
+}
 
+impl RedisStore {
     /// Connects to `url` with keys under `prefix` and the default settings.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, Error> {
         Self::builder(url).prefix(prefix).connect().await
@@ -275,16 +408,41 @@ impl RedisStore {
     }
 
     /// Redis's clock (`TIME`), in nanoseconds since the Unix epoch: the
-    /// clock every slot and admission of this store is on.
+    /// clock every slot and admission of this store is on. On a cluster
+    /// each node has its own clock, and this reads one of them; the slots
+    /// of a bucket are on its master's, which
+    /// [`time_of`](Self::time_of) reads.
     pub async fn time(&self) -> Result<Timestamp, Error> {
-        let mut conn = self.inner.conn.clone();
+        self.read_time(None).await
+    }
+
+    /// Redis's clock on the node that holds the keys of bucket `name`:
+    /// the clock its slots and admissions are on. On a single node, the
+    /// same as [`time`](Self::time).
+    pub async fn time_of(&self, name: &str) -> Result<Timestamp, Error> {
+        self.read_time(Some(&self.inner.keys(name, 1)[0])).await
+    }
+
+    async fn read_time(&self, key: Option<&str>) -> Result<Timestamp, Error> {
         let cmd = ::redis::cmd("TIME");
-        let query = cmd.query_async::<(u64, u64)>(&mut conn);
+        let link = &self.inner.link;
+        let query = async {
+            let reply = match key {
+                Some(key) => link.query_at(key, cmd).await?,
+                None => link.query(&cmd).await?,
+            };
+            Ok::<_, RedisError>(::redis::from_redis_value::<(u64, u64)>(reply)?)
+        };
         match tokio::time::timeout(self.inner.timeout, query).await {
             Ok(Ok((s, us))) => Ok(Timestamp::from_nanos(s * 1_000_000_000 + us * 1_000)),
             Ok(Err(e)) => Err(redis_error(&self.inner.url, &e)),
             Err(_) => Err(self.inner.timed_out()),
         }
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.link, Link::Cluster(_))
     }
 
     /// The key prefix.
@@ -299,23 +457,52 @@ impl RedisStore {
 }
 
 /// A registry source's store: the store, what the source does while Redis
-/// fails, and one health state for all of the source's bucket sets, so
-/// they fail over and come back together (a host's new set does not wait
-/// out a timeout of its own during an outage).
+/// fails, and the health of its bucket sets. On one node the sets share one
+/// health state, so they fail over and come back together (a host's new
+/// set does not wait out a timeout of its own during an outage). On a
+/// cluster the sets of one slot share one, since they live on one master,
+/// and the loss of a master fails only the sets in its slots.
 #[derive(Clone)]
 pub(crate) struct SourceStore {
     store: RedisStore,
     on_store_error: OnStoreError,
-    health: Arc<Health>,
+    health: Healths,
+}
+
+#[derive(Clone)]
+enum Healths {
+    One(Arc<Health>),
+    /// At most one per slot (16384), made when a set first lands there.
+    PerSlot(Arc<Mutex<HashMap<Slot, Arc<Health>>>>),
 }
 
 impl SourceStore {
     /// `on_store_error` already checked ([`RedisStore::check_source`]).
     pub(crate) fn new(store: RedisStore, on_store_error: OnStoreError) -> SourceStore {
+        let health = if store.is_cluster() {
+            Healths::PerSlot(Arc::default())
+        } else {
+            Healths::One(Arc::new(Health::new()))
+        };
         SourceStore {
             store,
             on_store_error,
-            health: Arc::new(Health::new()),
+            health,
+        }
+    }
+
+    /// The health of the bucket set `name`.
+    fn health(&self, name: &str) -> Arc<Health> {
+        match &self.health {
+            Healths::One(health) => health.clone(),
+            Healths::PerSlot(slots) => {
+                let slot = Slot::for_key(&self.store.inner.keys(name, 1)[0]);
+                let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+                slots
+                    .entry(slot)
+                    .or_insert_with(|| Arc::new(Health::new()))
+                    .clone()
+            }
         }
     }
 
@@ -351,7 +538,7 @@ impl SourceStore {
             &name,
             policies,
             self.on_store_error,
-            self.health.clone(),
+            self.health(&name),
         )
     }
 }
@@ -359,7 +546,7 @@ impl SourceStore {
 impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
-            .field("url", &redacted(&self.url))
+            .field("url", &self.target.redacted())
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("probe_every", &self.probe_every)
