@@ -295,7 +295,8 @@ impl RedisStoreBuilder {
 
 impl RedisStore {
     /// Settings to connect to `url` (`redis://HOST[:PORT][/DB]`,
-    /// `rediss://` for TLS when redis-rs is built with it).
+    /// `rediss://` for TLS when redis-rs is built with it); for a Redis
+    /// Cluster, [`cluster_builder`](Self::cluster_builder).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder::new(Target::Node(url.into()))
     }
