@@ -257,3 +257,45 @@ async fn losing_a_master_fails_only_the_sets_in_its_slots() {
     let exists = redis_cli(cluster.port(0), &["script", "exists", sha]);
     assert_eq!(exists.trim(), "1");
 }
+
+/// Every master down, then back: a store connected before, and one set up
+/// lazily while nothing answered, both return to Redis by themselves.
+#[tokio::test]
+async fn a_whole_cluster_down_and_back() {
+    let Some(_) = redis_env::redis_cluster_urls("cluster_down") else {
+        return;
+    };
+    let mut cluster = PrivateCluster::start();
+    let early = impatient(&cluster, "cluster_down").await;
+    let a = early
+        .bucket_with("a", &[policy("1000/s")], OnStoreError::FailClosed)
+        .unwrap();
+    assert!(admit(&a).await.unwrap());
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let late = RedisStore::cluster_builder(cluster.urls())
+        .prefix(early.prefix())
+        .timeout(Duration::from_millis(300))
+        .probe_every(Duration::from_millis(50))
+        .connect_lazy()
+        .unwrap();
+    let b = late
+        .bucket_with("a", &[policy("1000/s")], OnStoreError::FailClosed)
+        .unwrap();
+    assert!(matches!(admit(&a).await, Err(Error::Store { .. })));
+    assert!(matches!(admit(&b).await, Err(Error::Store { .. })));
+    cluster.restart_all();
+    let back = Instant::now();
+    while admit(&a).await.ok() != Some(true) || admit(&b).await.ok() != Some(true) {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "not back on Redis 5 s after the cluster came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "back on Redis {:?} after the cluster came back",
+        back.elapsed()
+    );
+}

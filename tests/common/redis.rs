@@ -402,6 +402,21 @@ impl PrivateCluster {
     pub fn restart(&mut self, i: usize) {
         assert!(self.children[i].is_none(), "master {i} is running");
         self.children[i] = Some(self.nodes.spawn(i));
+        self.wait_ok();
+    }
+
+    /// Starts every master that is down, as [`restart`](Self::restart)
+    /// does one.
+    pub fn restart_all(&mut self) {
+        for i in 0..3 {
+            if self.children[i].is_none() {
+                self.children[i] = Some(self.nodes.spawn(i));
+            }
+        }
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
         if let Err(e) = self
             .nodes
             .wait_ok(&self.nodes.ports, Duration::from_secs(10))
