@@ -188,6 +188,7 @@
 //! against the bound of 114 (the quota is 109); before the charge, 124.
 
 mod bucket;
+mod builder;
 mod connection;
 mod fallback;
 mod reservation;
@@ -195,9 +196,8 @@ mod script;
 mod store;
 
 pub use bucket::RedisBucket;
+pub use builder::{RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT};
 pub use fallback::OnStoreError;
 pub use reservation::{Admission, RedisReservation};
+pub use store::RedisStore;
 pub(crate) use store::SourceStore;
-pub use store::{
-    RedisStore, RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT,
-};
