@@ -159,11 +159,12 @@ async fn a_cluster_nobody_answers_names_its_nodes_and_never_a_password() {
     let err = builder.connect().await.unwrap_err();
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
     let text = err.to_string();
-    eprintln!("{text}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(
         text.contains(&format!(
-            "Redis at redis://…@127.0.0.1:{a}/, redis://…@127.0.0.1:{b}/ (cluster)"
+            "cannot connect to Redis at redis://…@127.0.0.1:{a}/, redis://…@127.0.0.1:{b}/ \
+             (cluster): no node of the cluster answers; check that redis-server is running \
+             there and the URLs are right"
         )),
         "{text}"
     );
