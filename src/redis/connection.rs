@@ -180,8 +180,57 @@ impl Connection {
         };
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(redis_error(&self.url, &e)),
+            Ok(Err(e)) => Err(redis_error(&self.url_for(keys), &e)),
             Err(_) => Err(self.timed_out()),
         }
+    }
+
+    /// Where calls on `keys` go, for messages: on a cluster, the master of
+    /// their slot, which `CLUSTER SLOTS` names.
+    fn url_for(&self, keys: &[String]) -> String {
+        match (&self.link, keys.first()) {
+            (Link::Cluster(_), Some(key)) => {
+                format!("the master of slot {} of {}", slot(key), self.url)
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+/// The cluster slot of `key`: CRC16 (XMODEM) of its hash tag, or of the
+/// whole key when it has none, modulo 16384.
+fn slot(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let len = key[open + 1..].iter().position(|&b| b == b'}')?;
+        (len > 0).then(|| &key[open + 1..open + 1 + len])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(key) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot;
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // From the Redis Cluster specification and `CLUSTER KEYSLOT`'s docs.
+        assert_eq!(slot("123456789"), 0x31C3);
+        assert_eq!(slot("somekey"), 11058);
+        assert_eq!(slot("foo{hash_tag}"), 2515);
+        assert_eq!(slot("tollgate:{api/a.test}:0"), slot("x{api/a.test}y"));
+        // An empty tag is no tag: the whole key is hashed.
+        assert_ne!(slot("{}a"), slot("{}b"));
     }
 }
