@@ -135,7 +135,10 @@
 //!
 //! Each master has its own clock: a set's slots and admissions are on its
 //! master's `TIME`, which [`RedisStore::time_of`] reads. Sets on different
-//! masters never compare times, so their clocks need not agree.
+//! masters never compare times, so their clocks need not agree; but a set
+//! whose slot moves (a failover, a resharding) is read on its new master's
+//! clock, so an offset between the two shifts its schedule once by as much:
+//! keep the nodes' clocks synchronised, as replication wants anyway.
 //!
 //! Health and fail modes are per set ([`RedisBucket`]), or per slot for a
 //! registry source's sets, so the loss of one master fails only the sets in
@@ -145,8 +148,9 @@
 //! or the master back). That needs the cluster to keep serving the slots
 //! it still covers: set `cluster-require-full-coverage no` on its nodes, or
 //! every master refuses every call (`CLUSTERDOWN`) once the lost one is
-//! marked failed. `tests/redis_cluster.rs` kills and restarts a master of
-//! a three-master cluster.
+//! marked failed. Their errors name the slot whose master failed
+//! (`CLUSTER SLOTS` says which node that is). `tests/redis_cluster.rs`
+//! kills and restarts a master of a three-master cluster.
 //!
 //! # When Redis fails
 //!
