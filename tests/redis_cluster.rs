@@ -113,7 +113,8 @@ async fn moved_and_ask_are_followed_and_state_moves_with_the_slot() {
     };
     let (from, to) = (id(0), id(1));
     let (p_from, p_to) = (cluster.port(0), cluster.port(1));
-    // The move begins: the key is copied over, the old master answers ASK.
+    // The move begins: the key moves over, and the old master answers ASK
+    // for it.
     assert!(redis_cli(p_to, &["cluster", "setslot", slot, "importing", &from]).contains("OK"));
     assert!(redis_cli(p_from, &["cluster", "setslot", slot, "migrating", &to]).contains("OK"));
     let moved = redis_cli(
