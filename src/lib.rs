@@ -70,7 +70,7 @@
 //! | `tower` | yes | the tower layers and retry policy |
 //! | `reqwest` | no | middleware for reqwest-middleware and reqwest-retry |
 //! | `server` | no | per-key limits and 429s for tower and axum servers (enables `tower`) |
-//! | `redis` | no | buckets in Redis, shared between processes and machines |
+//! | `redis` | no | buckets in Redis (one node or a cluster), shared between processes and machines |
 //! | `stream` | no | run a stream of futures at a rate, `n` at once |
 //! | `serde` | no | serde for [`Policy`], registry configuration from TOML |
 //! | `metrics` | no | per-source counters, histograms and gauges through the `metrics` facade |

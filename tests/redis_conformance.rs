@@ -4,129 +4,13 @@
 //! (see `tests/common/redis.rs`).
 #![cfg(feature = "redis")]
 
-use std::time::Duration;
-
 #[path = "common/conformance.rs"]
 mod conformance;
+#[path = "common/redis_buckets.rs"]
+mod redis_buckets;
 #[path = "common/redis.rs"]
 mod redis_env;
 
-use conformance::{Bucket, Limits, Store};
-use tollgate::redis::{Admission, RedisBucket, RedisReservation, RedisStore};
-use tollgate::{Error, Policy};
-
-struct Redis {
-    store: RedisStore,
-    next: std::sync::atomic::AtomicU32,
-}
-
-struct One {
-    store: RedisStore,
-    bucket: RedisBucket,
-}
-
-impl Redis {
-    async fn connect(test: &str) -> Option<Redis> {
-        let url = redis_env::redis_url(test)?;
-        let store = redis_env::connect(&url, &redis_env::unique_prefix(test)).await;
-        Some(Redis {
-            store,
-            next: Default::default(),
-        })
-    }
-
-    fn bucket(&self, policies: &[Policy]) -> One {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        One {
-            store: self.store.clone(),
-            bucket: self.store.bucket(&format!("b{n}"), policies).unwrap(),
-        }
-    }
-}
-
-fn by_redis(a: Admission) -> u64 {
-    a.at()
-        .expect("admitted by Redis, not a fallback")
-        .as_nanos()
-}
-
-impl Store for Redis {
-    type One = One;
-    type Many = One;
-
-    async fn one(&self, policy: Policy) -> One {
-        self.bucket(&[policy])
-    }
-
-    async fn many(&self, policies: &[Policy]) -> One {
-        self.bucket(policies)
-    }
-}
-
-impl Bucket for One {
-    type Res<'a> = RedisReservation;
-
-    async fn now(&self) -> u64 {
-        self.store.time().await.unwrap().as_nanos()
-    }
-
-    async fn try_acquire(&self, tokens: f64) -> Result<u64, Error> {
-        self.bucket.try_acquire(tokens).await.map(by_redis)
-    }
-
-    async fn reserve(&self, tokens: f64, max_wait: Duration) -> Result<RedisReservation, Error> {
-        self.bucket.reserve(tokens, max_wait).await
-    }
-
-    fn slot(r: &RedisReservation) -> u64 {
-        r.ready_at().unwrap().as_nanos()
-    }
-
-    fn issued(r: &RedisReservation) -> u64 {
-        r.issued_at().unwrap().as_nanos()
-    }
-
-    fn commit(r: RedisReservation) {
-        r.commit();
-    }
-
-    async fn cancel(r: Self::Res<'_>) -> f64 {
-        r.cancel().await.unwrap()
-    }
-
-    async fn wait(r: Self::Res<'_>) {
-        r.wait().await;
-    }
-
-    async fn defer_for(&self, wait: Duration) {
-        self.bucket.defer_for(wait).await.unwrap();
-    }
-
-    async fn set_policy(&self, policy: Policy) {
-        self.bucket.set_policies(&[policy]).await.unwrap();
-    }
-
-    async fn available(&self) -> f64 {
-        self.bucket.available().await.unwrap()
-    }
-}
-
-impl Limits for One {
-    async fn now(&self) -> u64 {
-        Bucket::now(self).await
-    }
-
-    async fn try_acquire(&self, tokens: f64) -> Result<u64, Error> {
-        Bucket::try_acquire(self, tokens).await
-    }
-
-    async fn acquire(&self, tokens: f64) -> u64 {
-        by_redis(self.bucket.acquire(tokens).await.unwrap())
-    }
-
-    async fn available(&self) -> f64 {
-        Bucket::available(self).await
-    }
-}
+use redis_buckets::Redis;
 
 conformance_suite!(#[tokio::test] => Redis::connect(module_path!()).await);

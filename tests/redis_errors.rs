@@ -146,3 +146,34 @@ async fn an_outage_says_the_prefix_once_and_names_the_url() {
     assert!(text.contains(&format!("Redis at {url}")), "{text}");
     assert!(text.contains("check that redis-server is"), "{text}");
 }
+
+#[tokio::test]
+async fn a_cluster_nobody_answers_names_its_nodes_and_never_a_password() {
+    let (a, b) = (redis_env::free_port(), redis_env::free_port());
+    let nodes = [
+        format!("redis://:hunter2@127.0.0.1:{a}/"),
+        format!("redis://:hunter2@127.0.0.1:{b}/"),
+    ];
+    let builder = RedisStore::cluster_builder(nodes.clone()).timeout(Duration::from_secs(2));
+    assert!(!format!("{builder:?}").contains("hunter2"));
+    let err = builder.connect().await.unwrap_err();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot connect to Redis at redis://…@127.0.0.1:{a}/, redis://…@127.0.0.1:{b}/ \
+             (cluster): no node of the cluster answers; check that redis-server is running \
+             there and the URLs are right"
+        )),
+        "{text}"
+    );
+    let err = RedisStore::cluster_builder(Vec::<String>::new())
+        .connect_lazy()
+        .unwrap_err();
+    assert!(err.to_string().contains("no node given"), "{err}");
+    let err = RedisStore::cluster_builder(["redis://127.0.0.1/", "nonsense"])
+        .connect_lazy()
+        .unwrap_err();
+    assert!(err.to_string().contains("`nonsense`"), "{err}");
+}

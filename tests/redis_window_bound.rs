@@ -5,7 +5,10 @@
 //! for an immediate take, the slot of a kept reservation).
 //!
 //! Fewer cases than the local property test (64 by default, or
-//! `REDIS_PROPTEST_CASES`): each runs against a real server.
+//! `REDIS_PROPTEST_CASES`): each runs against a real server. The same
+//! runs on a Redis Cluster (`REDIS_CLUSTER_URLS`, see
+//! `tests/common/redis.rs`), where the buckets of the cases spread over
+//! its masters.
 #![cfg(feature = "redis")]
 
 use std::time::Duration;
@@ -118,11 +121,34 @@ fn windows(policies: &[Policy]) -> Vec<u64> {
     ws
 }
 
+/// Where the buckets live.
+#[derive(Clone, Copy)]
+enum On {
+    Node,
+    Cluster,
+}
+
 /// Runs `REDIS_PROPTEST_CASES` (default `default_cases`) random schedules
 /// on buckets of `limits` limits and checks every limit's bound.
-fn check_bound(test: &str, limits: usize, default_cases: u32) {
-    let Some(url) = redis_env::redis_url(test) else {
-        return;
+fn check_bound(test: &str, on: On, limits: usize, default_cases: u32) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let prefix = redis_env::unique_prefix(test);
+    let store = match on {
+        On::Node => {
+            let Some(url) = redis_env::redis_url(test) else {
+                return;
+            };
+            rt.block_on(redis_env::connect(&url, &prefix))
+        }
+        On::Cluster => {
+            let Some(urls) = redis_env::redis_cluster_urls(test) else {
+                return;
+            };
+            rt.block_on(redis_env::connect_cluster(&urls, &prefix))
+        }
     };
     // A runner of our own rather than `proptest!`, which lets
     // PROPTEST_CASES (10,000 in CI, for the local tests) override the count.
@@ -135,11 +161,6 @@ fn check_bound(test: &str, limits: usize, default_cases: u32) {
         failure_persistence: None,
         ..ProptestConfig::default()
     });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = rt.block_on(redis_env::connect(&url, &redis_env::unique_prefix(test)));
     let case = std::cell::Cell::new(0u64);
     let result = runner.run(
         &(
@@ -202,12 +223,22 @@ fn check_bound(test: &str, limits: usize, default_cases: u32) {
 
 #[test]
 fn redis_admits_at_most_capacity_plus_rate_times_window() {
-    check_bound("redis_window_bound", 1, 64);
+    check_bound("redis_window_bound", On::Node, 1, 64);
 }
 
 /// Two limits taken in one script call, with policy changes while
 /// reservations wait: each limit keeps its own bound.
 #[test]
 fn redis_keeps_every_limit_of_a_bucket_within_its_bound() {
-    check_bound("redis_window_bound_two", 2, 32);
+    check_bound("redis_window_bound_two", On::Node, 2, 32);
+}
+
+#[test]
+fn a_cluster_admits_at_most_capacity_plus_rate_times_window() {
+    check_bound("cluster_window_bound", On::Cluster, 1, 64);
+}
+
+#[test]
+fn a_cluster_keeps_every_limit_of_a_bucket_within_its_bound() {
+    check_bound("cluster_window_bound_two", On::Cluster, 2, 32);
 }

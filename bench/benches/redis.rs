@@ -10,7 +10,13 @@
 //! ```text
 //! cargo bench -p tollgate-bench --bench redis                  # starts its own redis-server
 //! REDIS_URL=redis://127.0.0.1:6379/ cargo bench -p tollgate-bench --bench redis
+//! REDIS_CLUSTER_URLS=redis://127.0.0.1:7000/,redis://127.0.0.1:7001/ \
+//!     cargo bench -p tollgate-bench --bench redis              # on a cluster
 //! ```
+//!
+//! On a cluster the store goes through redis-rs's cluster client, and
+//! `redis-benchmark` sends the same `EVALSHA` straight to the master of the
+//! bucket's slot.
 //!
 //! `BENCH_SECONDS` (default 3) sets each measurement's length and
 //! `BENCH_WORKERS` (default 2) tokio's worker threads. Prints a
@@ -68,6 +74,51 @@ fn server() -> Option<(String, u16, Option<Server>)> {
         port,
         Some(Server(child)),
     ))
+}
+
+/// On `REDIS_CLUSTER_URLS`, when set: its URLs and a store through them.
+fn cluster() -> Option<Vec<String>> {
+    let urls = std::env::var("REDIS_CLUSTER_URLS").ok()?;
+    Some(
+        urls.split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
+    )
+}
+
+fn port_of(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6379)
+}
+
+/// The port of the master that holds `key`, as `CLUSTER NODES` of the node
+/// on `port` says.
+fn master_port(port: u16, key: &str) -> u16 {
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let slot: u16 = cli(&["cluster", "keyslot", key]).trim().parse().unwrap();
+    for line in cli(&["cluster", "nodes"]).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let holds = fields.iter().skip(8).any(|range| {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+        });
+        if holds {
+            let address = fields[1].split('@').next().unwrap();
+            return address.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    }
+    panic!("no master holds slot {slot}");
 }
 
 /// The arguments of the `EVALSHA` the store sends for one `try_acquire`,
@@ -213,9 +264,16 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // not a test binary: nothing to list or run under `cargo test`
     }
-    let Some((url, port, _server)) = server() else {
-        eprintln!("skipping: set REDIS_URL or install redis-server");
-        return;
+    let nodes = cluster();
+    let (url, port, _server) = match &nodes {
+        Some(nodes) => (nodes[0].clone(), port_of(&nodes[0]), None),
+        None => {
+            let Some(server) = server() else {
+                eprintln!("skipping: set REDIS_URL or install redis-server");
+                return;
+            };
+            server
+        }
     };
     let length = Duration::from_secs_f64(
         std::env::var("BENCH_SECONDS")
@@ -232,9 +290,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let store = rt
-        .block_on(RedisStore::connect(&url, "tollgate-bench:"))
-        .expect("Redis answers");
+    let store = match &nodes {
+        Some(nodes) => rt.block_on(
+            RedisStore::cluster_builder(nodes.iter().cloned())
+                .prefix("tollgate-bench:")
+                .connect(),
+        ),
+        None => rt.block_on(RedisStore::connect(&url, "tollgate-bench:")),
+    }
+    .expect("Redis answers");
     // A limit the run never reaches: every call is a full take.
     let bucket = store
         .bucket("bench", &[Policy::new(1e6, 1e7).unwrap()])
@@ -248,6 +312,11 @@ fn main() {
         .redis(store.clone())
         .build()
         .unwrap();
+    // On a cluster, MONITOR and redis-benchmark go to the bucket's master.
+    let port = match &nodes {
+        Some(_) => master_port(port, &bucket.keys()[0]),
+        None => port,
+    };
     let args = captured_evalsha(&rt, port, &bucket);
     assert_eq!(args[0], "EVALSHA");
     assert_eq!(args[1], store.script_sha());

@@ -1,5 +1,6 @@
 //! A store in Redis (feature `redis`): buckets shared by every process and
-//! machine that uses the same server and key prefix.
+//! machine that uses the same server (or [cluster](#redis-cluster)) and key
+//! prefix.
 //!
 //! This module owns where shared bucket state lives and how it is changed:
 //! [`RedisStore`] (the connection, the script, the settings),
@@ -102,6 +103,55 @@
 //! waits for the latest slot among them and takes from every limit at that
 //! slot, or from none.
 //!
+//! # Redis Cluster
+//!
+//! [`RedisStore::cluster_builder`] connects to a Redis Cluster through the
+//! URLs of some of its nodes (one is enough; more let a process start while
+//! one of them is down), with the same settings as a single node:
+//!
+//! ```no_run
+//! use tollgate::redis::RedisStore;
+//!
+//! # async fn run() -> Result<(), tollgate::Error> {
+//! let store = RedisStore::cluster_builder(["redis://10.0.0.1:6379/", "redis://10.0.0.2:6379/"])
+//!     .prefix("myapp:")
+//!     .connect()
+//!     .await?;
+//! let api = store.bucket("api", &["100/s".parse()?, "5000/h".parse()?])?;
+//! api.acquire(1.0).await?; // one script call on the master of `{api}`'s slot
+//! # Ok(()) }
+//! ```
+//!
+//! Every key of a bucket set, `PREFIX{NAME}:I` for each limit, has the
+//! hash tag `{NAME}`, so the set lives in one slot and one script call
+//! still takes all its limits atomically; the deferral and the horizon are
+//! kept inside those keys, and the script touches no key it is not given.
+//! Sets spread over the masters by name (a per-host source's sets by host).
+//! redis-rs's cluster client keeps the slot map, sends each call to the
+//! master of its first key's slot, and follows `MOVED` (a slot moved) and
+//! `ASK` (a slot moving). A master that lacks the script (restarted, or
+//! new) answers `NOSCRIPT`, and the call is sent again as `EVAL`, which
+//! loads it there; `connect` loads it on every master that answers.
+//!
+//! Each master has its own clock: a set's slots and admissions are on its
+//! master's `TIME`, which [`RedisStore::time_of`] reads. Sets on different
+//! masters never compare times, so their clocks need not agree; but a set
+//! whose slot moves (a failover, a resharding) is read on its new master's
+//! clock, so an offset between the two shifts its schedule once by as much:
+//! keep the nodes' clocks synchronised, as replication wants anyway.
+//!
+//! Health and fail modes are per set ([`RedisBucket`]), or per slot for a
+//! registry source's sets, so the loss of one master fails only the sets in
+//! its slots: they follow their [`OnStoreError`] while the sets on the
+//! other masters keep deciding through Redis, and they return to Redis by
+//! themselves once a master serves their slots again (a replica promoted,
+//! or the master back). That needs the cluster to keep serving the slots
+//! it still covers: set `cluster-require-full-coverage no` on its nodes, or
+//! every master refuses every call (`CLUSTERDOWN`) once the lost one is
+//! marked failed. Their errors name the slot whose master failed
+//! (`CLUSTER SLOTS` says which node that is). `tests/redis_cluster.rs`
+//! kills and restarts a master of a three-master cluster.
+//!
 //! # When Redis fails
 //!
 //! Every call waits at most the store's
@@ -142,6 +192,7 @@
 //! against the bound of 114 (the quota is 109); before the charge, 124.
 
 mod bucket;
+mod builder;
 mod connection;
 mod fallback;
 mod reservation;
@@ -149,9 +200,8 @@ mod script;
 mod store;
 
 pub use bucket::RedisBucket;
+pub use builder::{RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT};
 pub use fallback::OnStoreError;
 pub use reservation::{Admission, RedisReservation};
+pub use store::RedisStore;
 pub(crate) use store::SourceStore;
-pub use store::{
-    RedisStore, RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT,
-};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ::redis::{Script, ScriptInvocation, Value};
+use ::redis::{Cmd, Value};
 
 use crate::bucket::Params;
 use crate::clock::{duration_nanos, Timestamp};
@@ -73,8 +73,8 @@ impl Limit {
         }
     }
 
-    fn push(&self, inv: &mut ScriptInvocation<'_>) {
-        inv.arg(&self.id)
+    fn push(&self, cmd: &mut Cmd) {
+        cmd.arg(&self.id)
             .arg(self.interval.0)
             .arg(self.interval.1)
             .arg(self.tau.0)
@@ -188,32 +188,36 @@ fn argument(op: &Op<'_>) -> u64 {
     }
 }
 
-/// The `EVALSHA` call of `op` on `keys` (one per limit).
-pub(super) fn invocation<'s>(
-    script: &'s Script,
+/// The call of `op` on `keys` (one per limit): `name` is `EVALSHA` with the
+/// script's SHA1, or `EVAL` with its source. The first key names the
+/// slot a cluster sends it to.
+pub(super) fn command(
+    name: &str,
+    script: &str,
     keys: &[String],
     limits: &[Limit],
     op: &Op<'_>,
-) -> ScriptInvocation<'s> {
-    let mut inv = script.prepare_invoke();
+) -> Cmd {
+    let mut cmd = ::redis::cmd(name);
+    cmd.arg(script).arg(keys.len());
     for key in keys {
-        inv.key(key);
+        cmd.arg(key);
     }
     let (s, n) = pair(argument(op));
-    inv.arg(op.name()).arg(s).arg(n);
+    cmd.arg(op.name()).arg(s).arg(n);
     for (i, limit) in limits.iter().enumerate() {
-        limit.push(&mut inv);
+        limit.push(&mut cmd);
         match op {
             Op::Take { costs, .. } | Op::Charge { costs, .. } => {
                 let (s, n) = pair(costs[i]);
-                inv.arg(s).arg(n);
+                cmd.arg(s).arg(n);
             }
             Op::Refund { tickets, .. } => {
                 let t = tickets[i];
                 let (ts, tn) = pair(t.tat_after);
                 let (cs, cn) = pair(t.cost);
                 let (bs, bn) = pair(t.tat_before);
-                inv.arg(ts)
+                cmd.arg(ts)
                     .arg(tn)
                     .arg(cs)
                     .arg(cn)
@@ -224,7 +228,7 @@ pub(super) fn invocation<'s>(
             Op::Defer { .. } | Op::Sync | Op::Peek => {}
         }
     }
-    inv
+    cmd
 }
 
 /// What `take` answered.

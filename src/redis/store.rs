@@ -1,26 +1,29 @@
-//! [`RedisStore`]: the handle users hold, its builder (which opens the
-//! [`Connection`] its buckets share), and the buckets it hands out.
+//! [`RedisStore`]: the handle users hold, and the buckets it hands out
+//! (its settings, and the connection it opens, are `builder.rs`'s).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Script};
+use ::redis::cluster_routing::Slot;
+use ::redis::RedisError;
 
-use super::connection::{redis_error, Connection};
+use super::connection::{redis_error, Connection, Link};
 use super::fallback::{Health, OnStoreError};
-use super::script;
 use super::RedisBucket;
 use crate::clock::Timestamp;
 use crate::{Error, Policy};
 
-/// How long a call waits for Redis by default before it counts as failed.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-/// How often a failed bucket asks Redis again, by default.
-pub const DEFAULT_PROBE_EVERY: Duration = Duration::from_millis(200);
-/// The key prefix [`RedisStore::builder`] starts with.
-pub const DEFAULT_PREFIX: &str = "tollgate:";
+pub(super) fn check_name(what: &str, s: &str) -> Result<(), Error> {
+    if s.contains(['{', '}']) {
+        return Err(Error::config(
+            format!("redis {what} `{s}`"),
+            "must not contain `{` or `}`: the store puts each source's name in braces \
+             (a hash tag) so that its keys share one cluster slot",
+        ));
+    }
+    Ok(())
+}
 
 /// Buckets whose state lives in Redis, shared by every process that uses
 /// the same server and key prefix.
@@ -50,167 +53,9 @@ pub struct RedisStore {
     inner: Arc<Connection>,
 }
 
-/// Settings for a [`RedisStore`]; from [`RedisStore::builder`].
-#[derive(Clone)]
-#[must_use = "a builder does nothing until `.connect().await` or `.connect_lazy()`"]
-pub struct RedisStoreBuilder {
-    url: String,
-    prefix: String,
-    timeout: Duration,
-    probe_every: Duration,
-    on_store_error: OnStoreError,
-}
-
-/// The URL without its credentials (the user info's password, a `pass=`
-/// or `password=` query value), for messages and `Debug`.
-fn redacted(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…{}", &base[..scheme], &base[at..])
-        }
-        _ => base.to_string(),
-    };
-    if let Some(query) = query {
-        out.push('?');
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match pair.split_once('=') {
-                Some((key, _)) if matches!(key, "pass" | "password") => {
-                    out.push_str(key);
-                    out.push_str("=…");
-                }
-                _ => out.push_str(pair),
-            }
-        }
-    }
-    out
-}
-
-fn check_name(what: &str, s: &str) -> Result<(), Error> {
-    if s.contains(['{', '}']) {
-        return Err(Error::config(
-            format!("redis {what} `{s}`"),
-            "must not contain `{` or `}`: the store puts each source's name in braces \
-             (a hash tag) so that its keys share one cluster slot",
-        ));
-    }
-    Ok(())
-}
-
-impl RedisStoreBuilder {
-    /// Keys are `PREFIX{NAME}:I` (I the limit's index). Default
-    /// [`DEFAULT_PREFIX`]; processes share buckets when they share the
-    /// server and the prefix.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long one call waits for Redis (connecting included) before it
-    /// counts as failed; default [`DEFAULT_TIMEOUT`].
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// How often a failed bucket asks Redis again; default
-    /// [`DEFAULT_PROBE_EVERY`].
-    pub fn probe_every(mut self, every: Duration) -> Self {
-        self.probe_every = every;
-        self
-    }
-
-    /// What buckets do while Redis fails, unless given their own in
-    /// [`RedisStore::bucket_with`]; default [`OnStoreError::FailClosed`].
-    pub fn on_store_error(mut self, on_store_error: OnStoreError) -> Self {
-        self.on_store_error = on_store_error;
-        self
-    }
-
-    fn build(self) -> Result<RedisStore, Error> {
-        check_name("prefix", &self.prefix)?;
-        let on_store_error = self.on_store_error.validate()?;
-        if self.timeout.is_zero() {
-            return Err(Error::config(
-                "redis timeout",
-                "a zero timeout fails every call; give the longest wait for Redis, e.g. 250ms",
-            ));
-        }
-        let url = redacted(&self.url);
-        let client = Client::open(self.url.as_str()).map_err(|e| {
-            let detail = e.detail().map(|d| format!(" ({d})")).unwrap_or_default();
-            Error::config(
-                format!("redis url `{url}`"),
-                format!(
-                    "not a Redis URL{detail}; write redis://[USER:PASSWORD@]HOST[:PORT][/DB], \
-                     rediss:// for TLS, or redis+unix:///PATH"
-                ),
-            )
-        })?;
-        // Reconnect quickly and keep trying: a bucket on its fallback asks
-        // again every `probe_every`, and each try is bounded by `timeout`.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(self.probe_every.min(Duration::from_millis(500)))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| redis_error(&url, &e))?;
-        Ok(RedisStore {
-            inner: Arc::new(Connection {
-                conn,
-                url,
-                script: Script::new(script::SOURCE),
-                prefix: self.prefix,
-                timeout: self.timeout,
-                probe_every: self.probe_every,
-                on_store_error,
-            }),
-        })
-    }
-
-    /// Connects, checks that Redis answers, and loads the script; fails
-    /// with [`Error::Store`] when Redis cannot be reached within the
-    /// timeout. Must run inside a tokio runtime.
-    pub async fn connect(self) -> Result<RedisStore, Error> {
-        let store = self.build()?;
-        let inner = &store.inner;
-        let mut conn = inner.conn.clone();
-        let load = inner.script.load_async(&mut conn);
-        match tokio::time::timeout(inner.timeout, load).await {
-            Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) => Err(redis_error(&inner.url, &e)),
-            Err(_) => Err(inner.timed_out()),
-        }
-    }
-
-    /// Sets the store up without contacting Redis: the first call connects
-    /// (and loads the script), and until Redis answers buckets follow their
-    /// [`OnStoreError`]. For processes that must start while Redis is down.
-    /// Must run inside a tokio runtime.
-    pub fn connect_lazy(self) -> Result<RedisStore, Error> {
-        self.build()
-    }
-}
-
 impl RedisStore {
-    /// Settings to connect to `url` (`redis://HOST[:PORT][/DB]`,
-    /// `rediss://` for TLS when redis-rs is built with it).
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            url: url.into(),
-            prefix: DEFAULT_PREFIX.to_string(),
-            timeout: DEFAULT_TIMEOUT,
-            probe_every: DEFAULT_PROBE_EVERY,
-            on_store_error: OnStoreError::default(),
-        }
+    pub(super) fn new(inner: Arc<Connection>) -> RedisStore {
+        RedisStore { inner }
     }
 
     /// Connects to `url` with keys under `prefix` and the default settings.
@@ -220,7 +65,7 @@ impl RedisStore {
 
     /// The bucket named `name` with `policies` (all apply at once; none
     /// means unlimited), failing as the store's
-    /// [`on_store_error`](RedisStoreBuilder::on_store_error) says.
+    /// [`on_store_error`](super::RedisStoreBuilder::on_store_error) says.
     ///
     /// Processes that name the same bucket share it. Each process sends its
     /// own policies with every call: when they differ from those the stored
@@ -275,16 +120,41 @@ impl RedisStore {
     }
 
     /// Redis's clock (`TIME`), in nanoseconds since the Unix epoch: the
-    /// clock every slot and admission of this store is on.
+    /// clock every slot and admission of this store is on. On a cluster
+    /// each node has its own clock, and this reads one of them; the slots
+    /// of a bucket are on its master's, which
+    /// [`time_of`](Self::time_of) reads.
     pub async fn time(&self) -> Result<Timestamp, Error> {
-        let mut conn = self.inner.conn.clone();
+        self.read_time(None).await
+    }
+
+    /// Redis's clock on the node that holds the keys of bucket `name`:
+    /// the clock its slots and admissions are on. On a single node, the
+    /// same as [`time`](Self::time).
+    pub async fn time_of(&self, name: &str) -> Result<Timestamp, Error> {
+        self.read_time(Some(&self.inner.keys(name, 1)[0])).await
+    }
+
+    async fn read_time(&self, key: Option<&str>) -> Result<Timestamp, Error> {
         let cmd = ::redis::cmd("TIME");
-        let query = cmd.query_async::<(u64, u64)>(&mut conn);
+        let link = &self.inner.link;
+        let query = async {
+            let reply = match key {
+                Some(key) => link.query_at(key, cmd).await?,
+                None => link.query(&cmd).await?,
+            };
+            Ok::<_, RedisError>(::redis::from_redis_value::<(u64, u64)>(reply)?)
+        };
         match tokio::time::timeout(self.inner.timeout, query).await {
             Ok(Ok((s, us))) => Ok(Timestamp::from_nanos(s * 1_000_000_000 + us * 1_000)),
             Ok(Err(e)) => Err(redis_error(&self.inner.url, &e)),
             Err(_) => Err(self.inner.timed_out()),
         }
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.link, Link::Cluster(_))
     }
 
     /// The key prefix.
@@ -299,23 +169,52 @@ impl RedisStore {
 }
 
 /// A registry source's store: the store, what the source does while Redis
-/// fails, and one health state for all of the source's bucket sets, so
-/// they fail over and come back together (a host's new set does not wait
-/// out a timeout of its own during an outage).
+/// fails, and the health of its bucket sets. On one node the sets share one
+/// health state, so they fail over and come back together (a host's new
+/// set does not wait out a timeout of its own during an outage). On a
+/// cluster the sets of one slot share one, since they live on one master,
+/// and the loss of a master fails only the sets in its slots.
 #[derive(Clone)]
 pub(crate) struct SourceStore {
     store: RedisStore,
     on_store_error: OnStoreError,
-    health: Arc<Health>,
+    health: Healths,
+}
+
+#[derive(Clone)]
+enum Healths {
+    One(Arc<Health>),
+    /// At most one per slot (16384), made when a set first lands there.
+    PerSlot(Arc<Mutex<HashMap<Slot, Arc<Health>>>>),
 }
 
 impl SourceStore {
     /// `on_store_error` already checked ([`RedisStore::check_source`]).
     pub(crate) fn new(store: RedisStore, on_store_error: OnStoreError) -> SourceStore {
+        let health = if store.is_cluster() {
+            Healths::PerSlot(Arc::default())
+        } else {
+            Healths::One(Arc::new(Health::new()))
+        };
         SourceStore {
             store,
             on_store_error,
-            health: Arc::new(Health::new()),
+            health,
+        }
+    }
+
+    /// The health of the bucket set `name`.
+    fn health(&self, name: &str) -> Arc<Health> {
+        match &self.health {
+            Healths::One(health) => health.clone(),
+            Healths::PerSlot(slots) => {
+                let slot = Slot::for_key(&self.store.inner.keys(name, 1)[0]);
+                let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+                slots
+                    .entry(slot)
+                    .or_insert_with(|| Arc::new(Health::new()))
+                    .clone()
+            }
         }
     }
 
@@ -351,20 +250,8 @@ impl SourceStore {
             &name,
             policies,
             self.on_store_error,
-            self.health.clone(),
+            self.health(&name),
         )
-    }
-}
-
-impl fmt::Debug for RedisStoreBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("url", &redacted(&self.url))
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
-            .field("probe_every", &self.probe_every)
-            .field("on_store_error", &self.on_store_error)
-            .finish()
     }
 }
 
@@ -377,29 +264,5 @@ impl fmt::Debug for RedisStore {
             .field("probe_every", &self.inner.probe_every)
             .field("on_store_error", &self.inner.on_store_error)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_never_reach_messages() {
-        assert_eq!(
-            redacted("redis://user:secret@10.0.0.1:6379/0"),
-            "redis://…@10.0.0.1:6379/0"
-        );
-        assert_eq!(redacted("redis://127.0.0.1/"), "redis://127.0.0.1/");
-        assert_eq!(
-            redacted("redis+unix:///run/redis.sock?db=1&user=app&pass=secret"),
-            "redis+unix:///run/redis.sock?db=1&user=app&pass=…"
-        );
-        assert_eq!(
-            redacted("redis://h/?password=secret"),
-            "redis://h/?password=…"
-        );
-        let b = RedisStore::builder("redis://:hunter2@127.0.0.1/");
-        assert!(!format!("{b:?}").contains("hunter2"));
     }
 }

@@ -1,5 +1,6 @@
-//! What the Redis tests share: the server to use, a key prefix of their
-//! own, and a private `redis-server` a test can stop and start.
+//! What the Redis tests share: the server or cluster to use, a key prefix
+//! of their own, and a private `redis-server` (or three-master cluster) a
+//! test can stop and start.
 //!
 //! The server is `REDIS_URL` when it is set. Otherwise, when `redis-server`
 //! is on the PATH, the first test that asks starts one for the whole test
@@ -8,6 +9,12 @@
 //! Redis test prints that it skips, naming the package to install, and
 //! passes; under CI (`CI` set), where `.ci/run` starts a server, a missing
 //! `REDIS_URL` is a failure.
+//!
+//! The cluster is `REDIS_CLUSTER_URLS` (the nodes' URLs, separated by
+//! commas) in the same way: unset, the first test that asks starts three
+//! masters and joins them with `redis-cli --cluster create`, which needs
+//! `redis-cli` too (Debian's `redis-tools`, a dependency of `redis-server`).
+//! That part is `redis_cluster.rs`.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -15,6 +22,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+#[path = "redis_cluster.rs"]
+mod cluster;
+// Not every test binary uses the cluster.
+#[allow(unused_imports)]
+pub use cluster::{connect_cluster, redis_cli, redis_cluster_urls, PrivateCluster};
 
 /// The server to test against, or `None` (after saying so) to skip.
 pub fn redis_url(test: &str) -> Option<String> {
