@@ -13,13 +13,12 @@
 //! lock is taken, and the time a sweep judges idleness by is read before it
 //! too (see the lock order in [`registry`](super)).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::buckets::Buckets;
 use super::rules::HostMap;
 use crate::clock::Timestamp;
+use crate::sync::{Arc, AtomicU64, Ordering, RwLock};
 
 /// The least time between two sweeps of a full table.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(10);
@@ -44,21 +43,13 @@ impl HostTable {
 
     #[inline]
     pub(super) fn get(&self, host: &str) -> Option<Arc<Buckets>> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-            .cloned()
+        self.map.read().get(host).cloned()
     }
 
     /// Runs `f` on the set for `host` under the read lock, without cloning it.
     #[inline]
     pub(super) fn with<R>(&self, host: &str, f: impl FnOnce(&Buckets) -> R) -> Option<R> {
-        self.map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-            .map(|b| f(b))
+        self.map.read().get(host).map(|b| f(b))
     }
 
     /// Whether a new host could get a set at `now`: there is room, or a
@@ -78,7 +69,7 @@ impl HostTable {
     ) -> Option<Arc<Buckets>> {
         // The timer of Redis fallbacks, read before the lock as `now` was.
         let timer = tokio::time::Instant::now();
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.write();
         if let Some(b) = map.get(host) {
             return Some(b.clone());
         }
@@ -105,7 +96,7 @@ impl HostTable {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.map.read().len()
     }
 
     pub(super) fn capacity(&self) -> usize {
@@ -114,7 +105,7 @@ impl HostTable {
 
     /// Every set, under the read lock: new sets wait until `f` has run on all.
     pub(super) fn for_each(&self, mut f: impl FnMut(&Buckets)) {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let map = self.map.read();
         map.values().for_each(|b| f(b));
     }
 }

@@ -179,8 +179,8 @@ pub use rules::Target;
 pub use snapshot::{BucketSnapshot, SourceSnapshot};
 pub use source::{OnLimit, Scope, Source};
 
+use crate::sync::Arc;
 use std::fmt;
-use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::Error;
