@@ -24,6 +24,9 @@
 //! shared by reference; loom's `Arc` cannot hold an unsized value), and the
 //! clock's `Mutex` and `Condvar` (`clock.rs`), which park real threads in
 //! `acquire_blocking` and `ManualClock`: the models never sleep.
+//!
+//! The models: `bucket/loom_model.rs` (the bucket) and
+//! `registry/loom_model/` (the lane queues and the per-host table).
 
 #[cfg(not(all(test, tollgate_loom)))]
 pub(crate) use std::hint::spin_loop;
@@ -117,4 +120,28 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
         #[cfg(all(test, tollgate_loom))]
         return f.debug_struct("RwLock").finish_non_exhaustive();
     }
+}
+
+/// Runs the loom model `f` in every interleaving, preemptions bounded (2
+/// unless `LOOM_MAX_PREEMPTIONS` says otherwise) so that every model ends
+/// in minutes, and says how many interleavings it ran.
+#[cfg(all(test, tollgate_loom))]
+pub(crate) fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = runs.clone();
+    let started = std::time::Instant::now();
+    builder.check(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    });
+    eprintln!(
+        "loom {name}: {} interleavings, preemption bound {:?}, {:.1} s",
+        runs.load(std::sync::atomic::Ordering::Relaxed),
+        builder.preemption_bound,
+        started.elapsed().as_secs_f64()
+    );
 }

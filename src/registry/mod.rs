@@ -158,6 +158,8 @@ pub mod config;
 mod control;
 mod hosts;
 pub mod lanes;
+#[cfg(all(test, tollgate_loom))]
+mod loom_model;
 mod meters;
 mod permit;
 mod price;
