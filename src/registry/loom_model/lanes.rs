@@ -74,26 +74,32 @@ fn queues(share: f64) -> Arc<Queues> {
     Arc::new(Queues::new(Lanes::new().batch_share(share)))
 }
 
-/// Three requests, two interactive and one batch, join and wait at once:
-/// every one is woken and served, each lane in the order it joined.
+/// Five requests from three threads, two of which send one of each lane
+/// in turn, join and wait while others are served: every one is woken and
+/// served, each lane in the order it joined.
 #[test]
 fn loom_model_lanes_no_lost_wakeup() {
+    use Lane::{Batch, Interactive};
     model("lanes_no_lost_wakeup", || {
-        let q = queues(0.1);
+        let q = queues(0.5);
         let served = Served::default();
-        let threads: Vec<_> = [Lane::Interactive, Lane::Batch]
+        let threads: Vec<_> = [[Interactive, Batch], [Batch, Interactive]]
             .into_iter()
-            .map(|lane| {
+            .map(|lanes| {
                 let (q, served) = (q.clone(), served.clone());
-                thread::spawn(move || request(&q, lane, &served))
+                thread::spawn(move || {
+                    for lane in lanes {
+                        request(&q, lane, &served);
+                    }
+                })
             })
             .collect();
-        request(&q, Lane::Interactive, &served);
+        request(&q, Interactive, &served);
         for t in threads {
             t.join().unwrap();
         }
         let served = served.lock().clone();
-        assert_eq!(served.len(), 3, "{served:?}");
+        assert_eq!(served.len(), 5, "{served:?}");
         assert_fifo(&served);
         assert!(q.is_empty());
     });
