@@ -99,6 +99,7 @@
 //! | `source.rs` | [`Source`], the public description of a source |
 //! | `price.rs` | [`Price`]: tokens per request, by method and path |
 //! | `config.rs` | TOML configuration (feature `serde`) |
+//! | `loom_model/` | loom models of the lane queues and the host table (tests under `--cfg tollgate_loom`; see `src/sync.rs`) |
 //!
 //! # Lock order
 //!
