@@ -20,10 +20,17 @@
 //! caller panicking in turn. That was an `unwrap_or_else(|e| e.into_inner())`
 //! at every call; it is written once here.
 //!
-//! Left on std's on purpose: `Arc<str>` and `Arc<[T]>` (immutable values
-//! shared by reference; loom's `Arc` cannot hold an unsized value), and the
-//! clock's `Mutex` and `Condvar` (`clock.rs`), which park real threads in
-//! `acquire_blocking` and `ManualClock`: the models never sleep.
+//! Left on std's on purpose:
+//! * `Arc<str>` and `Arc<[T]>`, immutable values shared by reference
+//!   (loom's `Arc` cannot hold an unsized value), and the `Arc`s of
+//!   immutable settings (signals, retry rules, server tiers, errors);
+//! * the `Arc<Semaphore>` of `max_in_flight`: tokio's owned permits take
+//!   std's;
+//! * the clock's atomics, `Mutex` and `Condvar` (`clock.rs`): they park real
+//!   threads in `acquire_blocking` and `ManualClock`, and a model's clock
+//!   stands still and never sleeps;
+//! * the meters' counters (`registry/meters.rs`): statistics that nothing
+//!   decides by, which would only multiply a model's interleavings.
 //!
 //! The models: `bucket/loom_model.rs` (the bucket) and
 //! `registry/loom_model/` (the lane queues and the per-host table).
