@@ -11,7 +11,7 @@
 //! |---|---|---|---|
 //! | [`Mutex`] | a `std::sync::Mutex` whose `lock()` returns the guard | loom's | the bucket's policy, a set's learning state and the source's configuration (`registry/buckets.rs`), the lane queues (`registry/lanes.rs`), the Redis fallback's debt and last error, the retry budget |
 //! | [`RwLock`] | a `std::sync::RwLock` whose `read()` / `write()` return the guard | loom's | the per-host table (`registry/hosts.rs`), the Redis limit set and fallback buckets |
-//! | [`Arc`] | `std::sync::Arc` | loom's | shared state whose count means something: a bucket set (a sweep keeps a set someone holds), a source's context |
+//! | [`Arc`] | `std::sync::Arc` | loom's | shared state whose count means something: a bucket set (a sweep keeps a set someone holds), a source's context, the registry's shared state, the Redis fallback's debt |
 //! | atomics, [`fence`], [`spin_loop`] | std's | loom's | the bucket's `tat` and seqlock, a set's server rate and strikes, the configuration version, the sweep's next time, the fallback's health |
 //!
 //! The locks do not poison: a panic elsewhere leaves the state under them
