@@ -29,7 +29,7 @@ use loom::thread;
 
 use super::{Params, TokenBucket};
 use crate::clock::{Clock, Sleep, Timestamp};
-use crate::sync::Ordering;
+use crate::sync::{model, Ordering};
 use crate::{Error, Policy};
 
 use std::time::Duration;
@@ -75,29 +75,6 @@ fn bucket(policy: Policy) -> Arc<Bucket> {
 
 fn policy(capacity: f64, rate: f64) -> Policy {
     Policy::new(capacity, rate).expect("a valid model policy")
-}
-
-/// Runs `f` in every interleaving, preemptions bounded (2 unless
-/// `LOOM_MAX_PREEMPTIONS` says otherwise) so the model ends in minutes,
-/// and says how many interleavings it ran.
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = runs.clone();
-    let started = std::time::Instant::now();
-    builder.check(move || {
-        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f()
-    });
-    eprintln!(
-        "loom {name}: {} interleavings, preemption bound {:?}, {:.1} s",
-        runs.load(std::sync::atomic::Ordering::Relaxed),
-        builder.preemption_bound,
-        started.elapsed().as_secs_f64()
-    );
 }
 
 /// `try_acquire(w)`, logging an admission at the time it read.

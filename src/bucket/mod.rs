@@ -199,7 +199,7 @@ impl<C: Clock> TokenBucket<C> {
 
     /// The policy in force.
     pub fn policy(&self) -> Policy {
-        **self.policy.lock().unwrap_or_else(|e| e.into_inner())
+        **self.policy.lock()
     }
 
     #[inline]
@@ -397,7 +397,7 @@ impl<C: Clock> TokenBucket<C> {
     /// new capacity). Pending reservations keep their slots, and requests
     /// after them queue at the new rate.
     pub fn set_policy(&self, policy: Policy) {
-        let mut current = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.policy.lock();
         let old = Params::from_policy(&current);
         let new = Params::from_policy(&policy);
         self.seq.fetch_add(1, Ordering::AcqRel);

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::Connection;
@@ -12,6 +12,7 @@ use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
 use super::reservation::{Admission, RedisReservation};
 use super::script::{self, Limit, LimitSet, Op, Taken};
 use crate::clock::duration_nanos;
+use crate::sync::RwLock;
 use crate::{Error, Policy, RateLimited};
 
 /// A bucket (one or several limits of one source) whose state lives in
@@ -57,7 +58,7 @@ fn effective(policies: &[Policy]) -> &[Policy] {
 
 impl BucketInner {
     fn set(&self) -> Arc<LimitSet> {
-        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.set.read().clone()
     }
 }
 
@@ -379,7 +380,7 @@ impl RedisBucket {
             keys: inner.store.keys(&inner.name, policies.len()),
             limits: policies.iter().map(|p| Limit::new(*p)).collect(),
         });
-        *inner.set.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
+        *inner.set.write() = set.clone();
         inner.local.set_policies(policies);
         set
     }

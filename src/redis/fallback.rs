@@ -3,12 +3,11 @@
 //! and the local bucket set that stands in for Redis in
 //! [`OnStoreError::Local`].
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{duration_nanos, Clock, Timestamp, TokioClock};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, RwLock};
 use crate::{Error, Policy, TokenBucket};
 
 /// What a Redis-backed bucket does when Redis fails (an error, or no answer
@@ -134,7 +133,7 @@ impl Health {
             Error::Store { message } => message.clone(),
             e => e.to_string(),
         };
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = message;
+        *self.last_error.lock() = message;
         self.next_probe.store(
             self.elapsed().saturating_add(duration_nanos(probe_every)),
             Ordering::Release,
@@ -151,7 +150,7 @@ impl Health {
 
     /// The error a fail-closed bucket gives while Redis is down.
     pub(super) fn closed_error(&self, bucket: &str) -> Error {
-        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let last = self.last_error.lock();
         Error::Store {
             message: format!(
                 "bucket `{bucket}` fails closed while Redis is unavailable ({last}); \
@@ -183,8 +182,8 @@ pub(super) struct Debt {
 }
 
 impl Owed {
-    fn debt(&self) -> std::sync::MutexGuard<'_, Debt> {
-        self.debt.lock().unwrap_or_else(|e| e.into_inner())
+    fn debt(&self) -> MutexGuard<'_, Debt> {
+        self.debt.lock()
     }
 
     /// Whether anything is owed (or being charged). One atomic load.
@@ -252,7 +251,7 @@ impl Owed {
 pub(super) struct LocalLimits {
     divide_by: u32,
     clock: TokioClock,
-    buckets: RwLock<Arc<[TokenBucket<TokioClock>]>>,
+    buckets: RwLock<std::sync::Arc<[TokenBucket<TokioClock>]>>,
     /// When every local bucket is full again (nanoseconds on `clock`) as far
     /// as the takes and deferrals so far go: from then on the fallback is
     /// the same as a fresh one. An atomic, so that a registry's sweep reads
@@ -263,7 +262,7 @@ pub(super) struct LocalLimits {
 
 /// Tickets taken from every local limit for one slot.
 pub(super) struct LocalTaken {
-    buckets: Arc<[TokenBucket<TokioClock>]>,
+    buckets: std::sync::Arc<[TokenBucket<TokioClock>]>,
     owed: Arc<Owed>,
     tickets: Vec<Ticket>,
     /// The slot on the local tokio timer.
@@ -302,7 +301,7 @@ impl LocalLimits {
         let limits = LocalLimits {
             divide_by: divide_by.max(1),
             clock,
-            buckets: RwLock::new(Arc::from(Vec::new())),
+            buckets: RwLock::new(std::sync::Arc::from(Vec::new())),
             full_at: AtomicU64::new(0),
             owed: Arc::new(Owed::default()),
         };
@@ -315,15 +314,12 @@ impl LocalLimits {
         p.scaled(1.0 / f64::from(self.divide_by)).unwrap_or(*p)
     }
 
-    fn buckets(&self) -> Arc<[TokenBucket<TokioClock>]> {
-        self.buckets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn buckets(&self) -> std::sync::Arc<[TokenBucket<TokioClock>]> {
+        self.buckets.read().clone()
     }
 
     pub(super) fn set_policies(&self, policies: &[Policy]) {
-        let mut buckets = self.buckets.write().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.write();
         if buckets.len() == policies.len() {
             for (b, p) in buckets.iter().zip(policies) {
                 b.set_policy(self.share(p));

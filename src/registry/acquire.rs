@@ -16,10 +16,10 @@
 //!           └─────────▶ Ready(Permit) or a refusal
 //! ```
 
+use crate::sync::Arc;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! for its slot with that set in hand (it never routes again nor copies its
 //! target).
 
-use std::sync::Arc;
+use crate::sync::Arc;
 use std::time::Duration;
 
 use super::acquire::Acquire;

@@ -11,8 +11,6 @@
 //! buckets (`server_rate`), so every policy change applies the configuration
 //! *capped by* it.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -23,19 +21,14 @@ use super::source::OnLimit;
 use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{SharedClock, Timestamp};
 use crate::learn::state::{Learner, Observed};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::{Error, Policy, Signal, SignalConfig, TokenBucket};
-
-/// A lock that a panic elsewhere does not poison for good: the state under
-/// it is always whole between statements.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// What every bucket set of a source shares: its settings, its
 /// configuration (behind the first lock of the registry's lock order), and
 /// the registry's signal settings.
 pub(crate) struct SourceContext {
-    pub name: Arc<str>,
+    pub name: std::sync::Arc<str>,
     pub on_limit: OnLimit,
     pub max_in_flight: Option<usize>,
     pub signals: SignalConfig,
@@ -96,7 +89,7 @@ impl SourceContext {
 
     /// The configuration lock: first in the registry's lock order.
     pub(super) fn config(&self) -> MutexGuard<'_, SourceConfig> {
-        self.config.lock().unwrap_or_else(|e| e.into_inner())
+        self.config.lock()
     }
 
     /// Replaces the configuration (under its lock) and bumps the version.
@@ -218,7 +211,8 @@ pub(crate) struct Buckets {
     first: TokenBucket<SharedClock>,
     /// The lane queues, for a source with lanes.
     pub queues: Option<Box<super::lanes::Queues>>,
-    pub in_flight: Option<Arc<Semaphore>>,
+    /// std's `Arc`: tokio's owned permits take one.
+    pub in_flight: Option<std::sync::Arc<Semaphore>>,
     /// The set's bucket in Redis, for a source kept there: it decides every
     /// admission. The local buckets above then hold the limits in force
     /// and the deferrals this process saw, and take no tokens.
@@ -228,7 +222,7 @@ pub(crate) struct Buckets {
     priced: u64,
     rest: Box<[TokenBucket<SharedClock>]>,
     pub context: Arc<SourceContext>,
-    pub host: Option<Arc<str>>,
+    pub host: Option<std::sync::Arc<str>>,
     /// The rate a server announced for this set (f64 bits; infinite: none).
     /// Written under the source's configuration lock only.
     server_rate: AtomicU64,
@@ -261,7 +255,7 @@ pub(crate) struct Taken {
 impl Buckets {
     pub(super) fn new(
         context: Arc<SourceContext>,
-        host: Option<Arc<str>>,
+        host: Option<std::sync::Arc<str>>,
         policies: &[Policy],
         clock: &SharedClock,
     ) -> Self {
@@ -279,7 +273,7 @@ impl Buckets {
     fn with_learner(
         learner: Option<Learner>,
         context: Arc<SourceContext>,
-        host: Option<Arc<str>>,
+        host: Option<std::sync::Arc<str>>,
         policies: &[Policy],
         clock: &SharedClock,
     ) -> Self {
@@ -301,7 +295,9 @@ impl Buckets {
         let queues = context
             .lanes
             .map(|lanes| Box::new(super::lanes::Queues::new(lanes)));
-        let in_flight = context.max_in_flight.map(|n| Arc::new(Semaphore::new(n)));
+        let in_flight = context
+            .max_in_flight
+            .map(|n| std::sync::Arc::new(Semaphore::new(n)));
         #[cfg(feature = "redis")]
         let local = remote.is_none();
         #[cfg(not(feature = "redis"))]
@@ -359,14 +355,14 @@ impl Buckets {
     /// served it): it starts no fuller, no earlier and no faster.
     pub(super) fn successor(
         context: Arc<SourceContext>,
-        host: Arc<str>,
+        host: std::sync::Arc<str>,
         config: &SourceConfig,
         previous: &Buckets,
         clock: &SharedClock,
     ) -> Self {
         let server_rate = previous.server_rate();
         let policies = config.for_server_rate(server_rate, &context.signals);
-        let learner = previous.learner.as_ref().map(|l| lock(l).clone());
+        let learner = previous.learner.as_ref().map(|l| l.lock().clone());
         let set = Buckets::with_learner(learner, context, Some(host), &policies, clock);
         set.server_rate
             .store(server_rate.to_bits(), Ordering::Relaxed);
@@ -378,7 +374,7 @@ impl Buckets {
         set
     }
 
-    pub(super) fn source(&self) -> &Arc<str> {
+    pub(super) fn source(&self) -> &std::sync::Arc<str> {
         &self.context.name
     }
 
@@ -549,7 +545,7 @@ impl Buckets {
         let mut policies = config.for_server_rate(self.server_rate(), &self.context.signals);
         let configured = policies.len();
         if let Some(l) = &self.learner {
-            policies.extend(lock(l).policies());
+            policies.extend(l.lock().policies());
         }
         let mut changed = false;
         for (b, p) in self.limits().zip(&policies) {
@@ -587,10 +583,12 @@ impl Buckets {
         let learner = self.learner.as_ref()?;
         let now = self.clock().now();
         let config = self.context.config();
-        let observed = lock(learner).observe(now, sent_at, signal, &self.context.signals);
+        let observed = learner
+            .lock()
+            .observe(now, sent_at, signal, &self.context.signals);
         if observed.changed {
             self.apply(&config);
-            if let Some(rate) = lock(learner).adaptive_rate() {
+            if let Some(rate) = learner.lock().adaptive_rate() {
                 self.context.meters.learned_rate(rate);
             }
         }
@@ -601,7 +599,7 @@ impl Buckets {
     pub(super) fn learned(&self, now: Timestamp) -> Vec<crate::learn::LearnedLimit> {
         self.learner
             .as_ref()
-            .map_or_else(Vec::new, |l| lock(l).learned(now))
+            .map_or_else(Vec::new, |l| l.lock().learned(now))
     }
 
     /// Full, undeferred, nobody in flight, and no server-lowered rate at
@@ -620,7 +618,7 @@ impl Buckets {
         };
         remote_idle
             && !self.lowered.load(Ordering::Relaxed)
-            && self.learner.as_ref().is_none_or(|l| lock(l).is_idle())
+            && self.learner.as_ref().is_none_or(|l| l.lock().is_idle())
             && self.limits().all(|b| b.is_full_at(now))
             && self.in_flight() == 0
     }

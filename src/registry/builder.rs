@@ -1,8 +1,8 @@
 //! [`RegistryBuilder`]: checks every source and rule, then builds the
 //! [`Registry`].
 
+use crate::sync::Arc;
 use std::fmt;
-use std::sync::Arc;
 
 use super::buckets::{Buckets, SourceConfig, SourceContext};
 use super::hosts::{HostTable, DEFAULT_MAX_HOSTS};

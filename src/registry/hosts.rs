@@ -18,19 +18,19 @@
 //! set's idleness is judged: atomics, and a learning set's state as the last
 //! lock taken. No clock is read and no caller's closure runs there: the
 //! set to insert is made before the lock is taken, and the time a sweep
-//! judges idleness by is read before it too. A sweep takes the shards' write locks one at a time; a visit of every set
+//! judges idleness by is read before it too. A sweep takes the shards'
+//! write locks one at a time; a visit of every set
 //! ([`HostTable::for_each`]) takes their read locks in shard order and holds
 //! them all, so that no set is inserted while it runs (see the lock order in
 //! [`registry`](super)).
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::buckets::Buckets;
-use super::rules::{HostKey, HostMap};
+use super::rules::{HostHasher, HostKey, HostMap};
 use crate::clock::Timestamp;
+use crate::sync::{Arc, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// The least time between two sweeps of a full table.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(10);
@@ -43,25 +43,24 @@ const SHARDS: usize = 16;
 
 /// One map and its lock, alone on a cache line.
 #[repr(align(64))]
-#[derive(Default)]
 struct Shard(RwLock<HostMap<Arc<Buckets>>>);
 
 impl Shard {
     fn read(&self) -> RwLockReadGuard<'_, HostMap<Arc<Buckets>>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.0.read()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, HostMap<Arc<Buckets>>> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+        self.0.write()
     }
 }
 
 pub(crate) struct HostTable {
     shards: Box<[Shard]>,
     /// Picks a host's shard (seeded, as the maps are).
-    spread: foldhash::fast::RandomState,
+    spread: HostHasher,
     /// Sets in all shards together: never above `cap`.
-    len: AtomicUsize,
+    len: AtomicU64,
     cap: usize,
     next_sweep: AtomicU64,
 }
@@ -69,9 +68,11 @@ pub(crate) struct HostTable {
 impl HostTable {
     pub(super) fn new(cap: usize) -> Self {
         HostTable {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            spread: foldhash::fast::RandomState::default(),
-            len: AtomicUsize::new(0),
+            shards: (0..SHARDS)
+                .map(|_| Shard(RwLock::new(HostMap::default())))
+                .collect(),
+            spread: HostHasher::default(),
+            len: AtomicU64::new(0),
             cap,
             next_sweep: AtomicU64::new(0),
         }
@@ -131,7 +132,8 @@ impl HostTable {
             map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now, timer));
             evicted += before - map.len();
             kept += map.len();
-            self.len.fetch_sub(before - map.len(), Ordering::Relaxed);
+            self.len
+                .fetch_sub((before - map.len()) as u64, Ordering::Relaxed);
         }
         // Logged once every shard's lock is released.
         tracing::debug!(evicted, kept, "swept idle per-host buckets");
@@ -145,7 +147,7 @@ impl HostTable {
         if let Some(b) = map.get(host.as_bytes()) {
             return Some(b.clone());
         }
-        if self.len.fetch_add(1, Ordering::Relaxed) >= self.cap {
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.cap as u64 {
             self.len.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
@@ -154,7 +156,8 @@ impl HostTable {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        // At most `cap`, a `usize`.
+        self.len.load(Ordering::Relaxed) as usize
     }
 
     pub(super) fn capacity(&self) -> usize {

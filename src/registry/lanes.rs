@@ -19,9 +19,9 @@
 //! most for the slot in progress plus, rarely, one slot owed to batch.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::task::Waker;
 
+use crate::sync::{Mutex, MutexGuard};
 use crate::Error;
 
 /// A request's lane on a source with [`Lanes`]. Set it per request in the
@@ -157,8 +157,8 @@ impl Queues {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// Whether no request waits in any lane (then a request may try at once).

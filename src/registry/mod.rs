@@ -99,6 +99,7 @@
 //! | `source.rs` | [`Source`], the public description of a source |
 //! | `price.rs` | [`Price`]: tokens per request, by method and path |
 //! | `config.rs` | TOML configuration (feature `serde`) |
+//! | `loom_model/` | loom models of the lane queues and the host table (tests under `--cfg tollgate_loom`; see `src/sync.rs`) |
 //!
 //! # Lock order
 //!
@@ -160,6 +161,8 @@ pub mod config;
 mod control;
 mod hosts;
 pub mod lanes;
+#[cfg(all(test, tollgate_loom))]
+mod loom_model;
 mod meters;
 mod permit;
 mod price;
@@ -181,8 +184,8 @@ pub use rules::Target;
 pub use snapshot::{BucketSnapshot, SourceSnapshot};
 pub use source::{OnLimit, Scope, Source};
 
+use crate::sync::Arc;
 use std::fmt;
-use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::Error;

@@ -18,8 +18,8 @@
 //!   configuration lock, so two responses read at once leave the rate and the
 //!   limits of the same one.
 
+use crate::sync::Arc;
 use std::fmt;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode};

@@ -312,7 +312,16 @@ struct Route {
 /// bytes in the table's own entry: a lookup compares the name without
 /// following a pointer, so a table of a million hosts costs one cache miss
 /// less per request than one keyed by `Box<str>`.
-pub(crate) type HostMap<V> = HashMap<HostKey, V, foldhash::fast::RandomState>;
+pub(crate) type HostMap<V> = HashMap<HostKey, V, HostHasher>;
+
+/// The seeded hasher of host tables.
+#[cfg(not(all(test, tollgate_loom)))]
+pub(crate) type HostHasher = foldhash::fast::RandomState;
+
+/// Under loom, a fixed seed: a model must run the same way each time it is
+/// replayed, and a sweep visits the sets in the map's order.
+#[cfg(all(test, tollgate_loom))]
+pub(crate) type HostHasher = foldhash::fast::FixedState;
 
 /// A host name as a table key: inline when short (almost every host name),
 /// boxed otherwise. Hashes and compares as the bytes it holds, so a table
@@ -406,6 +415,11 @@ impl fmt::Debug for HostKey {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
+
+/// Under loom, a fixed seed: a model must run the same way each time it is
+/// replayed, and a sweep visits the sets in the map's order.
+#[cfg(all(test, tollgate_loom))]
+pub(crate) type HostMap<V> = HashMap<Box<str>, V, foldhash::fast::FixedState>;
 
 /// The routes of one host pattern; the first inline, so that a lookup
 /// follows no pointer beyond the table's own entry.

@@ -3,7 +3,7 @@
 //! future share (shadow mode, the in-flight slot, naming the source in a
 //! refusal, counting it).
 
-use std::sync::Arc;
+use crate::sync::Arc;
 use std::time::Duration;
 
 use super::buckets::{Buckets, Cost};

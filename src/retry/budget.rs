@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::{Mutex, MutexGuard};
 use crate::{Error, Registry, Target, DEFAULT_MAX_HOSTS};
 
 /// The window is kept as this many slots, so it slides in steps of a tenth.
@@ -258,8 +259,8 @@ impl RetryBudget {
         self.lock().keys.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.inner.table.lock()
     }
 
     fn key(&self, target: &Target<'_>) -> String {
