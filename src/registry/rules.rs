@@ -416,11 +416,6 @@ impl fmt::Debug for HostKey {
     }
 }
 
-/// Under loom, a fixed seed: a model must run the same way each time it is
-/// replayed, and a sweep visits the sets in the map's order.
-#[cfg(all(test, tollgate_loom))]
-pub(crate) type HostMap<V> = HashMap<Box<str>, V, foldhash::fast::FixedState>;
-
 /// The routes of one host pattern; the first inline, so that a lookup
 /// follows no pointer beyond the table's own entry.
 #[derive(Clone, Debug)]
