@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::connection::Connection;
 use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
+use super::refusals::Refusals;
 use super::reservation::{Admission, RedisReservation};
-use super::script::{self, Limit, LimitSet, Op, Taken};
+use super::script::{self, Limit, LimitSet, Op, Taken, MAX_WAIT};
 use crate::clock::duration_nanos;
 use crate::{Error, Policy, RateLimited};
 
@@ -44,6 +45,8 @@ struct BucketInner {
     /// and come back together.
     pub health: Arc<Health>,
     pub local: LocalLimits,
+    /// What Redis's last answers prove it refuses, to refuse it here.
+    refusals: Arc<Refusals>,
 }
 
 fn effective(policies: &[Policy]) -> &[Policy] {
@@ -86,6 +89,7 @@ impl RedisBucket {
                 on_store_error,
                 health,
                 local: LocalLimits::new(policies, divide_by),
+                refusals: Arc::new(Refusals::new()),
             }),
         }
     }
@@ -224,31 +228,48 @@ impl RedisBucket {
         weight: impl Fn(usize) -> f64,
         max_wait: Duration,
     ) -> Result<RedisReservation, Error> {
-        let set = self.inner.set();
+        let inner = &self.inner;
+        let set = inner.set();
         let costs = set.costs(&weight)?;
+        // Redis refused as much until a slot still to come: refuse here.
+        if let Some(wait) = inner.refusals.refuses(&set, &costs, max_wait) {
+            return Err(Error::RateLimited(RateLimited::new(wait)));
+        }
+        let epoch = inner.refusals.epoch();
         let op = Op::Take {
             max_wait: duration_nanos(max_wait),
             costs: &costs,
         };
-        let store = &self.inner.store;
+        let store = &inner.store;
         let answer = self
             .on_redis(|| async {
                 let reply = store.eval(&set.keys, &set.limits, &op).await?;
                 script::taken(&reply, &costs)
             })
             .await;
+        let arrived = tokio::time::Instant::now();
         match answer {
-            Some(Taken::Granted { now, slot, tickets }) => Ok(RedisReservation::remote(
-                self.inner.store.clone(),
-                self.inner.name.clone(),
-                set,
-                now,
-                slot,
-                tickets,
-            )),
-            Some(Taken::Refused { now, slot }) => Err(Error::RateLimited(RateLimited::new(
-                slot.saturating_duration_since(now),
-            ))),
+            Some(Taken::Granted { now, slot, tickets }) => {
+                inner.refusals.granted(epoch, arrived, now, &tickets);
+                Ok(RedisReservation::remote(
+                    inner.store.clone(),
+                    inner.name.clone(),
+                    set,
+                    inner.refusals.clone(),
+                    now,
+                    slot,
+                    tickets,
+                ))
+            }
+            Some(Taken::Refused { now, slot }) => {
+                let wait = slot.saturating_duration_since(now);
+                // A reply that did not decode refuses for the longest wait;
+                // only a slot Redis computed is worth remembering.
+                if wait < MAX_WAIT {
+                    inner.refusals.refused(epoch, arrived, now, slot, &costs);
+                }
+                Err(Error::RateLimited(RateLimited::new(wait)))
+            }
             None => self.fallback_reserve(weight, max_wait),
         }
     }
@@ -286,6 +307,7 @@ impl RedisBucket {
     /// Redis fails (except when failing open).
     pub async fn defer_for(&self, wait: Duration) -> Result<(), Error> {
         self.inner.local.defer_for(wait);
+        self.inner.refusals.clear();
         self.defer_remote(wait).await
     }
 
@@ -296,6 +318,7 @@ impl RedisBucket {
     /// own buckets).
     pub(crate) fn defer_in_background(&self, wait: Duration) {
         self.inner.local.defer_for(wait);
+        self.inner.refusals.clear();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let bucket = self.clone();
             runtime.spawn(async move {
@@ -319,6 +342,8 @@ impl RedisBucket {
                 script::now("defer", &reply)
             })
             .await;
+        // Refusals read before the deferral landed name slots before it.
+        inner.refusals.clear();
         match (answer, inner.on_store_error) {
             (Some(_), _) | (None, OnStoreError::FailOpen | OnStoreError::Local { .. }) => Ok(()),
             (None, _) => Err(inner.health.closed_error(&inner.name)),
@@ -380,6 +405,7 @@ impl RedisBucket {
             limits: policies.iter().map(|p| Limit::new(*p)).collect(),
         });
         *inner.set.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
+        inner.refusals.clear();
         inner.local.set_policies(policies);
         set
     }
@@ -392,6 +418,8 @@ impl RedisBucket {
             script::now("sync", &reply)
         })
         .await;
+        // Answers read before Redis rescaled were under the old limits.
+        inner.refusals.clear();
     }
 }
 

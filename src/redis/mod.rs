@@ -144,6 +144,7 @@
 mod bucket;
 mod connection;
 mod fallback;
+mod refusals;
 mod reservation;
 mod script;
 mod store;
