@@ -25,7 +25,10 @@ use crate::{Error, Policy, RateLimited};
 /// keep the level; with several limits a request waits for the latest slot
 /// among them and takes from all or none. Every decision is made by one
 /// script call on Redis's clock; a waiter sleeps on its own tokio timer for
-/// the difference between its slot and Redis's now.
+/// the difference between its slot and Redis's now. A request Redis's last
+/// answers prove it would refuse is refused here, without a call, until
+/// the slot they name (see [refusals without a round
+/// trip](super#refusals-without-a-round-trip)).
 ///
 /// Each call waits at most the store's timeout; when Redis fails the
 /// bucket follows its [`OnStoreError`] and returns to Redis by itself.
@@ -195,7 +198,10 @@ impl RedisBucket {
 
     /// Takes `tokens` from every limit now, or refuses with the exact wait
     /// on Redis's clock ([`Error::RateLimited`]); nothing is taken on
-    /// refusal. The [`Admission`] says when, on Redis's clock.
+    /// refusal. The [`Admission`] says when, on Redis's clock. A refusal
+    /// is remembered until its slot: until then the same request is refused
+    /// without asking Redis (see [refusals without a round
+    /// trip](super#refusals-without-a-round-trip)).
     ///
     /// Errors also: [`Error::InvalidTokens`], [`Error::InsufficientCapacity`]
     /// (checked before Redis is asked), and [`Error::Store`] when Redis
@@ -206,7 +212,9 @@ impl RedisBucket {
 
     /// Takes the next slot for `tokens` in FIFO order (the latest among the
     /// limits) if it comes within `max_wait` of Redis's now; otherwise
-    /// refuses with the exact wait and takes nothing.
+    /// refuses with the exact wait and takes nothing. When Redis's last
+    /// answers prove the slot lies beyond `max_wait`, it refuses without
+    /// asking Redis.
     ///
     /// The [`RedisReservation`] carries the slot and Redis's `TIME` when it
     /// was taken; [`wait`](RedisReservation::wait) sleeps for the

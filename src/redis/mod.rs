@@ -102,6 +102,43 @@
 //! waits for the latest slot among them and takes from every limit at that
 //! slot, or from none.
 //!
+//! # Refusals without a round trip
+//!
+//! A request that would not wait for its slot ([`OnLimit::Reject`](crate::OnLimit::Reject),
+//! a wait beyond `max_wait`, [`RedisBucket::try_acquire`]) and that Redis
+//! refused until slot `T` teaches the bucket: until `T`, a request of the
+//! same or a greater weight (in every limit) is refused in this process,
+//! with the exact remaining wait, and Redis is not asked. A grant teaches
+//! it too: each limit's theoretical arrival time after it, below which
+//! Redis's never falls, so once a grant empties the bucket the next
+//! request is refused here until the next token. Requests that would wait
+//! for their slot still ask Redis, once: a waiter sleeps until the slot
+//! Redis gave on its local timer and is not asked again.
+//!
+//! Redis's `TIME` stays the reference: a slot read with Redis's now `N`
+//! becomes the local deadline `L + (T - N)`, `L` the local time the answer
+//! arrived, so clocks need not agree; the answer's travel time makes a
+//! local refusal last at most one trip longer than Redis's own.
+//!
+//! This is stricter, never looser: what is known only ever refuses, and
+//! past the slot Redis decides again. What this process does that could
+//! admit a request sooner forgets it at once: a deferral (`defer_for`, a
+//! `Retry-After` seen by a registry), a policy change
+//! ([`set_policies`](RedisBucket::set_policies), a registry's `set_limits`,
+//! `set_policy`, `slow_down` or a server's quota), and a refund (a
+//! reservation cancelled or dropped before its slot); answers to calls sent
+//! before it are not kept. What other processes do cannot be seen: a
+//! refund or a faster policy elsewhere, or Redis coming back empty after a
+//! restart, lets requests through sooner than this process knows, and
+//! until the slot it knew they are refused here (the same holds while the
+//! bucket is on its [`OnStoreError`] fallback).
+//!
+//! `tests/redis_refusal_cache.rs` measures it: 100,000 requests on one key
+//! from 16 tasks through the server's `GuardLayer` at
+//! "20/s burst 5" make 114 to 293 script calls (0.0011 to 0.0029 per
+//! refused request, against 1.004 before); the upstream sees at most the
+//! window bound, and 87 to 97 % of it.
+//!
 //! # When Redis fails
 //!
 //! Every call waits at most the store's
