@@ -139,6 +139,22 @@
 //! refused request, against 1.004 before); the upstream sees at most the
 //! window bound, and 87 to 97 % of it.
 //!
+//! # Coalesced takes
+//!
+//! Takes of one bucket set that arrive in this process while a call for it
+//! is on the way to Redis wait, in their order, and go together in the next
+//! call: one script call serves each exactly as it would have been served
+//! alone at that call's now (its own slot in FIFO order, or a refusal
+//! beyond its longest wait that takes nothing), so coalescing changes the
+//! number of round trips and nothing else. The window bound, the FIFO
+//! order and refunds (the last reservation gives back; a take that went
+//! away while it waited gives back what it was granted) are those of one
+//! by one. With nothing on the way, a take calls at once, alone. A waiting
+//! take waits for the call on the way and its own (each bounded by the
+//! [`timeout`](RedisStoreBuilder::timeout)); takes costed under policies
+//! since changed go in a call of their own. `tests/redis_coalesce.rs`
+//! checks the slots against GCRA one by one on random arrivals.
+//!
 //! # When Redis fails
 //!
 //! Every call waits at most the store's
@@ -178,6 +194,7 @@
 //! and restarted empty: 102 to 104 admitted in 5.2 s at "20/s burst 5",
 //! against the bound of 114 (the quota is 109); before the charge, 124.
 
+mod batch;
 mod bucket;
 mod connection;
 mod fallback;
