@@ -202,6 +202,7 @@ mod refusals;
 mod reservation;
 mod script;
 mod store;
+mod take;
 
 pub use bucket::RedisBucket;
 pub use fallback::OnStoreError;
