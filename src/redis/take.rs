@@ -5,6 +5,7 @@
 //! come. [`RedisBucket::reserve_weighted`] decides which.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::batch::{Batch, Waiting};
 use super::refusals::Epoch;
@@ -53,6 +54,26 @@ impl RedisBucket {
     async fn take_together(&self, run: Vec<Waiting>) {
         let inner = &self.inner;
         let set = run[0].set.clone();
+        // The call they waited for may have taught a refusal (a grant that
+        // emptied the bucket, a refusal of as much): the takes at the head
+        // of the run that it refuses are refused here, with the wait they
+        // would hear alone. From the first take that goes to Redis on, the
+        // rest go too: their waits depend on what it takes.
+        let mut run = run.into_iter().peekable();
+        while let Some(w) = run.peek() {
+            let max_wait = Duration::from_nanos(w.request.max_wait);
+            let Some(wait) = inner.refusals.refuses(&set, &w.request.costs, max_wait) else {
+                break;
+            };
+            let w = run.next().expect("peeked");
+            let _ = w
+                .answer
+                .send(Some(Err(Error::RateLimited(RateLimited::new(wait)))));
+        }
+        let run: Vec<Waiting> = run.collect();
+        if run.is_empty() {
+            return;
+        }
         let requests: Vec<TakeRequest> = run.iter().map(|w| w.request.clone()).collect();
         let epoch = inner.refusals.epoch();
         let op = Op::Takes {
