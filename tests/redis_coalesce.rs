@@ -251,10 +251,11 @@ async fn in_a_batch_only_the_last_reservation_refunds() {
     }
 }
 
-/// A take that goes away while it waits for the batch gives back what the
-/// batch granted it.
+/// A take that goes away while it waits for the batch takes nothing: it is
+/// left out of the call (or, gone during it, gives back what it was
+/// granted).
 #[tokio::test]
-async fn a_take_dropped_while_it_waits_gives_back_its_grant() {
+async fn a_take_dropped_while_it_waits_takes_nothing() {
     let Some((_server, store, _raw)) = private("dropped").await else {
         return;
     };
@@ -275,8 +276,8 @@ async fn a_take_dropped_while_it_waits_gives_back_its_grant() {
     };
     drop(gone);
     let first = first.unwrap();
-    // The batch ran in a task and the grant went back: the next take gets
-    // the slot right after the first, not a second later.
+    // Nothing was taken for it: the next take gets the slot right after
+    // the first, not a second later.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let next = b.reserve(1.0, Duration::from_secs(10)).await.unwrap();
     assert_eq!(

@@ -148,9 +148,9 @@
 //! alone at that call's now (its own slot in FIFO order, or a refusal
 //! beyond its longest wait that takes nothing), so coalescing changes the
 //! number of round trips and nothing else. The window bound, the FIFO
-//! order and refunds (the last reservation gives back; a take that went
-//! away while it waited gives back what it was granted) are those of one
-//! by one. Takes at the head of a batch that the answer to the call on
+//! order and refunds (the last reservation gives back) are those of one by
+//! one; a take that went away while it waited takes nothing (it is left
+//! out of the call, or gives back what the call granted it). Takes at the head of a batch that the answer to the call on
 //! the way proves refused are refused here (see above) and stay out of
 //! the batch's call. With nothing on the way, a take calls at once, alone.
 //! A waiting take waits for the call on the way and its own (each bounded

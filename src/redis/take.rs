@@ -70,7 +70,8 @@ impl RedisBucket {
                 .answer
                 .send(Some(Err(Error::RateLimited(RateLimited::new(wait)))));
         }
-        let run: Vec<Waiting> = run.collect();
+        // A take that went away meanwhile asks for nothing.
+        let run: Vec<Waiting> = run.filter(|w| !w.answer.is_closed()).collect();
         if run.is_empty() {
             return;
         }
