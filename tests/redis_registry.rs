@@ -618,20 +618,26 @@ async fn a_sweep_during_an_outage_never_refills_a_fallback() {
         }
     };
     let a = || "a.test".to_string();
+    let b = || "b.test".to_string();
     drop(admit_at(a()).await.unwrap());
     server.stop();
-    // Redis is down: the fallback admits one (its burst), then refuses.
-    drop(admit_at(a()).await.unwrap());
+    // Redis is down. It refused a.test until its next token, an hour away:
+    // a.test's set knows, and refuses without a fallback. b.test's fallback
+    // admits one (its burst), then refuses.
     assert!(matches!(admit_at(a()).await, Err(Error::RateLimited(_))));
+    drop(admit_at(b()).await.unwrap());
+    assert!(matches!(admit_at(b()).await, Err(Error::RateLimited(_))));
     // Other hosts fill the table; sweeps run (at most one per 10 ms).
     for i in 0..10 {
         let _ = admit_at(format!("h{i}.test")).await;
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     for _ in 0..3 {
-        assert!(
-            matches!(admit_at(a()).await, Err(Error::RateLimited(_))),
-            "a second request inside a.test's 1/h"
-        );
+        for host in [a(), b()] {
+            assert!(
+                matches!(admit_at(host.clone()).await, Err(Error::RateLimited(_))),
+                "a second request inside {host}'s 1/h"
+            );
+        }
     }
 }

@@ -7,10 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::batch::{Batch, Turn};
 use super::connection::Connection;
 use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
+use super::refusals::Refusals;
 use super::reservation::{Admission, RedisReservation};
-use super::script::{self, Limit, LimitSet, Op, Taken};
+use super::script::{self, Limit, LimitSet, Op, TakeRequest};
+use super::take::Alone;
 use crate::clock::duration_nanos;
 use crate::sync::RwLock;
 use crate::{Error, Policy, RateLimited};
@@ -25,7 +28,10 @@ use crate::{Error, Policy, RateLimited};
 /// keep the level; with several limits a request waits for the latest slot
 /// among them and takes from all or none. Every decision is made by one
 /// script call on Redis's clock; a waiter sleeps on its own tokio timer for
-/// the difference between its slot and Redis's now.
+/// the difference between its slot and Redis's now. A request Redis's last
+/// answers prove it would refuse is refused here, without a call, until
+/// the slot they name (see [refusals without a round
+/// trip](super#refusals-without-a-round-trip)).
 ///
 /// Each call waits at most the store's timeout; when Redis fails the
 /// bucket follows its [`OnStoreError`] and returns to Redis by itself.
@@ -33,10 +39,10 @@ use crate::{Error, Policy, RateLimited};
 /// Cheap to clone (an `Arc` inside).
 #[derive(Clone)]
 pub struct RedisBucket {
-    inner: Arc<BucketInner>,
+    pub(super) inner: Arc<BucketInner>,
 }
 
-struct BucketInner {
+pub(super) struct BucketInner {
     pub store: Arc<Connection>,
     pub name: Arc<str>,
     set: RwLock<Arc<LimitSet>>,
@@ -45,6 +51,10 @@ struct BucketInner {
     /// and come back together.
     pub health: Arc<Health>,
     pub local: LocalLimits,
+    /// What Redis's last answers prove it refuses, to refuse it here.
+    pub refusals: Arc<Refusals>,
+    /// Takes waiting for the call on the way, to go together in the next.
+    pub batch: Batch,
 }
 
 fn effective(policies: &[Policy]) -> &[Policy] {
@@ -87,6 +97,8 @@ impl RedisBucket {
                 on_store_error,
                 health,
                 local: LocalLimits::new(policies, divide_by),
+                refusals: Arc::new(Refusals::new()),
+                batch: Batch::default(),
             }),
         }
     }
@@ -119,7 +131,7 @@ impl RedisBucket {
 
     /// Runs `call` on Redis unless the bucket is on its fallback and no
     /// probe is due; `None` means the fallback decides.
-    async fn on_redis<T, F>(&self, call: impl FnOnce() -> F) -> Option<T>
+    pub(super) async fn on_redis<T, F>(&self, call: impl FnOnce() -> F) -> Option<T>
     where
         F: Future<Output = Result<T, Error>>,
     {
@@ -192,7 +204,10 @@ impl RedisBucket {
 
     /// Takes `tokens` from every limit now, or refuses with the exact wait
     /// on Redis's clock ([`Error::RateLimited`]); nothing is taken on
-    /// refusal. The [`Admission`] says when, on Redis's clock.
+    /// refusal. The [`Admission`] says when, on Redis's clock. A refusal
+    /// is remembered until its slot: until then the same request is refused
+    /// without asking Redis (see [refusals without a round
+    /// trip](super#refusals-without-a-round-trip)).
     ///
     /// Errors also: [`Error::InvalidTokens`], [`Error::InsufficientCapacity`]
     /// (checked before Redis is asked), and [`Error::Store`] when Redis
@@ -203,7 +218,9 @@ impl RedisBucket {
 
     /// Takes the next slot for `tokens` in FIFO order (the latest among the
     /// limits) if it comes within `max_wait` of Redis's now; otherwise
-    /// refuses with the exact wait and takes nothing.
+    /// refuses with the exact wait and takes nothing. When Redis's last
+    /// answers prove the slot lies beyond `max_wait`, it refuses without
+    /// asking Redis.
     ///
     /// The [`RedisReservation`] carries the slot and Redis's `TIME` when it
     /// was taken; [`wait`](RedisReservation::wait) sleeps for the
@@ -225,31 +242,30 @@ impl RedisBucket {
         weight: impl Fn(usize) -> f64,
         max_wait: Duration,
     ) -> Result<RedisReservation, Error> {
-        let set = self.inner.set();
+        let inner = &self.inner;
+        let set = inner.set();
         let costs = set.costs(&weight)?;
-        let op = Op::Take {
+        // Redis refused as much until a slot still to come: refuse here.
+        if let Some(wait) = inner.refusals.refuses(&set, &costs, max_wait) {
+            return Err(Error::RateLimited(RateLimited::new(wait)));
+        }
+        let request = TakeRequest {
             max_wait: duration_nanos(max_wait),
-            costs: &costs,
+            costs,
         };
-        let store = &self.inner.store;
-        let answer = self
-            .on_redis(|| async {
-                let reply = store.eval(&set.keys, &set.limits, &op).await?;
-                script::taken(&reply, &costs)
-            })
-            .await;
+        let answer = match inner.batch.join(&set, &request) {
+            Turn::Alone => {
+                let _alone = Alone(self);
+                self.take_alone(set, &request).await
+            }
+            Turn::Wait(answer) => match answer.await {
+                Ok(answer) => answer,
+                // Whoever was to send it went away: alone, then.
+                Err(_) => self.take_alone(set, &request).await,
+            },
+        };
         match answer {
-            Some(Taken::Granted { now, slot, tickets }) => Ok(RedisReservation::remote(
-                self.inner.store.clone(),
-                self.inner.name.clone(),
-                set,
-                now,
-                slot,
-                tickets,
-            )),
-            Some(Taken::Refused { now, slot }) => Err(Error::RateLimited(RateLimited::new(
-                slot.saturating_duration_since(now),
-            ))),
+            Some(answer) => answer,
             None => self.fallback_reserve(weight, max_wait),
         }
     }
@@ -287,6 +303,7 @@ impl RedisBucket {
     /// Redis fails (except when failing open).
     pub async fn defer_for(&self, wait: Duration) -> Result<(), Error> {
         self.inner.local.defer_for(wait);
+        self.inner.refusals.clear();
         self.defer_remote(wait).await
     }
 
@@ -297,6 +314,7 @@ impl RedisBucket {
     /// own buckets).
     pub(crate) fn defer_in_background(&self, wait: Duration) {
         self.inner.local.defer_for(wait);
+        self.inner.refusals.clear();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let bucket = self.clone();
             runtime.spawn(async move {
@@ -320,6 +338,8 @@ impl RedisBucket {
                 script::now("defer", &reply)
             })
             .await;
+        // Refusals read before the deferral landed name slots before it.
+        inner.refusals.clear();
         match (answer, inner.on_store_error) {
             (Some(_), _) | (None, OnStoreError::FailOpen | OnStoreError::Local { .. }) => Ok(()),
             (None, _) => Err(inner.health.closed_error(&inner.name)),
@@ -381,6 +401,7 @@ impl RedisBucket {
             limits: policies.iter().map(|p| Limit::new(*p)).collect(),
         });
         *inner.set.write() = set.clone();
+        inner.refusals.clear();
         inner.local.set_policies(policies);
         set
     }
@@ -393,6 +414,8 @@ impl RedisBucket {
             script::now("sync", &reply)
         })
         .await;
+        // Answers read before Redis rescaled were under the old limits.
+        inner.refusals.clear();
     }
 }
 

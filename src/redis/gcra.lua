@@ -16,7 +16,7 @@
 -- every reply (src/redis/script.rs saturates at the same two caps).
 --
 -- KEYS: one per limit of the source (they share a hash tag, so one slot).
--- ARGV[1]: the operation: take | refund | defer | sync | peek | charge
+-- ARGV[1]: the operation: take | takes | refund | defer | sync | peek | charge
 -- ARGV[2], ARGV[3]: its argument, a pair (take: the longest wait; refund:
 --   the reservation's slot; defer: the wait from now; charge: how long ago
 --   the first token charged was taken; else unused)
@@ -24,6 +24,9 @@
 --   as a float, capacity; and for take and charge the cost (s, ns), for refund the
 --   tat after the reservation (s, ns), its cost (s, ns), policy version and
 --   the tat it found (s, ns).
+-- takes: its argument is the number of requests (s; ns 0); after every
+--   limit's params come the requests, each its longest wait (s, ns) and
+--   per limit its cost (s, ns).
 --
 -- A key holds "tat_s tat_ns floor_s floor_ns version horizon_s horizon_ns
 -- params_id": the theoretical arrival time, the deferral floor, the policy
@@ -208,30 +211,27 @@ for i = 1, n do
   sts[i] = load(KEYS[i], ps[i])
 end
 
-if op == 'take' then
-  -- The latest slot among the limits, then every limit takes at that slot.
-  local costs = {}
+-- The slot a take of costs (per limit, {s, ns}) gets now: the latest
+-- among the limits.
+local function slot_of(costs)
   local ss, sn = now_s, now_n
   for i = 1, n do
     local p, st = ps[i], sts[i]
-    local b = 3 + (i - 1) * stride + 7
-    local cs, cn = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-    costs[i] = { cs, cn }
     local gs, gn
     if p.unlimited then
       gs, gn = max(st.ts, st.tn, now_s, now_n)
     else
       local ms, mn = max(st.ts, st.tn, now_s, now_n)
-      local es, en = add(ms, mn, cs, cn)
+      local es, en = add(ms, mn, costs[i][1], costs[i][2])
       gs, gn = sub(es, en, p.tau_s, p.tau_n)
     end
     ss, sn = max(ss, sn, gs, gn)
   end
-  local ws, wn = sub(ss, sn, now_s, now_n)
-  if lt(arg_s, arg_n, ws, wn) then
-    return { 0, now_s, now_n, ss, sn }
-  end
-  local out = { 1, now_s, now_n, ss, sn }
+  return ss, sn
+end
+
+-- Every limit takes its cost at the slot (ss, sn); the tickets go to out.
+local function take_at(costs, ss, sn, out)
   for i = 1, n do
     local p, st = ps[i], sts[i]
     local bs, bn = st.ts, st.tn
@@ -244,13 +244,60 @@ if op == 'take' then
       end
       st.dirty = true
     end
-    if st.dirty then save(KEYS[i], p, st) end
     out[#out + 1] = st.ver
     out[#out + 1] = st.ts
     out[#out + 1] = st.tn
     out[#out + 1] = bs
     out[#out + 1] = bn
   end
+end
+
+local function save_dirty()
+  for i = 1, n do
+    if sts[i].dirty then save(KEYS[i], ps[i], sts[i]) end
+  end
+end
+
+if op == 'take' then
+  -- The latest slot among the limits, then every limit takes at that slot.
+  local costs = {}
+  for i = 1, n do
+    local b = 3 + (i - 1) * stride + 7
+    costs[i] = { tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]) }
+  end
+  local ss, sn = slot_of(costs)
+  local ws, wn = sub(ss, sn, now_s, now_n)
+  if lt(arg_s, arg_n, ws, wn) then
+    return { 0, now_s, now_n, ss, sn }
+  end
+  local out = { 1, now_s, now_n, ss, sn }
+  take_at(costs, ss, sn, out)
+  save_dirty()
+  return out
+elseif op == 'takes' then
+  -- Several requests in their order, each served exactly as take would
+  -- serve it alone at this now: granted at its slot, or refused beyond its
+  -- longest wait (taking nothing). Per request: 1 or 0, its slot, and when
+  -- granted its tickets.
+  local out = { 1, now_s, now_n }
+  local b = 3 + n * stride
+  for _ = 1, arg_s do
+    local ls, ln = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    if ls >= MAX_WAIT_S then ls, ln = MAX_WAIT_S, 0 end
+    local costs = {}
+    for i = 1, n do
+      costs[i] = { tonumber(ARGV[b + 1 + 2 * i]), tonumber(ARGV[b + 2 + 2 * i]) }
+    end
+    b = b + 2 + 2 * n
+    local ss, sn = slot_of(costs)
+    local ws, wn = sub(ss, sn, now_s, now_n)
+    local granted = not lt(ls, ln, ws, wn)
+    out[#out + 1] = granted and 1 or 0
+    out[#out + 1] = ss
+    out[#out + 1] = sn
+    if granted then take_at(costs, ss, sn, out) end
+  end
+  save_dirty()
   return out
 elseif op == 'refund' then
   -- gcra::refund for every limit or for none: nothing once the slot has

@@ -152,6 +152,63 @@
 //! (`CLUSTER SLOTS` says which node that is). `tests/redis_cluster.rs`
 //! kills and restarts a master of a three-master cluster.
 //!
+//! # Refusals without a round trip
+//!
+//! A request that would not wait for its slot ([`OnLimit::Reject`](crate::OnLimit::Reject),
+//! a wait beyond `max_wait`, [`RedisBucket::try_acquire`]) and that Redis
+//! refused until slot `T` teaches the bucket: until `T`, a request of the
+//! same or a greater weight (in every limit) is refused in this process,
+//! with the exact remaining wait, and Redis is not asked. A grant teaches
+//! it too: each limit's theoretical arrival time after it, below which
+//! Redis's never falls, so once a grant empties the bucket the next
+//! request is refused here until the next token. Requests that would wait
+//! for their slot still ask Redis, once: a waiter sleeps until the slot
+//! Redis gave on its local timer and is not asked again.
+//!
+//! Redis's `TIME` stays the reference: a slot read with Redis's now `N`
+//! becomes the local deadline `L + (T - N)`, `L` the local time the answer
+//! arrived, so clocks need not agree; the answer's travel time makes a
+//! local refusal last at most one trip longer than Redis's own.
+//!
+//! This is stricter, never looser: what is known only ever refuses, and
+//! past the slot Redis decides again. What this process does that could
+//! admit a request sooner forgets it at once: a deferral (`defer_for`, a
+//! `Retry-After` seen by a registry), a policy change
+//! ([`set_policies`](RedisBucket::set_policies), a registry's `set_limits`,
+//! `set_policy`, `slow_down` or a server's quota), and a refund (a
+//! reservation cancelled or dropped before its slot); answers to calls sent
+//! before it are not kept. What other processes do cannot be seen: a
+//! refund or a faster policy elsewhere, or Redis coming back empty after a
+//! restart, lets requests through sooner than this process knows, and
+//! until the slot it knew they are refused here (the same holds while the
+//! bucket is on its [`OnStoreError`] fallback).
+//!
+//! `tests/redis_refusal_cache.rs` measures it: 100,000 requests on one key
+//! from 16 tasks through the server's `GuardLayer` at "20/s burst 5" make
+//! 46 to 48 script calls (under 0.0005 per refused request, against 1.004
+//! before), with [coalesced takes](#coalesced-takes) gathering the
+//! requests that reach Redis together; the upstream sees at most the
+//! window bound.
+//!
+//! # Coalesced takes
+//!
+//! Takes of one bucket set that arrive in this process while a call for it
+//! is on the way to Redis wait, in their order, and go together in the next
+//! call: one script call serves each exactly as it would have been served
+//! alone at that call's now (its own slot in FIFO order, or a refusal
+//! beyond its longest wait that takes nothing), so coalescing changes the
+//! number of round trips and nothing else. The window bound, the FIFO
+//! order and refunds (the last reservation gives back) are those of one by
+//! one; a take that went away while it waited takes nothing (it is left
+//! out of the call, or gives back what the call granted it). Takes at the head of a batch that the answer to the call on
+//! the way proves refused are refused here (see above) and stay out of
+//! the batch's call. With nothing on the way, a take calls at once, alone.
+//! A waiting take waits for the call on the way and its own (each bounded
+//! by the [`timeout`](RedisStoreBuilder::timeout)); takes costed under
+//! policies since changed go in a call of their own.
+//! `tests/redis_coalesce.rs` checks the slots against GCRA one by one on
+//! random arrivals.
+//!
 //! # When Redis fails
 //!
 //! Every call waits at most the store's
@@ -191,13 +248,16 @@
 //! and restarted empty: 102 to 104 admitted in 5.2 s at "20/s burst 5",
 //! against the bound of 114 (the quota is 109); before the charge, 124.
 
+mod batch;
 mod bucket;
 mod builder;
 mod connection;
 mod fallback;
+mod refusals;
 mod reservation;
 mod script;
 mod store;
+mod take;
 
 pub use bucket::RedisBucket;
 pub use builder::{RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT};

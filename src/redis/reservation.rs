@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::fallback::LocalTaken;
+use super::refusals::Refusals;
 use super::script::{self, LimitSet, Op, RemoteTicket};
 use crate::clock::Timestamp;
 use crate::Error;
@@ -56,6 +57,7 @@ enum Kind {
     Remote {
         store: Arc<Connection>,
         set: Arc<LimitSet>,
+        refusals: Arc<Refusals>,
         issued: Timestamp,
         slot: Timestamp,
         tickets: Vec<RemoteTicket>,
@@ -71,6 +73,7 @@ impl RedisReservation {
         store: Arc<Connection>,
         bucket: Arc<str>,
         set: Arc<LimitSet>,
+        refusals: Arc<Refusals>,
         issued: Timestamp,
         slot: Timestamp,
         tickets: Vec<RemoteTicket>,
@@ -83,6 +86,7 @@ impl RedisReservation {
             kind: Kind::Remote {
                 store,
                 set,
+                refusals,
                 issued,
                 slot,
                 tickets,
@@ -201,19 +205,24 @@ impl RedisReservation {
             Kind::Remote {
                 store,
                 set,
+                refusals,
                 slot,
                 tickets,
                 ..
-            } => refund(store, set, *slot, tickets).await,
+            } => refund(store, set, refusals, *slot, tickets).await,
             Kind::Local(taken) => Ok(taken.cancel()),
             Kind::Open => Ok(0.0),
         }
     }
 }
 
+/// Gives back what `tickets` may give back. The refusals this process
+/// knows may end earlier once it has: they are forgotten before the call,
+/// and again after it (answers to calls sent meanwhile are not kept).
 async fn refund(
     store: &Connection,
     set: &LimitSet,
+    refusals: &Refusals,
     slot: Timestamp,
     tickets: &[RemoteTicket],
 ) -> Result<f64, Error> {
@@ -221,7 +230,10 @@ async fn refund(
         slot: slot.as_nanos(),
         tickets,
     };
-    let reply = store.eval(&set.keys, &set.limits, &op).await?;
+    refusals.clear();
+    let reply = store.eval(&set.keys, &set.limits, &op).await;
+    refusals.clear();
+    let reply = reply?;
     let back = script::refunded(&reply)?;
     if back.is_empty() {
         return Ok(0.0);
@@ -247,6 +259,7 @@ impl Drop for RedisReservation {
             Kind::Remote {
                 store,
                 set,
+                refusals,
                 slot,
                 tickets,
                 ..
@@ -254,12 +267,13 @@ impl Drop for RedisReservation {
                 if Instant::now() >= self.deadline {
                     return; // its slot has come: nothing to give back
                 }
+                refusals.clear();
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     return; // no runtime to ask Redis from: the tokens stay taken
                 };
                 let bucket = self.bucket.clone();
                 runtime.spawn(async move {
-                    if let Err(e) = refund(&store, &set, slot, &tickets).await {
+                    if let Err(e) = refund(&store, &set, &refusals, slot, &tickets).await {
                         tracing::debug!(bucket = &*bucket, error = %e, "could not give tokens back");
                     }
                 });

@@ -142,11 +142,22 @@ pub(super) struct RemoteTicket {
     pub version: u64,
 }
 
+/// One request of a [`Op::Takes`]: its longest wait (nanoseconds) and
+/// what it costs in each limit.
+#[derive(Clone, Debug)]
+pub(super) struct TakeRequest {
+    pub max_wait: u64,
+    pub costs: Vec<u64>,
+}
+
 /// One call of the script.
 pub(super) enum Op<'a> {
     /// Take `costs` (one per limit) at the latest slot among the limits,
     /// if it comes within `max_wait` nanoseconds.
     Take { max_wait: u64, costs: &'a [u64] },
+    /// Several takes in their order, each served as `Take` would serve it
+    /// alone at the same now.
+    Takes { requests: &'a [TakeRequest] },
     /// Give back what tickets of a reservation for `slot` may give back.
     Refund {
         slot: u64,
@@ -167,6 +178,7 @@ impl Op<'_> {
     fn name(&self) -> &'static str {
         match self {
             Op::Take { .. } => "take",
+            Op::Takes { .. } => "takes",
             Op::Refund { .. } => "refund",
             Op::Defer { .. } => "defer",
             Op::Sync => "sync",
@@ -181,6 +193,8 @@ fn argument(op: &Op<'_>) -> u64 {
     let max_wait = duration_nanos(MAX_WAIT);
     match op {
         Op::Take { max_wait: w, .. } => (*w).min(max_wait),
+        // The number of requests, in whole "seconds".
+        Op::Takes { requests } => requests.len() as u64 * E,
         Op::Refund { slot, .. } => (*slot).min(MAX_TIME.as_nanos()),
         Op::Defer { wait } => (*wait).min(max_wait),
         Op::Charge { since, .. } => (*since).min(max_wait),
@@ -225,7 +239,18 @@ pub(super) fn command(
                     .arg(bs)
                     .arg(bn);
             }
-            Op::Defer { .. } | Op::Sync | Op::Peek => {}
+            Op::Takes { .. } | Op::Defer { .. } | Op::Sync | Op::Peek => {}
+        }
+    }
+    if let Op::Takes { requests } = op {
+        let longest = duration_nanos(MAX_WAIT);
+        for r in *requests {
+            let (s, n) = pair(r.max_wait.min(longest));
+            cmd.arg(s).arg(n);
+            for &cost in &r.costs {
+                let (s, n) = pair(cost);
+                cmd.arg(s).arg(n);
+            }
         }
     }
     cmd
@@ -310,6 +335,61 @@ fn granted(reply: &Value, v: &[Value], costs: &[u64]) -> Option<Taken> {
         .collect::<Result<_, Error>>()
         .ok()?;
     Some(Taken::Granted { now, slot, tickets })
+}
+
+/// Decodes the reply to `takes` with `requests` asked for: each request's
+/// answer, in order. As for `take`, once Redis's now is read, an answer
+/// that does not decode (and every one after it) is a refusal for the
+/// longest wait.
+pub(super) fn takens(reply: &Value, requests: &[TakeRequest]) -> Result<Vec<Taken>, Error> {
+    let v = items("takes", reply, 3)?;
+    let now = time("takes", reply, &v[1], &v[2])?;
+    let mut rest = &v[3..];
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        match one_of_takes(reply, now, rest, &r.costs) {
+            Some((taken, used)) => {
+                out.push(taken);
+                rest = &rest[used..];
+            }
+            None => {
+                out.push(Taken::Refused {
+                    now,
+                    slot: now + MAX_WAIT,
+                });
+                rest = &[];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One request's answer at the head of `v`, and how many items it used.
+fn one_of_takes(
+    reply: &Value,
+    now: Timestamp,
+    v: &[Value],
+    costs: &[u64],
+) -> Option<(Taken, usize)> {
+    let head = v.get(..3)?;
+    let slot = time("takes", reply, &head[1], &head[2]).ok()?;
+    if int("takes", reply, &head[0]).ok()? == 0 {
+        return Some((Taken::Refused { now, slot }, 3));
+    }
+    let used = 3 + 5 * costs.len();
+    let tickets = costs
+        .iter()
+        .zip(v.get(3..used)?.chunks_exact(5))
+        .map(|(&cost, t)| {
+            Some(RemoteTicket {
+                version: int("takes", reply, &t[0]).ok()?,
+                tat_after: time("takes", reply, &t[1], &t[2]).ok()?.as_nanos(),
+                tat_before: time("takes", reply, &t[3], &t[4]).ok()?.as_nanos(),
+                cost,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((Taken::Granted { now, slot, tickets }, used))
 }
 
 /// Decodes the reply to `refund`: per limit, whether it gave back.
@@ -397,6 +477,66 @@ mod tests {
             taken(&Value::Array(vec![Value::Int(1)]), &[1]),
             Err(Error::Store { .. })
         ));
+    }
+
+    #[test]
+    fn takes_decode_each_answer_in_order() {
+        let requests = [
+            TakeRequest {
+                max_wait: 0,
+                costs: vec![42],
+            },
+            TakeRequest {
+                max_wait: u64::MAX,
+                costs: vec![42],
+            },
+            TakeRequest {
+                max_wait: u64::MAX,
+                costs: vec![42],
+            },
+        ];
+        let int = |i: i64| Value::Int(i);
+        let mut reply = vec![int(1), int(1_700_000_000), int(5)];
+        // Refused until 1 s later; granted at that slot; then garbage.
+        reply.extend([int(0), int(1_700_000_001), int(0)]);
+        reply.extend([int(1), int(1_700_000_001), int(0)]);
+        reply.extend([
+            int(3),
+            int(1_700_000_001),
+            int(9),
+            int(1_700_000_000),
+            int(7),
+        ]);
+        reply.extend([int(1), Value::Nil]);
+        let taken = takens(&Value::Array(reply), &requests).unwrap();
+        let now = Timestamp::from_nanos(1_700_000_000_000_000_005);
+        let slot = Timestamp::from_nanos(1_700_000_001_000_000_000);
+        assert!(matches!(taken[0], Taken::Refused { now: n, slot: s } if n == now && s == slot));
+        match &taken[1] {
+            Taken::Granted {
+                now: n,
+                slot: s,
+                tickets,
+            } => {
+                assert_eq!((*n, *s), (now, slot));
+                assert_eq!(
+                    tickets,
+                    &[RemoteTicket {
+                        version: 3,
+                        tat_after: 1_700_000_001_000_000_009,
+                        tat_before: 1_700_000_000_000_000_007,
+                        cost: 42,
+                    }]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(taken[2], Taken::Refused { slot: s, .. } if s == now + MAX_WAIT));
+        // The count goes in the argument's seconds.
+        let op = Op::Takes {
+            requests: &requests,
+        };
+        assert_eq!(pair(argument(&op)), (3, 0));
     }
 
     #[test]

@@ -282,7 +282,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn format_duration(d: Duration) -> String {
-    if d.subsec_nanos() % 1_000_000 == 0 && d.as_millis() % 1000 != 0 {
+    if d.subsec_nanos().is_multiple_of(1_000_000) && !d.as_millis().is_multiple_of(1000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs_f64())
