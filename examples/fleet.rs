@@ -17,7 +17,13 @@
 //! cargo run --example fleet --features redis -- --redis redis://127.0.0.1:6379/
 //! cargo run --example fleet --features redis -- --redis redis://127.0.0.1:6379/ --local
 //! cargo run --example fleet --features redis -- --redis redis://127.0.0.1:6379/ --seconds 10
+//! cargo run --example fleet --features redis -- --processes 16 \
+//!     --cluster redis://127.0.0.1:7000/,redis://127.0.0.1:7001/,redis://127.0.0.1:7002/
 //! ```
+//!
+//! With `--cluster` the processes share a Redis Cluster instead of one
+//! server: the source's set lives in one slot, on one master, and every
+//! process's script call goes there.
 //!
 //! The upstream's window is 50 ms shorter than a second (as in the demo's
 //! upstream): that slack absorbs the jitter between a client's slot and the
@@ -47,6 +53,7 @@ usage: cargo run --example fleet --features redis -- --redis URL [options]
 
 options:
   --redis URL      the Redis server the processes share (redis://HOST:PORT/)
+  --cluster URLS   a Redis Cluster instead: some of its nodes' URLs, comma-separated
   --local          each process on its own bucket instead (shows violations)
   --seconds N      how long the clients send (default 5)
   --processes N    client processes (default 4)
@@ -67,6 +74,8 @@ fn policy() -> Policy {
 #[derive(Clone, Debug)]
 struct Args {
     redis: Option<String>,
+    /// Node URLs of a Redis Cluster, comma-separated.
+    cluster: Option<String>,
     local: bool,
     seconds: f64,
     processes: usize,
@@ -77,6 +86,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut args = Args {
         redis: None,
+        cluster: None,
         local: false,
         seconds: 5.0,
         processes: 4,
@@ -89,6 +99,7 @@ fn parse() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match a.as_str() {
             "--redis" => args.redis = Some(value("--redis")?),
+            "--cluster" => args.cluster = Some(value("--cluster")?),
             "--local" => args.local = true,
             "--seconds" => {
                 args.seconds = value("--seconds")?
@@ -112,8 +123,11 @@ fn parse() -> Result<Args, String> {
     if let (Some(addr), Some(prefix)) = (upstream, prefix) {
         args.client = Some((addr, prefix));
     }
-    if args.redis.is_none() && !args.local {
-        return Err("give --redis URL (or --local to run without Redis)".into());
+    if args.redis.is_some() && args.cluster.is_some() {
+        return Err("give --redis URL or --cluster URLS, not both".into());
+    }
+    if args.redis.is_none() && args.cluster.is_none() && !args.local {
+        return Err("give --redis URL or --cluster URLS (or --local to run without Redis)".into());
     }
     if !(args.seconds > 0.0 && args.seconds.is_finite()) || args.processes == 0 {
         return Err("--seconds and --processes must be above zero".into());
@@ -170,11 +184,20 @@ async fn client(args: &Args, upstream: SocketAddr, prefix: &str) -> Result<(), S
     let mut registry = Registry::builder()
         .source(source)
         .unknown_hosts(UnknownHost::Reject);
-    if let (Some(url), false) = (&args.redis, args.local) {
-        let store = RedisStore::connect(url, prefix)
-            .await
-            .map_err(|e| e.to_string())?;
-        registry = registry.redis(store);
+    if !args.local {
+        let builder = match (&args.redis, &args.cluster) {
+            (Some(url), _) => Some(RedisStore::builder(url.as_str())),
+            (None, Some(nodes)) => Some(RedisStore::cluster_builder(nodes.split(','))),
+            (None, None) => None,
+        };
+        if let Some(builder) = builder {
+            let store = builder
+                .prefix(prefix)
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            registry = registry.redis(store);
+        }
     }
     let registry = registry.build().map_err(|e| e.to_string())?;
     let http = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -224,6 +247,8 @@ async fn fleet(args: &Args) -> Result<u64, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mode = if args.local {
         "each process on its own bucket"
+    } else if args.cluster.is_some() {
+        "one bucket in a Redis Cluster"
     } else {
         "one bucket in Redis"
     };
@@ -239,6 +264,9 @@ async fn fleet(args: &Args) -> Result<u64, String> {
                 .args(["--seconds", &args.seconds.to_string()]);
             if let Some(url) = &args.redis {
                 cmd.args(["--redis", url]);
+            }
+            if let Some(nodes) = &args.cluster {
+                cmd.args(["--cluster", nodes]);
             }
             if args.local {
                 cmd.arg("--local");

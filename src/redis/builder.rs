@@ -98,8 +98,6 @@ impl RedisStore {
     }
 }
 
-impl RedisStore {}
-
 /// The URL without its credentials (the user info's password, a `pass=`
 /// or `password=` query value), for messages and `Debug`.
 fn redacted(url: &str) -> String {
