@@ -5,41 +5,15 @@
 //! Each iteration builds a request, polls the service ready, calls it and
 //! polls the response future to completion (it is ready at once).
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{Request, Response, Uri};
+use http::Uri;
 use tollgate::tower::RateLimitLayer;
 use tollgate::{Policy, Registry, Source};
-use tower::{Service, ServiceBuilder};
-
-#[derive(Clone)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
-}
-
-fn once<S: Service<Request<()>>>(svc: &mut S, uri: &Uri) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    let req = Request::get(uri.clone()).body(()).unwrap();
-    let fut = pin!(svc.call(req));
-    matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
-}
+use tollgate_bench::{call_once, Noop};
+use tower::ServiceBuilder;
 
 fn layer(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -49,7 +23,7 @@ fn layer(c: &mut Criterion) {
 
     let mut bare = Noop;
     g.bench_function("bare service", |b| {
-        b.iter(|| black_box(once(&mut bare, &uri)))
+        b.iter(|| black_box(call_once(&mut bare, &uri)))
     });
 
     let registry = Registry::builder()
@@ -64,7 +38,7 @@ fn layer(c: &mut Criterion) {
         .layer(RateLimitLayer::new(registry))
         .service(Noop);
     g.bench_function("tollgate RateLimitLayer", |b| {
-        b.iter(|| black_box(once(&mut limited, &uri)))
+        b.iter(|| black_box(call_once(&mut limited, &uri)))
     });
 
     let passing = Registry::builder().build().unwrap();
@@ -72,14 +46,14 @@ fn layer(c: &mut Criterion) {
         .layer(RateLimitLayer::new(passing))
         .service(Noop);
     g.bench_function("tollgate RateLimitLayer, unknown host passes", |b| {
-        b.iter(|| black_box(once(&mut pass, &uri)))
+        b.iter(|| black_box(call_once(&mut pass, &uri)))
     });
 
     let mut tower_limit = ServiceBuilder::new()
         .rate_limit(1_000_000_000, Duration::from_secs(1))
         .service(Noop);
     g.bench_function("tower RateLimit", |b| {
-        b.iter(|| black_box(once(&mut tower_limit, &uri)))
+        b.iter(|| black_box(call_once(&mut tower_limit, &uri)))
     });
     g.finish();
 }

@@ -23,14 +23,11 @@
 //! per waiting request (against leaky-bucket's `acquire` future). Set
 //! `QUICK=1` to skip the million-key rows.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -40,43 +37,17 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, StatusCode, Uri};
 use tollgate::server::{tier, ClientIp, GuardLayer, SuccessHeaders};
 use tollgate::tower::RateLimitLayer;
 use tollgate::{Policy, Registry, Source, Target, TokenBucket};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tollgate_bench::{call_once, live, Counting, Noop};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::GovernorLayer;
 
-/// The system allocator, counting the bytes live.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static ALLOC: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 fn rounds() -> usize {
     std::env::var("ROUNDS")
@@ -300,32 +271,6 @@ fn contention() {
             Arc::new(move |t, i| keyed.check_key(&n[(i + t * 7) % 16]).is_ok());
         contention_row("contention, 16 keys", threads, ours, peer);
     }
-}
-
-#[derive(Clone)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
-}
-
-/// One request through `svc`: ready, call, the response future polled once.
-fn call_once<S: Service<Request<()>>>(svc: &mut S, uri: &Uri) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    if !matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))) {
-        return false;
-    }
-    let req = Request::get(uri.clone()).body(()).unwrap();
-    let fut = pin!(svc.call(req));
-    matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
 }
 
 fn layers() {

@@ -9,7 +9,6 @@
 //! `cargo bench -p tollgate-bench --bench waiters` (set `WAITERS` to change the count). A
 //! paused-time run of tollgate is in `tests/many_waiters.rs`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -21,21 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tollgate::{Policy, TokenBucket};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use tollgate_bench::{live, Counting};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -65,7 +50,7 @@ impl<F: Future> Future for Counted<F> {
         if self.polls == 1
             && self.first.seen.fetch_add(1, Ordering::Relaxed) + 1 == self.first.n as isize
         {
-            let live = LIVE.load(Ordering::Relaxed) - self.first.live_before;
+            let live = live() - self.first.live_before;
             *self.first.per_waiter.lock().unwrap() = Some(live as f64 / self.first.n as f64);
         }
         match self.inner.as_mut().poll(cx) {
@@ -88,7 +73,7 @@ async fn run<F: Future>(name: &'static str, n: usize, make: impl Fn() -> F) -> R
     let first = Arc::new(FirstPolls {
         n,
         seen: AtomicIsize::new(0),
-        live_before: LIVE.load(Ordering::Relaxed),
+        live_before: live(),
         per_waiter: Mutex::new(None),
     });
     let start = Instant::now();
