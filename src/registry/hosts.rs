@@ -147,8 +147,14 @@ impl HostTable {
         if let Some(b) = map.get(host.as_bytes()) {
             return Some(b.clone());
         }
-        if self.len.fetch_add(1, Ordering::Relaxed) >= self.cap as u64 {
-            self.len.fetch_sub(1, Ordering::Relaxed);
+        // Counted only while below the cap, so the count never reads above it.
+        let cap = self.cap as u64;
+        let counted = self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            });
+        if counted.is_err() {
             return None;
         }
         map.insert(HostKey::from(host), made.clone());
