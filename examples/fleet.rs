@@ -139,6 +139,9 @@ fn parse() -> Result<Args, String> {
 #[derive(Default)]
 struct Upstream {
     log: Mutex<VecDeque<Instant>>,
+    /// The first and the latest admission: the span the clients sent over
+    /// (they start one after another, so it is longer than `--seconds`).
+    span: Mutex<Option<(Instant, Instant)>>,
     ok: AtomicU64,
     violations: AtomicU64,
 }
@@ -160,6 +163,8 @@ impl Upstream {
             return StatusCode::TOO_MANY_REQUESTS;
         }
         log.push_back(now);
+        let mut span = self.span.lock().unwrap();
+        *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
         self.ok.fetch_add(1, Ordering::Relaxed);
         StatusCode::OK
     }
@@ -294,9 +299,14 @@ async fn fleet(args: &Args) -> Result<u64, String> {
     }
     let ok = upstream.ok.load(Ordering::Relaxed);
     let violations = upstream.violations.load(Ordering::Relaxed);
+    let span = upstream
+        .span
+        .lock()
+        .unwrap()
+        .map_or(0.0, |(first, last)| (last - first).as_secs_f64());
     println!(
-        "upstream admitted {ok} ({:.1}/s against a limit of {LIMIT}/s), refused {violations}",
-        ok as f64 / args.seconds
+        "upstream admitted {ok} in {span:.1} s from the first to the last (at most {LIMIT} in \
+         any {WINDOW:?}), refused {violations}"
     );
     Ok(violations)
 }
