@@ -1,9 +1,9 @@
 //! The guard's response future: an explicit state machine.
 //!
 //! ```text
-//! Waiting ──slot──▶ Readying ──inner ready──▶ Calling ──response──▶ Done
-//!                                                ▲
-//! admitted at call ──────────────────────────────┘
+//! Waiting(acquiring) ──slot──▶ Waiting(readying) ──inner ready──▶ Calling ──response──▶ Done
+//!                                                                   ▲
+//! admitted at call ─────────────────────────────────────────────────┘
 //! refused at call ──▶ Answered ──▶ Done
 //! ```
 //!
@@ -14,6 +14,9 @@
 //! * **Waiting** only exists for a tier that waits (`OnLimit::Wait` with a
 //!   `max_wait`): it holds the [`Acquire`] future, an unready clone of the
 //!   inner service, and the request; a wait past `max_wait` ends in a 429.
+//!   It is *acquiring* while it holds the `Acquire`, and *readying* once
+//!   the `Acquire` has given way to the [`Permit`] and the clone is polled
+//!   ready (the two `Option`s of `Waiting` say which).
 
 use std::fmt;
 use std::future::Future;
