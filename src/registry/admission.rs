@@ -4,14 +4,13 @@
 //! target).
 
 use crate::sync::Arc;
-use std::time::Duration;
 
 use super::acquire::Acquire;
 use super::buckets::{Buckets, Cost};
 use super::permit::Permit;
-use super::take::{in_flight_full, lanes_clear, name_refusal, refused, shadow_take, take_now};
+use super::take::{check_now, refused, shadow_take, take_now};
 use super::{Lane, OnLimit, Registry, Target, Unknown};
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::Error;
 
 /// What [`Registry::admit`] decided.
@@ -107,48 +106,32 @@ impl Registry {
             return Ok(());
         };
         let state = &self.inner.sources[i];
-        if state.hosts.is_none() {
-            // One set for the source: when its cost is its token count, the
-            // source's context is not read at all.
-            let b = &*state.shared;
-            if let Some(taken) = b.try_take_simple(tokens, self.inner.clock.now()) {
-                taken.map_err(|e| refused(b, name_refusal(e, b)))?;
-                b.context.meters.admitted(Duration::ZERO, false);
-                return Ok(());
-            }
+        let now = self.inner.clock.now();
+        if state.hosts.is_none() && state.shared.unpriced() {
+            // One set for the source, and a cost that is the token count:
+            // the source's context is not read at all.
+            return check_now(&state.shared, Cost::plain(tokens), now);
         }
         let cost = state.context.cost_of(target, tokens);
-        self.check_on(i, target.host(), cost)
+        self.check_on(i, target.host(), cost, now)
     }
 
     /// [`check`](Self::check) for source `i` and the bucket set of `host`
     /// (a per-host source's; the source's own otherwise), without routing.
     #[inline]
-    pub(super) fn check_on(&self, i: usize, host: &str, cost: Cost) -> Result<(), Error> {
+    pub(super) fn check_on(
+        &self,
+        i: usize,
+        host: &str,
+        cost: Cost,
+        now: Timestamp,
+    ) -> Result<(), Error> {
         let state = &self.inner.sources[i];
         if state.context.shadow {
             let b = self.buckets_for(i, host);
             return shadow_take(b, cost).map(drop).map_err(|(e, _)| e);
         }
-        let now = self.inner.clock.now();
-        let take = |b: &Buckets| -> Result<(), Error> {
-            if let Some(taken) = b.try_take_plain(cost, now) {
-                taken.map_err(|e| refused(b, name_refusal(e, b)))?;
-                b.context.meters.admitted(Duration::ZERO, false);
-                return Ok(());
-            }
-            lanes_clear(b).map_err(|e| refused(b, e))?;
-            if b.in_flight
-                .as_ref()
-                .is_some_and(|s| s.available_permits() == 0)
-            {
-                return Err(refused(b, in_flight_full(b)));
-            }
-            b.try_take(cost)
-                .map_err(|e| refused(b, name_refusal(e, b)))?;
-            b.context.meters.admitted(Duration::ZERO, false);
-            Ok(())
-        };
+        let take = |b: &Buckets| check_now(b, cost, now);
         match &state.hosts {
             None => take(&state.shared),
             Some(table) => match table.with(host, take) {
@@ -184,32 +167,11 @@ impl Registry {
         lane: Lane,
     ) -> Result<Admission, Error> {
         let buckets = self.buckets_for(i, host);
-        if !buckets.context.shadow {
-            if let Some(taken) = buckets.try_take_plain(cost, self.inner.clock.now()) {
-                return match taken {
-                    Ok(at) => Ok(Admission::Ready(Permit::new(
-                        buckets,
-                        None,
-                        Duration::ZERO,
-                        at,
-                    ))),
-                    Err(e) => match e {
-                        Error::RateLimited(_) if buckets.context.on_limit != OnLimit::Reject => {
-                            Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)))
-                        }
-                        e => {
-                            let e = name_refusal(e, &buckets);
-                            Err(refused(&buckets, e))
-                        }
-                    },
-                };
-            }
-        }
-        if buckets.queues.as_ref().is_some_and(|q| !q.is_empty()) {
+        if buckets.lanes_waiting() {
             // Others wait in lanes: this request queues in its own.
             return Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)));
         }
-        match take_now(buckets, cost) {
+        match take_now(buckets, cost, self.inner.clock.now()) {
             Ok(permit) => Ok(Admission::Ready(permit)),
             // Redis decides: one script call, awaited.
             Err((Error::AsyncOnly { .. }, buckets)) => {
@@ -233,7 +195,8 @@ impl Registry {
             return Ok(Permit::pass_through(self.inner.clock.now()));
         };
         let cost = self.inner.sources[i].context.cost_of(target, tokens);
-        take_now(self.buckets_for(i, target.host()), cost).map_err(|(e, b)| refused(&b, e))
+        let now = self.inner.clock.now();
+        take_now(self.buckets_for(i, target.host()), cost, now).map_err(|(e, b)| refused(&b, e))
     }
 
     /// Admits a request of `tokens` to `target`, waiting for its slot as its
@@ -256,7 +219,12 @@ impl Registry {
     }
 
     pub(super) fn try_acquire_on(&self, i: usize, tokens: f64) -> Result<Permit, Error> {
-        take_now(self.inner.sources[i].shared.clone(), Cost::plain(tokens))
-            .map_err(|(e, b)| refused(&b, e))
+        let now = self.inner.clock.now();
+        take_now(
+            self.inner.sources[i].shared.clone(),
+            Cost::plain(tokens),
+            now,
+        )
+        .map_err(|(e, b)| refused(&b, e))
     }
 }

@@ -205,7 +205,8 @@ impl Cost {
 /// queues are boxed, so a set without them stays small.
 #[repr(C, align(64))]
 pub(crate) struct Buckets {
-    /// [`PLAIN`] and [`FIRST_PRICED`]: what the request path may skip.
+    /// [`PLAIN`], [`FIRST_PRICED`], [`UNPRICED`]: what the request path may
+    /// skip. Fixed when the set is made, from what never changes after.
     fast: u64,
     /// The first limit inline (most sources have one), the rest behind it.
     first: TokenBucket<SharedClock>,
@@ -237,13 +238,14 @@ pub(crate) struct Buckets {
     learner: Option<Box<Mutex<Learner>>>,
 }
 
-/// In [`Buckets::fast`]: one limit, and no lanes, in-flight cap or Redis.
+/// In [`Buckets::fast`]: one limit, and no lanes, in-flight cap, Redis or
+/// shadow mode: a take is the first limit's alone.
 const PLAIN: u64 = 1;
 /// In [`Buckets::fast`]: the first limit counts priced tokens.
 const FIRST_PRICED: u64 = 2;
-/// In [`Buckets::fast`]: [`PLAIN`], and its source has no price and is not
-/// in shadow mode, so a request's cost is its token count.
-const SIMPLE: u64 = 4;
+/// In [`Buckets::fast`]: its source has no price, so a request's cost is its
+/// token count.
+const UNPRICED: u64 = 4;
 
 /// Tickets taken from every limit of a bucket set, all for one slot.
 pub(crate) struct Taken {
@@ -302,15 +304,18 @@ impl Buckets {
         let local = remote.is_none();
         #[cfg(not(feature = "redis"))]
         let local = true;
-        let plain = policies.len() == 1 && queues.is_none() && in_flight.is_none() && local;
-        let simple = plain && context.price.is_none() && !context.shadow;
+        let plain = policies.len() == 1
+            && queues.is_none()
+            && in_flight.is_none()
+            && local
+            && !context.shadow;
         let fast = if plain { PLAIN } else { 0 }
             | if context.priced & 1 == 1 {
                 FIRST_PRICED
             } else {
                 0
             }
-            | if simple { SIMPLE } else { 0 };
+            | if context.price.is_none() { UNPRICED } else { 0 };
         Buckets {
             fast,
             host,
@@ -417,20 +422,18 @@ impl Buckets {
         Some(self.first.try_acquire_at(tokens, now))
     }
 
-    /// Takes `tokens` now (at `now`, read from the registry's clock) for a
-    /// set whose cost needs no price and no shadow bookkeeping: `None` for
-    /// any other set. Reads neither the source's context nor anything past
-    /// the set's first cache line.
+    /// Whether a request's cost is its token count (the source has no
+    /// price): then the source's context need not be read to weigh it.
     #[inline(always)]
-    pub(super) fn try_take_simple(
-        &self,
-        tokens: f64,
-        now: Timestamp,
-    ) -> Option<Result<Timestamp, Error>> {
-        if self.fast & SIMPLE == 0 {
-            return None;
-        }
-        Some(self.first.try_acquire_at(tokens, now))
+    pub(super) fn unpriced(&self) -> bool {
+        self.fast & UNPRICED != 0
+    }
+
+    /// Whether requests wait in this set's lanes now (never for a plain
+    /// set, which has none; read without leaving the first cache line).
+    #[inline(always)]
+    pub(super) fn lanes_waiting(&self) -> bool {
+        self.fast & PLAIN == 0 && self.queues.as_ref().is_some_and(|q| !q.is_empty())
     }
 
     /// Takes `cost` from every limit now, or from none; returns the time

@@ -180,8 +180,9 @@ impl SourceHandle {
     /// [`Error::AsyncOnly`].
     #[inline]
     pub fn check_key(&self, key: &str, tokens: f64) -> Result<(), Error> {
+        let now = crate::clock::Clock::now(&self.registry.inner.clock);
         self.registry
-            .check_on(self.index, key, super::buckets::Cost::plain(tokens))
+            .check_on(self.index, key, super::buckets::Cost::plain(tokens), now)
     }
 
     /// Tokens available now in the tightest limit (for a source kept in

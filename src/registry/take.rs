@@ -9,13 +9,25 @@ use std::time::Duration;
 use super::buckets::{Buckets, Cost};
 use super::meters::Refusal;
 use super::permit::Permit;
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::Error;
 
 /// Takes an in-flight slot (if capped) and `tokens` now, or neither; a
-/// refusal hands the set back for a wait.
+/// refusal hands the set back for a wait. `now` is read from the registry's
+/// clock: a plain set (one limit, nothing else to consult) is admitted from
+/// its first cache line alone.
 #[inline]
-pub(super) fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Error, Arc<Buckets>)> {
+pub(super) fn take_now(
+    buckets: Arc<Buckets>,
+    cost: Cost,
+    now: Timestamp,
+) -> Result<Permit, (Error, Arc<Buckets>)> {
+    if let Some(taken) = buckets.try_take_plain(cost, now) {
+        return match taken {
+            Ok(at) => Ok(Permit::new(buckets, None, Duration::ZERO, at)),
+            Err(e) => Err((name_refusal(e, &buckets), buckets)),
+        };
+    }
     if buckets.context.shadow {
         return shadow_take(buckets, cost);
     }
@@ -33,6 +45,28 @@ pub(super) fn take_now(buckets: Arc<Buckets>, cost: Cost) -> Result<Permit, (Err
         Ok(at) => Ok(Permit::new(buckets, in_flight, Duration::ZERO, at)),
         Err(e) => Err((name_refusal(e, &buckets), buckets)),
     }
+}
+
+/// [`take_now`] without a permit, for `check`: a capped source's in-flight
+/// cap refuses when full but no slot is held.
+#[inline]
+pub(super) fn check_now(b: &Buckets, cost: Cost, now: Timestamp) -> Result<(), Error> {
+    let taken = match b.try_take_plain(cost, now) {
+        Some(taken) => taken,
+        None => {
+            lanes_clear(b).map_err(|e| refused(b, e))?;
+            if b.in_flight
+                .as_ref()
+                .is_some_and(|s| s.available_permits() == 0)
+            {
+                return Err(refused(b, in_flight_full(b)));
+            }
+            b.try_take(cost)
+        }
+    };
+    taken.map_err(|e| refused(b, name_refusal(e, b)))?;
+    b.context.meters.admitted(Duration::ZERO, false);
+    Ok(())
 }
 
 /// Shadow mode: takes what an enforcing source would (so later figures
