@@ -24,16 +24,20 @@ pub enum Admission {
 }
 
 impl Registry {
-    /// The source a target routes to: `Ok(None)` passes through.
+    /// The source a target routes to: `Ok(None)` passes through. With it,
+    /// the source's one bucket set when it has no per-host sets, read off
+    /// the rule: then the request reaches its set without reading the
+    /// source's state.
     #[inline]
-    fn route(&self, target: &Target<'_>) -> Result<Option<usize>, Error> {
+    fn route(&self, target: &Target<'_>) -> Result<Option<(usize, Option<&Arc<Buckets>>)>, Error> {
         let routed = if target.host().is_empty() {
             None
         } else {
             self.inner.router.route(target)
         };
         match (routed, self.inner.unknown) {
-            (Some(i), _) | (None, Unknown::Source(i)) => Ok(Some(i)),
+            (Some(r), _) => Ok(Some((r.source(), r.set()))),
+            (None, Unknown::Source(i)) => Ok(Some((i, None))),
             (None, Unknown::PassThrough) => Ok(None),
             (None, Unknown::Reject) => Err(Error::UnknownHost {
                 host: target.host().to_string(),
@@ -41,9 +45,22 @@ impl Registry {
         }
     }
 
+    /// The cost of `tokens` to `target` in `set`, a set of the source the
+    /// target routed to.
+    #[inline]
+    fn cost_in(set: &Buckets, target: &Target<'_>, tokens: f64) -> Cost {
+        if set.unpriced() {
+            Cost::plain(tokens)
+        } else {
+            set.context.cost_of(target, tokens)
+        }
+    }
+
     /// The name of the source a target routes to (`None`: pass-through).
     pub fn source_for(&self, target: &Target<'_>) -> Result<Option<&str>, Error> {
-        Ok(self.route(target)?.map(|i| self.inner.sources[i].name()))
+        Ok(self
+            .route(target)?
+            .map(|(i, _)| self.inner.sources[i].name()))
     }
 
     /// The bucket set of source `i` for `host`: the source's own, or the
@@ -102,17 +119,16 @@ impl Registry {
     /// [`try_acquire`](Self::try_acquire) to hold one).
     #[inline]
     pub fn check(&self, target: &Target<'_>, tokens: f64) -> Result<(), Error> {
-        let Some(i) = self.route(target)? else {
+        let Some((i, set)) = self.route(target)? else {
             return Ok(());
         };
-        let state = &self.inner.sources[i];
         let now = self.inner.clock.now();
-        if state.hosts.is_none() && state.shared.unpriced() {
-            // One set for the source, and a cost that is the token count:
-            // the source's context is not read at all.
-            return check_now(&state.shared, Cost::plain(tokens), now);
+        if let Some(set) = set {
+            // One set for the source: neither the source's state nor (for a
+            // cost that is the token count) its context is read at all.
+            return check_now(set, Self::cost_in(set, target, tokens), now);
         }
-        let cost = state.context.cost_of(target, tokens);
+        let cost = self.inner.sources[i].context.cost_of(target, tokens);
         self.check_on(i, target.host(), cost, now)
     }
 
@@ -147,11 +163,15 @@ impl Registry {
     /// every adapter: no allocation and no await when the request can go.
     #[inline]
     pub fn admit(&self, target: &Target<'_>, tokens: f64) -> Result<Admission, Error> {
-        let Some(i) = self.route(target)? else {
+        let Some((i, set)) = self.route(target)? else {
             return Ok(Admission::Ready(Permit::pass_through(
                 self.inner.clock.now(),
             )));
         };
+        if let Some(set) = set {
+            let cost = Self::cost_in(set, target, tokens);
+            return self.admit_to(set.clone(), cost, target.lane());
+        }
         let cost = self.inner.sources[i].context.cost_of(target, tokens);
         self.admit_on(i, target.host(), cost, target.lane())
     }
@@ -166,7 +186,12 @@ impl Registry {
         cost: Cost,
         lane: Lane,
     ) -> Result<Admission, Error> {
-        let buckets = self.buckets_for(i, host);
+        self.admit_to(self.buckets_for(i, host), cost, lane)
+    }
+
+    /// [`admit`](Self::admit) to `buckets`, routed already.
+    #[inline]
+    fn admit_to(&self, buckets: Arc<Buckets>, cost: Cost, lane: Lane) -> Result<Admission, Error> {
         if buckets.lanes_waiting() {
             // Others wait in lanes: this request queues in its own.
             return Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)));
@@ -191,12 +216,18 @@ impl Registry {
     /// [`Error::InFlightFull`].
     #[inline]
     pub fn try_acquire(&self, target: &Target<'_>, tokens: f64) -> Result<Permit, Error> {
-        let Some(i) = self.route(target)? else {
+        let Some((i, set)) = self.route(target)? else {
             return Ok(Permit::pass_through(self.inner.clock.now()));
         };
-        let cost = self.inner.sources[i].context.cost_of(target, tokens);
+        let (buckets, cost) = match set {
+            Some(set) => (set.clone(), Self::cost_in(set, target, tokens)),
+            None => (
+                self.buckets_for(i, target.host()),
+                self.inner.sources[i].context.cost_of(target, tokens),
+            ),
+        };
         let now = self.inner.clock.now();
-        take_now(self.buckets_for(i, target.host()), cost, now).map_err(|(e, b)| refused(&b, e))
+        take_now(buckets, cost, now).map_err(|(e, b)| refused(&b, e))
     }
 
     /// Admits a request of `tokens` to `target`, waiting for its slot as its
@@ -205,7 +236,7 @@ impl Registry {
     /// back.
     pub fn acquire(&self, target: &Target<'_>, tokens: f64) -> Acquire {
         match self.route(target) {
-            Ok(Some(i)) => {
+            Ok(Some((i, _))) => {
                 let cost = self.inner.sources[i].context.cost_of(target, tokens);
                 Acquire::new(self.buckets_for(i, target.host()), cost).in_lane(target.lane())
             }

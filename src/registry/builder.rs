@@ -202,6 +202,7 @@ impl RegistryBuilder {
                 }
             },
         };
+        router.attach(|i| states[i].hosts.is_none().then(|| states[i].shared.clone()));
         let has_lanes = self.sources.iter().any(|s| s.lanes.is_some());
         Ok(Registry {
             inner: Arc::new(Inner {

@@ -28,7 +28,7 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use super::buckets::Buckets;
-use super::rules::{HostHasher, HostKey, HostMap};
+use super::hostkey::{HostHasher, HostKey, HostMap};
 use crate::clock::Timestamp;
 use crate::sync::{Arc, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -86,6 +86,7 @@
 //! |---|---|
 //! | `builder.rs` | [`RegistryBuilder`]: checking sources and rules, building |
 //! | `rules.rs` | host and path rules, [`Target`], routing |
+//! | `hostkey.rs` | host names as map keys: inline, hashed with a seeded hasher |
 //! | `admission.rs` | routing a request once to its bucket set, and admitting it now: [`Admission`] |
 //! | `acquire.rs` | the [`Acquire`] future: waiting for the slot, one function per state |
 //! | `take.rs` | taking tokens now (shadow mode, the in-flight slot) and naming refusals, for both |
@@ -159,6 +160,7 @@ mod builder;
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
 mod control;
+mod hostkey;
 mod hosts;
 pub mod lanes;
 #[cfg(all(test, tollgate_loom))]

@@ -15,8 +15,10 @@
 //! are written as in the URI, in punycode (`xn--bcher-kva.example`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::fmt;
+
+use super::buckets::Buckets;
+use super::hostkey::{HostKey, HostMap};
+use crate::sync::Arc;
 
 use crate::Error;
 
@@ -295,124 +297,43 @@ fn path_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
-#[derive(Clone, Debug)]
-struct Route {
+/// Where a rule sends a request.
+#[derive(Clone)]
+pub(crate) struct Route {
     port: Option<u16>,
     /// The source's index (sources are counted in `u32`).
     source: u32,
-    path: Option<Box<str>>,
+    /// A thin pointer (8 bytes, where a `Box<str>` takes 16), so that a
+    /// route with its set fits the table's entry in one cache line.
+    #[allow(clippy::box_collection, clippy::redundant_allocation)]
+    path: Option<Box<Box<str>>>,
+    /// The source's one bucket set, when it has no per-host sets: a request
+    /// routed here reaches its set without reading the source's state.
+    set: Option<Arc<Buckets>>,
 }
 
-/// A map keyed by host names, hashed with a seeded hasher (foldhash's,
-/// seeded per map): per-host tables are filled from request URIs, which an
-/// attacker may choose, so an unseeded hash would let them aim every name at
-/// one bucket of the table.
-///
-/// Keys are [`HostKey`]s, which hold a name of up to [`HostKey::INLINE`]
-/// bytes in the table's own entry: a lookup compares the name without
-/// following a pointer, so a table of a million hosts costs one cache miss
-/// less per request than one keyed by `Box<str>`.
-pub(crate) type HostMap<V> = HashMap<HostKey, V, HostHasher>;
-
-/// The seeded hasher of host tables.
-#[cfg(not(all(test, tollgate_loom)))]
-pub(crate) type HostHasher = foldhash::fast::RandomState;
-
-/// Under loom, a fixed seed: a model must run the same way each time it is
-/// replayed, and a sweep visits the sets in the map's order.
-#[cfg(all(test, tollgate_loom))]
-pub(crate) type HostHasher = foldhash::fast::FixedState;
-
-/// A host name as a table key: inline when short (almost every host name),
-/// boxed otherwise. Hashes and compares as the bytes it holds, so a table
-/// is looked up with `host.as_bytes()`.
-#[derive(Clone)]
-pub(crate) struct HostKey(KeyRepr);
-
-#[derive(Clone)]
-enum KeyRepr {
-    Inline {
-        len: u8,
-        bytes: [u8; HostKey::INLINE],
-    },
-    Heap(Box<str>),
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("port", &self.port)
+            .field("source", &self.source)
+            .field("path", &self.path)
+            .field("set", &self.set.is_some())
+            .finish()
+    }
 }
 
-impl HostKey {
-    /// The longest name kept inline: the key is then 32 bytes, and an
-    /// entry of the router's table (key and routes) 64.
-    pub(crate) const INLINE: usize = 30;
-
-    /// The name's bytes: what the key hashes and compares.
+impl Route {
+    /// The index of the source the rule belongs to.
     #[inline]
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        match &self.0 {
-            KeyRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            KeyRepr::Heap(s) => s.as_bytes(),
-        }
+    pub(crate) fn source(&self) -> usize {
+        self.source as usize
     }
 
-    /// The name (only ever filled from a `&str`, whole).
-    pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
-    }
-}
-
-impl From<&str> for HostKey {
-    fn from(s: &str) -> Self {
-        if s.len() <= HostKey::INLINE {
-            let mut bytes = [0u8; HostKey::INLINE];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            HostKey(KeyRepr::Inline {
-                // At most INLINE (38), so it fits.
-                len: s.len() as u8,
-                bytes,
-            })
-        } else {
-            HostKey(KeyRepr::Heap(s.into()))
-        }
-    }
-}
-
-impl From<Box<str>> for HostKey {
-    fn from(s: Box<str>) -> Self {
-        if s.len() <= HostKey::INLINE {
-            HostKey::from(&*s)
-        } else {
-            HostKey(KeyRepr::Heap(s))
-        }
-    }
-}
-
-/// Tables are looked up with `host.as_bytes()`: the bytes, not the `str`,
-/// so that a comparison never checks UTF-8 again.
-impl std::borrow::Borrow<[u8]> for HostKey {
+    /// The source's one bucket set, when it has no per-host sets.
     #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl PartialEq for HostKey {
-    #[inline]
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for HostKey {}
-
-impl std::hash::Hash for HostKey {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // As `[u8]` hashes, so that `Borrow<[u8]>` lookups agree.
-        self.as_bytes().hash(state)
-    }
-}
-
-impl fmt::Debug for HostKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
+    pub(crate) fn set(&self) -> Option<&Arc<Buckets>> {
+        self.set.as_ref()
     }
 }
 
@@ -453,7 +374,12 @@ impl Router {
         let path = path.map(parse_path).transpose()?;
         let source = u32::try_from(source)
             .map_err(|_| Error::config("sources", "more than 4,294,967,295 sources; merge some"))?;
-        let route = Route { port, path, source };
+        let route = Route {
+            port,
+            path: path.map(Box::new),
+            source,
+            set: None,
+        };
         let same = |r: &Route| r.port == route.port && r.path == route.path;
         let taken = match &host {
             HostPattern::Exact(h) => self
@@ -499,9 +425,23 @@ impl Router {
         Ok(())
     }
 
-    /// The source index of the most specific rule matching `target`.
+    /// Gives every rule of a source without per-host sets that source's
+    /// one set (`set_of(i)` for source `i`), for [`Route::set`].
+    pub(crate) fn attach(&mut self, set_of: impl Fn(usize) -> Option<Arc<Buckets>>) {
+        let tables = self.exact.values_mut().chain(self.wildcard.values_mut());
+        let routes = tables
+            .flat_map(|r| {
+                std::iter::once(&mut r.first).chain(r.more.iter_mut().flat_map(|m| m.iter_mut()))
+            })
+            .chain(self.any.iter_mut());
+        for r in routes {
+            r.set = set_of(r.source());
+        }
+    }
+
+    /// The most specific rule matching `target`.
     #[inline]
-    pub(crate) fn route(&self, target: &Target<'_>) -> Option<usize> {
+    pub(crate) fn route(&self, target: &Target<'_>) -> Option<&Route> {
         let host = target.host();
         if let Some(routes) = self.exact.get(host.as_bytes()) {
             if let Some(s) = best(routes.iter(), target) {
@@ -526,7 +466,7 @@ impl Router {
 }
 
 #[inline]
-fn best<'r>(routes: impl Iterator<Item = &'r Route>, target: &Target<'_>) -> Option<usize> {
+fn best<'r>(routes: impl Iterator<Item = &'r Route>, target: &Target<'_>) -> Option<&'r Route> {
     let mut found: Option<(&Route, (bool, usize))> = None;
     for r in routes {
         if r.port.is_some() && r.port != target.port {
@@ -542,12 +482,18 @@ fn best<'r>(routes: impl Iterator<Item = &'r Route>, target: &Target<'_>) -> Opt
             found = Some((r, rank));
         }
     }
-    found.map(|(r, _)| r.source as usize)
+    found.map(|(r, _)| r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_entry_fits_one_cache_line() {
+        // The key, and the first route with its set: a lookup reads one line.
+        assert!(std::mem::size_of::<(HostKey, Routes)>() <= 64);
+    }
 
     #[test]
     fn host_port_splitting() {
