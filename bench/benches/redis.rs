@@ -5,7 +5,10 @@
 //! `redis-benchmark` sending the very `EVALSHA` the store sends (read off
 //! `MONITOR`) with as many connections; and the same take through a
 //! registry source kept in Redis (`Registry::admit`, as the adapters call
-//! it).
+//! it). Takes that arrive while a call for their bucket is on the way go
+//! together in the next call: the table says how many takes each script
+//! call carried, and the server's time per take (both from `INFO
+//! commandstats` before and after each measurement).
 //!
 //! ```text
 //! cargo bench -p tollgate-bench --bench redis                  # starts its own redis-server
@@ -18,8 +21,9 @@
 //! `redis-benchmark` sends the same `EVALSHA` straight to the master of the
 //! bucket's slot.
 //!
-//! `BENCH_SECONDS` (default 3) sets each measurement's length and
-//! `BENCH_WORKERS` (default 2) tokio's worker threads. Prints a
+//! `BENCH_SECONDS` (default 3) sets each measurement's length,
+//! `BENCH_WORKERS` (default 2) tokio's worker threads, and
+//! `BENCH_CONCURRENCY` (default `1,8,64`) the rows. Prints a
 //! Markdown table for BENCHMARKS.md.
 
 use std::io::{BufRead, BufReader};
@@ -30,7 +34,13 @@ use std::time::{Duration, Instant};
 use tollgate::redis::{RedisBucket, RedisStore};
 use tollgate::{Admission, Policy, Registry, Source, Target};
 
-const CONCURRENCY: [usize; 3] = [1, 8, 64];
+/// The rows: `BENCH_CONCURRENCY`, or 1, 8 and 64 tasks.
+fn concurrency() -> Vec<usize> {
+    std::env::var("BENCH_CONCURRENCY")
+        .ok()
+        .map(|s| s.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 64])
+}
 
 /// Killed on drop.
 struct Server(Child);
@@ -144,6 +154,37 @@ fn captured_evalsha(rt: &tokio::runtime::Runtime, port: u16, bucket: &RedisBucke
         .step_by(2)
         .map(str::to_string)
         .collect()
+}
+
+/// The script calls the server on `port` has run, and the microseconds
+/// it spent in them (`INFO commandstats`).
+fn script_calls(port: u16) -> (u64, u64) {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+    else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|f| f.strip_prefix(name)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("calls="), field("usec="))
+}
+
+/// Takes per script call, and the server's microseconds per take, while
+/// `row` was measured, from its counts before and after.
+fn per_call(row: &Row, length: Duration, before: (u64, u64), after: (u64, u64)) -> (f64, f64) {
+    let takes = row.per_second * length.as_secs_f64();
+    let calls = after.0.saturating_sub(before.0).max(1) as f64;
+    let usec = after.1.saturating_sub(before.1) as f64;
+    (takes / calls, usec / takes.max(1.0))
 }
 
 struct Row {
@@ -322,19 +363,25 @@ fn main() {
     assert_eq!(args[1], store.script_sha());
 
     println!(
-        "| concurrency | tollgate `try_acquire`/s | p50 | p99 | redis-benchmark `EVALSHA`/s | p50 | p99 | tollgate / redis-benchmark | `Registry::admit`/s | p50 | p99 | admit / redis-benchmark |"
+        "| concurrency | tollgate `try_acquire`/s | p50 | p99 | takes per call | server µs per take | redis-benchmark `EVALSHA`/s | p50 | p99 | tollgate / redis-benchmark | `Registry::admit`/s | p50 | p99 | takes per call | admit / redis-benchmark |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for c in CONCURRENCY {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in concurrency() {
+        let before = script_calls(port);
         let a = ours(&rt, &bucket, c, length);
+        let a_calls = per_call(&a, length, before, script_calls(port));
         let requests = (a.per_second * length.as_secs_f64()) as usize;
         let b = theirs(port, &args, c, requests.max(1_000));
+        let before = script_calls(port);
         let r = through_registry(&rt, &registry, c, length);
+        let r_calls = per_call(&r, length, before, script_calls(port));
         println!(
-            "| {c} | {:.0} | {} | {} | {:.0} | {} | {} | {:.2} | {:.0} | {} | {} | {:.2} |",
+            "| {c} | {:.0} | {} | {} | {:.1} | {:.2} | {:.0} | {} | {} | {:.2} | {:.0} | {} | {} | {:.1} | {:.2} |",
             a.per_second,
             us(a.p50),
             us(a.p99),
+            a_calls.0,
+            a_calls.1,
             b.per_second,
             us(b.p50),
             us(b.p99),
@@ -342,6 +389,7 @@ fn main() {
             r.per_second,
             us(r.p50),
             us(r.p99),
+            r_calls.0,
             r.per_second / b.per_second,
         );
     }
