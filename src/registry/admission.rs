@@ -23,13 +23,17 @@ pub enum Admission {
     Wait(Acquire),
 }
 
+/// A routed request: its source's index, and that source's one bucket set
+/// when it has no per-host sets.
+type Routed<'r> = (usize, Option<&'r Arc<Buckets>>);
+
 impl Registry {
     /// The source a target routes to: `Ok(None)` passes through. With it,
     /// the source's one bucket set when it has no per-host sets, read off
     /// the rule: then the request reaches its set without reading the
     /// source's state.
     #[inline]
-    fn route(&self, target: &Target<'_>) -> Result<Option<(usize, Option<&Arc<Buckets>>)>, Error> {
+    fn route(&self, target: &Target<'_>) -> Result<Option<Routed<'_>>, Error> {
         let routed = if target.host().is_empty() {
             None
         } else {
