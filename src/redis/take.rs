@@ -45,6 +45,10 @@ impl RedisBucket {
         let mut serving = Serving { batch, armed: true };
         while let Some(run) = batch.next() {
             self.take_together(run).await;
+            // The takes just answered run before the next run is cut: most
+            // come back at once for their next slot, and join this call
+            // rather than wait for the one after it.
+            tokio::task::yield_now().await;
         }
         serving.armed = false;
     }
