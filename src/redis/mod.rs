@@ -207,7 +207,11 @@
 //! by the [`timeout`](RedisStoreBuilder::timeout)); takes costed under
 //! policies since changed go in a call of their own.
 //! `tests/redis_coalesce.rs` checks the slots against GCRA one by one on
-//! random arrivals.
+//! random arrivals. The task that sends the waiting takes lets the takes it
+//! has just answered run before it cuts the next batch, so a caller that
+//! comes straight back for its next slot joins the coming call instead of
+//! the one after it: at 8 tasks a call carries 7 to 8 takes rather than 4
+//! to 5 (BENCHMARKS.md, "The Redis store").
 //!
 //! # When Redis fails
 //!
