@@ -289,10 +289,8 @@ async fn host_header_routing_and_requests_without_a_host() {
         .await
         .unwrap_err();
     let e = err.downcast_ref::<tollgate::Error>().unwrap();
-    assert!(
-        matches!(e, tollgate::Error::UnknownHost { host } if host.is_empty()),
-        "{e:?}"
-    );
+    assert!(e.is_unknown_host(), "{e:?}");
+    assert_eq!(e.host(), Some(""));
 }
 
 #[tokio::test(start_paused = true)]

@@ -60,14 +60,14 @@ impl RateLimitMiddleware {
 struct RefusedUntil(tokio::time::Instant);
 
 fn refusal(e: Error, extensions: &mut Extensions) -> reqwest_middleware::Error {
-    match e {
-        Error::RateLimited(r) => {
+    match e.as_rate_limited() {
+        Some(r) => {
             if let Some(at) = tokio::time::Instant::now().checked_add(r.retry_after()) {
                 extensions.insert(RefusedUntil(at));
             }
-            reqwest_middleware::Error::middleware(r)
+            reqwest_middleware::Error::middleware(r.clone())
         }
-        e => reqwest_middleware::Error::middleware(e),
+        None => reqwest_middleware::Error::middleware(e),
     }
 }
 

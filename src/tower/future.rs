@@ -38,9 +38,9 @@ use crate::{Acquire, Error, Permit};
 /// itself for rejections (so `downcast_ref::<RateLimited>()` finds it), the
 /// [`Error`] otherwise.
 pub(crate) fn rejection(e: Error) -> BoxError {
-    match e {
-        Error::RateLimited(r) => Box::new(r),
-        e => Box::new(e),
+    match e.as_rate_limited() {
+        Some(r) => Box::new(r.clone()),
+        None => Box::new(e),
     }
 }
 
