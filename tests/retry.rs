@@ -142,8 +142,8 @@ async fn connection_errors_are_retried_and_configuration_errors_are_not() {
 
     let rejected = |n: usize| -> Result<Response<&'static str>, BoxError> {
         if n == 0 {
-            Err(Box::new(tollgate::RateLimited::new(Duration::from_millis(
-                1500,
+            Err(Box::new(tollgate::Error::from(tollgate::RateLimited::new(
+                Duration::from_millis(1500),
             ))))
         } else {
             status(200)

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::{signal, Error, RateLimited, Signal, SignalConfig};
+use crate::{signal, Error, Signal, SignalConfig};
 
 /// Marks one request as safe to repeat even though its method is not
 /// idempotent (for example a POST that the server deduplicates by a field
@@ -155,9 +155,6 @@ impl Failure {
     pub fn from_error(err: &(dyn StdError + 'static)) -> Failure {
         let mut next = Some(err);
         while let Some(e) = next {
-            if let Some(r) = e.downcast_ref::<RateLimited>() {
-                return Failure::Refused(r.retry_after());
-            }
             if let Some(e) = e.downcast_ref::<Error>() {
                 return match e.retry_after() {
                     Some(after) => Failure::Refused(after),
