@@ -1,9 +1,24 @@
-//! The crate's errors: one [`Error`] enum for everything a caller can get wrong
-//! or be refused, and the [`RateLimited`] refusal it carries.
+//! The crate's errors: one opaque [`Error`] for everything a caller can get
+//! wrong or be refused, its [`ErrorKind`], and the [`RateLimited`] refusal.
+//!
+//! [`Error`] is a struct with private fields, not an enum: the kinds and the
+//! data each carries can grow without breaking a caller's `match`. Ask it
+//! what it is with [`kind`](Error::kind) or a predicate
+//! ([`is_rate_limited`](Error::is_rate_limited), [`is_store`](Error::is_store),
+//! ...), and read what it knows with an accessor
+//! ([`retry_after`](Error::retry_after), [`host`](Error::host), ...). It is
+//! one pointer wide, so a `Result<_, Error>` costs nothing on the paths that
+//! succeed, and it is `Clone`.
+//!
+//! An error keeps what caused it: a [`Store`](ErrorKind::Store) error's
+//! [`source()`](std::error::Error::source) is the `redis::RedisError` it
+//! comes from. Its `Display` is its own message only, so a reporter that
+//! walks the chain (`{:#}` of `anyhow`) prints each cause once.
 //!
 //! Every message says what to change. Errors are values: nothing in tollgate
 //! panics on bad input, and nothing waits forever.
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +27,10 @@ use std::time::Duration;
 ///
 /// Returned by [`TokenBucket::try_acquire`](crate::TokenBucket::try_acquire), by
 /// [`TokenBucket::reserve`](crate::TokenBucket::reserve) when the slot lies beyond
-/// `max_wait`, and by the adapters for a source in reject mode. Nothing was
-/// consumed: retrying after [`retry_after`](Self::retry_after) succeeds unless
-/// someone else takes the tokens first.
+/// `max_wait`, and by the adapters for a source in reject mode (inside an
+/// [`Error`]: see [`Error::as_rate_limited`]). Nothing was consumed: retrying
+/// after [`retry_after`](Self::retry_after) succeeds unless someone else
+/// takes the tokens first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimited {
     // Nanoseconds, not a `Duration`: building one costs a division on the
@@ -70,138 +86,428 @@ impl fmt::Display for RateLimited {
 
 impl std::error::Error for RateLimited {}
 
-/// Everything tollgate can refuse or reject.
-#[derive(Clone, Debug, PartialEq)]
+/// What an [`Error`] is, from [`Error::kind`]: one value per kind, without
+/// its data. New kinds may be added, so a `match` needs a `_` arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Error {
-    /// The tokens are not available soon enough; see [`RateLimited`].
-    RateLimited(RateLimited),
+pub enum ErrorKind {
+    /// The tokens are not available soon enough; see [`RateLimited`] and
+    /// [`Error::retry_after`].
+    RateLimited,
     /// A token count was zero, negative, NaN or infinite.
-    InvalidTokens {
-        /// The count that was asked for.
-        tokens: f64,
-    },
+    InvalidTokens,
     /// More tokens were asked for than the bucket can ever hold, so the
     /// request could never be served.
-    InsufficientCapacity {
-        /// The count that was asked for.
-        tokens: f64,
-        /// The bucket's capacity (its burst).
-        capacity: f64,
-    },
+    InsufficientCapacity,
     /// A policy could not be built or parsed.
-    InvalidPolicy {
-        /// What was given (the text parsed, or the constructor and its arguments).
-        input: String,
-        /// What is wrong and what to write instead.
-        reason: String,
-    },
-    /// A registry source name that is not registered.
-    UnknownSource {
-        /// The name asked for.
-        name: String,
-        /// The names that are registered.
-        known: Vec<String>,
-    },
+    InvalidPolicy,
+    /// A registry source name that is not registered
+    /// ([`Error::source_name`] is the name asked for).
+    UnknownSource,
     /// A request for a host that no rule matches, with the registry set to
-    /// refuse unknown hosts (or a request that names no host at all).
-    UnknownHost {
-        /// The normalised host, or an empty string when the request had none.
-        host: String,
-    },
-    /// A registry could not be built, or a runtime change was refused.
-    InvalidConfig {
-        /// Where: a source name, a rule, or `line N, key K` for a TOML file.
-        location: String,
-        /// What is wrong and what to write instead.
-        reason: String,
-    },
+    /// refuse unknown hosts, or a request that names no host at all
+    /// ([`Error::host`]).
+    UnknownHost,
+    /// A registry could not be built, or a runtime change was refused
+    /// ([`Error::location`] says where).
+    InvalidConfig,
     /// A source's [`max_in_flight`](crate::Source::max_in_flight) slots were
     /// all taken, and the source refuses rather than waits (reject mode, or a
-    /// `max_wait` that ran out). Unlike [`Error::RateLimited`] there is no
+    /// `max_wait` that ran out). Unlike [`ErrorKind::RateLimited`] there is no
     /// exact time to retry at: a slot frees when a response arrives, so
     /// retries, where opted in with
     /// [`RetryRules::retry_local_refusals`](crate::retry::RetryRules::retry_local_refusals),
     /// follow their backoff schedule.
-    InFlightFull {
-        /// The source whose slots are taken.
-        source: String,
-        /// How many requests it lets be in flight at once.
-        max_in_flight: usize,
-    },
-    /// The state store (for example Redis) failed and the source fails closed.
-    Store {
-        /// What the store said.
-        message: String,
-    },
+    InFlightFull,
+    /// The state store (for example Redis) failed and the source fails
+    /// closed; [`source()`](std::error::Error::source) is the store's own
+    /// error, when there is one.
+    Store,
     /// A synchronous check (`try_acquire`, `check`) of a source whose
     /// limits live in a shared store (Redis), which only an asynchronous
     /// call can ask.
+    AsyncOnly,
+}
+
+/// What caused an [`Error`]: shared, so the error stays `Clone`.
+pub(crate) type Cause = Arc<dyn StdError + Send + Sync>;
+
+/// Everything tollgate can refuse or reject: opaque, see the
+/// [module docs](self).
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{ErrorKind, Policy, TokenBucket};
+///
+/// let bucket = TokenBucket::new(Policy::per_second(1.0)?);
+/// bucket.try_acquire(1.0)?;
+/// let refused = bucket.try_acquire(1.0).unwrap_err();
+/// assert_eq!(refused.kind(), ErrorKind::RateLimited);
+/// assert!(refused.retry_after() > Some(Duration::ZERO));
+///
+/// let bad = bucket.try_acquire(f64::NAN).unwrap_err();
+/// assert!(bad.is_invalid_tokens() && bad.retry_after().is_none());
+/// # Ok::<(), tollgate::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Error {
+    // Boxed: a `Result<_, Error>` crosses the hot paths, and stays one
+    // pointer wide whatever a kind carries.
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    repr: Repr,
+    cause: Option<Cause>,
+}
+
+/// Each kind with its data.
+#[derive(Clone, Debug)]
+enum Repr {
+    RateLimited(RateLimited),
+    InvalidTokens {
+        tokens: f64,
+    },
+    InsufficientCapacity {
+        tokens: f64,
+        capacity: f64,
+    },
+    InvalidPolicy {
+        /// The text parsed, or the constructor and its arguments.
+        input: String,
+        reason: String,
+    },
+    UnknownSource {
+        name: String,
+        known: Vec<String>,
+    },
+    UnknownHost {
+        /// Normalised; empty when the request named none.
+        host: String,
+    },
+    InvalidConfig {
+        /// A source name, a rule, or `line N, key K` for a TOML file.
+        location: String,
+        reason: String,
+    },
+    InFlightFull {
+        source: String,
+        max_in_flight: usize,
+    },
+    // Only a Redis store fails.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Store {
+        message: String,
+    },
     AsyncOnly {
-        /// The source.
         source: String,
     },
 }
 
 impl Error {
+    fn new(repr: Repr) -> Self {
+        Error {
+            inner: Box::new(Inner { repr, cause: None }),
+        }
+    }
+
+    /// What this error is.
+    pub fn kind(&self) -> ErrorKind {
+        match self.inner.repr {
+            Repr::RateLimited(_) => ErrorKind::RateLimited,
+            Repr::InvalidTokens { .. } => ErrorKind::InvalidTokens,
+            Repr::InsufficientCapacity { .. } => ErrorKind::InsufficientCapacity,
+            Repr::InvalidPolicy { .. } => ErrorKind::InvalidPolicy,
+            Repr::UnknownSource { .. } => ErrorKind::UnknownSource,
+            Repr::UnknownHost { .. } => ErrorKind::UnknownHost,
+            Repr::InvalidConfig { .. } => ErrorKind::InvalidConfig,
+            Repr::InFlightFull { .. } => ErrorKind::InFlightFull,
+            Repr::Store { .. } => ErrorKind::Store,
+            Repr::AsyncOnly { .. } => ErrorKind::AsyncOnly,
+        }
+    }
+
+    /// The limiter refused: the tokens are not available soon enough.
+    /// [`retry_after`](Self::retry_after) says when they are.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self.inner.repr, Repr::RateLimited(_))
+    }
+
     /// The refusal, when this error is one.
     pub fn as_rate_limited(&self) -> Option<&RateLimited> {
-        match self {
-            Error::RateLimited(r) => Some(r),
+        match &self.inner.repr {
+            Repr::RateLimited(r) => Some(r),
             _ => None,
         }
     }
 
-    pub(crate) fn config(location: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidConfig {
-            location: location.into(),
-            reason: reason.into(),
+    /// How long until a refused request would be admitted, when this error
+    /// is a refusal ([`RateLimited::retry_after`]); `None` otherwise, an
+    /// [`InFlightFull`](ErrorKind::InFlightFull) included, which knows no
+    /// time.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.as_rate_limited().map(RateLimited::retry_after)
+    }
+
+    /// A source's `max_in_flight` slots were all taken, and it refuses
+    /// rather than waits.
+    pub fn is_in_flight_full(&self) -> bool {
+        matches!(self.inner.repr, Repr::InFlightFull { .. })
+    }
+
+    /// The shared store (Redis) failed; [`source()`](StdError::source) is
+    /// its own error, when there is one.
+    pub fn is_store(&self) -> bool {
+        matches!(self.inner.repr, Repr::Store { .. })
+    }
+
+    /// A mistake in the setup, not in one request: a policy that cannot be
+    /// built or parsed, an invalid configuration, or a source name that is
+    /// not registered.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self.inner.repr,
+            Repr::InvalidPolicy { .. } | Repr::InvalidConfig { .. } | Repr::UnknownSource { .. }
+        )
+    }
+
+    /// A request for a host that no rule matches, with the registry set to
+    /// refuse such hosts, or a request that names no host.
+    pub fn is_unknown_host(&self) -> bool {
+        matches!(self.inner.repr, Repr::UnknownHost { .. })
+    }
+
+    /// A token count that can never be served: zero, negative, NaN or
+    /// infinite ([`ErrorKind::InvalidTokens`]), or more than the bucket can
+    /// hold ([`ErrorKind::InsufficientCapacity`]). Never worth a retry.
+    pub fn is_invalid_tokens(&self) -> bool {
+        matches!(
+            self.inner.repr,
+            Repr::InvalidTokens { .. } | Repr::InsufficientCapacity { .. }
+        )
+    }
+
+    /// The registry source the error is about: the one that refused (a
+    /// refusal through a registry, [`InFlightFull`](ErrorKind::InFlightFull)),
+    /// the one that only answers asynchronously
+    /// ([`AsyncOnly`](ErrorKind::AsyncOnly)), or the name that is not
+    /// registered ([`UnknownSource`](ErrorKind::UnknownSource)).
+    pub fn source_name(&self) -> Option<&str> {
+        match &self.inner.repr {
+            Repr::RateLimited(r) => r.source(),
+            Repr::InFlightFull { source, .. } | Repr::AsyncOnly { source } => Some(source),
+            Repr::UnknownSource { name, .. } => Some(name),
+            _ => None,
         }
     }
 
+    /// How many requests the source lets be in flight at once, for an
+    /// [`InFlightFull`](ErrorKind::InFlightFull).
+    pub fn max_in_flight(&self) -> Option<usize> {
+        match self.inner.repr {
+            Repr::InFlightFull { max_in_flight, .. } => Some(max_in_flight),
+            _ => None,
+        }
+    }
+
+    /// The normalised host no rule matches, for an
+    /// [`UnknownHost`](ErrorKind::UnknownHost): empty when the request named
+    /// none.
+    pub fn host(&self) -> Option<&str> {
+        match &self.inner.repr {
+            Repr::UnknownHost { host } => Some(host),
+            _ => None,
+        }
+    }
+
+    /// Where an [`InvalidConfig`](ErrorKind::InvalidConfig) is: a source, a
+    /// rule, a setting, or `line N, key K` in a TOML file.
+    pub fn location(&self) -> Option<&str> {
+        match &self.inner.repr {
+            Repr::InvalidConfig { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// What is wrong with an [`InvalidConfig`](ErrorKind::InvalidConfig) or
+    /// an [`InvalidPolicy`](ErrorKind::InvalidPolicy), and what to write
+    /// instead: the message without the [`location`](Self::location) or
+    /// the input.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.inner.repr {
+            Repr::InvalidConfig { reason, .. } | Repr::InvalidPolicy { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    // Constructors and readers for the crate, one per kind.
+
+    #[cold]
+    pub(crate) fn invalid_tokens(tokens: f64) -> Self {
+        Error::new(Repr::InvalidTokens { tokens })
+    }
+
+    #[cold]
+    pub(crate) fn insufficient_capacity(tokens: f64, capacity: f64) -> Self {
+        Error::new(Repr::InsufficientCapacity { tokens, capacity })
+    }
+
     pub(crate) fn policy(input: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidPolicy {
+        Error::new(Repr::InvalidPolicy {
             input: input.into(),
             reason: reason.into(),
+        })
+    }
+
+    pub(crate) fn unknown_source(name: impl Into<String>, known: Vec<String>) -> Self {
+        Error::new(Repr::UnknownSource {
+            name: name.into(),
+            known,
+        })
+    }
+
+    pub(crate) fn unknown_host(host: impl Into<String>) -> Self {
+        Error::new(Repr::UnknownHost { host: host.into() })
+    }
+
+    pub(crate) fn config(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::new(Repr::InvalidConfig {
+            location: location.into(),
+            reason: reason.into(),
+        })
+    }
+
+    pub(crate) fn in_flight_full(source: impl Into<String>, max_in_flight: usize) -> Self {
+        Error::new(Repr::InFlightFull {
+            source: source.into(),
+            max_in_flight,
+        })
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn store(message: impl Into<String>) -> Self {
+        Error::new(Repr::Store {
+            message: message.into(),
+        })
+    }
+
+    pub(crate) fn async_only(source: impl Into<String>) -> Self {
+        Error::new(Repr::AsyncOnly {
+            source: source.into(),
+        })
+    }
+
+    /// The same error, caused by `cause` (what [`source()`](StdError::source)
+    /// gives). The message must not repeat the cause's: a chain prints both.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_cause(mut self, cause: Cause) -> Self {
+        self.inner.cause = Some(cause);
+        self
+    }
+
+    /// What caused this error, shared, to hand to another.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cause(&self) -> Option<&Cause> {
+        self.inner.cause.as_ref()
+    }
+
+    /// The message of a [`Store`](ErrorKind::Store) error, without the
+    /// prefix `Display` adds.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn store_message(&self) -> Option<&str> {
+        match &self.inner.repr {
+            Repr::Store { message } => Some(message),
+            _ => None,
         }
+    }
+
+    /// For the crate's logs: the message (a store's without its prefix),
+    /// then each cause after `: `, which `Display` leaves to `source()`.
+    #[cfg_attr(not(any(feature = "redis", feature = "server")), allow(dead_code))]
+    pub(crate) fn detail(&self) -> impl fmt::Display + '_ {
+        struct Detail<'a>(&'a Error);
+        impl fmt::Display for Detail<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0.store_message() {
+                    Some(message) => f.write_str(message)?,
+                    None => fmt::Display::fmt(self.0, f)?,
+                }
+                let mut next = self.0.source();
+                while let Some(cause) = next {
+                    write!(f, ": {cause}")?;
+                    next = cause.source();
+                }
+                Ok(())
+            }
+        }
+        Detail(self)
+    }
+
+    /// An [`InvalidConfig`](ErrorKind::InvalidConfig) placed where `at`
+    /// says, given where it was; any other error unchanged.
+    pub(crate) fn relocate(mut self, at: impl FnOnce(&str) -> String) -> Self {
+        if let Repr::InvalidConfig { location, .. } = &mut self.inner.repr {
+            *location = at(location);
+        }
+        self
+    }
+
+    /// A refusal that names `source`; any other error unchanged.
+    pub(crate) fn name_source(mut self, source: &Arc<str>) -> Self {
+        if let Repr::RateLimited(r) = &mut self.inner.repr {
+            r.source = Some(source.clone());
+        }
+        self
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_tuple("Error");
+        d.field(&self.inner.repr);
+        if let Some(cause) = &self.inner.cause {
+            d.field(cause);
+        }
+        d.finish()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::RateLimited(r) => r.fmt(f),
-            Error::InvalidTokens { tokens } => write!(
+        match &self.inner.repr {
+            Repr::RateLimited(r) => r.fmt(f),
+            Repr::InvalidTokens { tokens } => write!(
                 f,
                 "invalid token count {tokens}: ask for a finite number greater than zero"
             ),
-            Error::InsufficientCapacity { tokens, capacity } => write!(
+            Repr::InsufficientCapacity { tokens, capacity } => write!(
                 f,
                 "{tokens} tokens can never be served by a bucket of capacity {capacity}: \
                  ask for at most {capacity}, or raise the policy's burst"
             ),
-            Error::InvalidPolicy { input, reason } => {
+            Repr::InvalidPolicy { input, reason } => {
                 write!(f, "invalid policy `{input}`: {reason}")
             }
-            Error::UnknownSource { name, known } => write!(
+            Repr::UnknownSource { name, known } => write!(
                 f,
                 "no source named `{name}`; registered sources: [{}]",
                 known.join(", ")
             ),
-            Error::UnknownHost { host } if host.is_empty() => write!(
+            Repr::UnknownHost { host } if host.is_empty() => write!(
                 f,
                 "the request names no host (no URI authority and no Host header); \
                  send an absolute URI, or choose a default source or pass-through for unknown hosts"
             ),
-            Error::UnknownHost { host } => write!(
+            Repr::UnknownHost { host } => write!(
                 f,
                 "no rule matches host `{host}`; add a source for it, or choose a default \
                  source or pass-through for unknown hosts"
             ),
-            Error::InvalidConfig { location, reason } => {
+            Repr::InvalidConfig { location, reason } => {
                 write!(f, "invalid configuration at {location}: {reason}")
             }
-            Error::InFlightFull {
+            Repr::InFlightFull {
                 source,
                 max_in_flight,
             } => write!(
@@ -209,8 +515,8 @@ impl fmt::Display for Error {
                 "source `{source}` has all {max_in_flight} of its in-flight slots taken: \
                  retry once a response arrives, raise max_in_flight, or let the source wait"
             ),
-            Error::Store { message } => write!(f, "rate-limit store failed: {message}"),
-            Error::AsyncOnly { source } => write!(
+            Repr::Store { message } => write!(f, "rate-limit store failed: {message}"),
+            Repr::AsyncOnly { source } => write!(
                 f,
                 "source `{source}` keeps its limits in Redis, which a synchronous check cannot \
                  ask: use `Registry::admit` or `acquire` (with `OnLimit::Reject` they answer \
@@ -220,42 +526,22 @@ impl fmt::Display for Error {
     }
 }
 
-/// The message of [`Error::RateLimited`] is the [`RateLimited`]'s own, so
-/// the error names no `source()`: a reporter that walks the chain (`{:#}` of
-/// `anyhow`) prints it once, not twice.
-impl std::error::Error for Error {}
+/// `source()` is the cause the error keeps (a store's own error). A
+/// refusal's message is the [`RateLimited`]'s own, and it names no
+/// `source()`: a reporter that walks the chain prints it once, not twice.
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        let cause: &(dyn StdError + 'static) = self.inner.cause.as_deref()?;
+        Some(cause)
+    }
+}
 
 impl From<RateLimited> for Error {
+    #[cold]
     fn from(r: RateLimited) -> Self {
-        Error::RateLimited(r)
+        Error::new(Repr::RateLimited(r))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_are_send_sync_static() {
-        fn assert<T: Send + Sync + 'static + std::error::Error>() {}
-        assert::<Error>();
-        assert::<RateLimited>();
-    }
-
-    #[test]
-    fn messages_say_what_to_change() {
-        let e = Error::InsufficientCapacity {
-            tokens: 5.0,
-            capacity: 3.0,
-        };
-        assert!(e.to_string().contains("at most 3"), "{e}");
-        let e = Error::UnknownSource {
-            name: "x".into(),
-            known: vec!["a".into(), "b".into()],
-        };
-        assert_eq!(
-            e.to_string(),
-            "no source named `x`; registered sources: [a, b]"
-        );
-    }
-}
+mod tests;

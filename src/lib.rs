@@ -61,7 +61,7 @@
 //! | [`policy`] | [`Policy`]: capacity and rate, parsing, validation |
 //! | [`bucket`] | [`TokenBucket`], [`Reservation`]: admission and refunds |
 //! | [`clock`] | [`Clock`]: reading the time and sleeping on the same timeline |
-//! | [`error`] | [`Error`], [`RateLimited`] |
+//! | [`error`] | [`Error`] (opaque, with its [`ErrorKind`] and causes), [`RateLimited`] |
 //!
 //! # Features
 //!
@@ -192,7 +192,7 @@ pub use bucket::{Reservation, TokenBucket};
 pub use clock::{
     Clock, FastClock, ManualClock, MonotonicClock, SharedClock, Timestamp, TokioClock,
 };
-pub use error::{Error, RateLimited};
+pub use error::{Error, ErrorKind, RateLimited};
 pub use policy::Policy;
 pub use registry::DEFAULT_MAX_HOSTS;
 pub use registry::{

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use tollgate::{Error, ManualClock, Policy, TokenBucket};
+use tollgate::{Error, ErrorKind, ManualClock, Policy, TokenBucket};
 
 fn policy_error(r: Result<Policy, Error>) -> String {
     match r {
-        Err(e @ Error::InvalidPolicy { .. }) => e.to_string(),
+        Err(e) if e.kind() == ErrorKind::InvalidPolicy => e.to_string(),
         other => panic!("expected InvalidPolicy, got {other:?}"),
     }
 }
@@ -179,7 +179,7 @@ async fn operations_refuse_bad_token_counts() {
         f64::NEG_INFINITY,
         -f64::MIN_POSITIVE,
     ] {
-        let check = |e: Error| assert!(matches!(e, Error::InvalidTokens { .. }), "{tokens}: {e:?}");
+        let check = |e: Error| assert_eq!(e.kind(), ErrorKind::InvalidTokens, "{tokens}: {e:?}");
         check(bucket.try_acquire(tokens).unwrap_err());
         check(bucket.reserve(tokens, Duration::MAX).unwrap_err());
         check(bucket.acquire(tokens).await.unwrap_err());
@@ -188,7 +188,7 @@ async fn operations_refuse_bad_token_counts() {
     for tokens in [2.000001, 3.0, 1e300] {
         let check = |e: Error| {
             assert!(
-                matches!(e, Error::InsufficientCapacity { .. }),
+                e.kind() == ErrorKind::InsufficientCapacity,
                 "{tokens}: {e:?}"
             );
             assert!(e.to_string().contains("raise the policy's burst"), "{e}");

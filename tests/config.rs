@@ -2,7 +2,7 @@
 //! messages that name the line and the key.
 #![cfg(feature = "serde")]
 
-use tollgate::{registry::Scope, Error, OnLimit, Policy, Registry, RegistryBuilder, Target};
+use tollgate::{registry::Scope, ErrorKind, OnLimit, Policy, Registry, RegistryBuilder, Target};
 
 const EXAMPLE: &str = include_str!("../examples/tollgate.toml");
 
@@ -155,14 +155,9 @@ fn bad_files_name_the_line_and_the_key() {
     ];
     for (text, location, reason) in cases {
         let err = Registry::from_toml(text).map(|_| ()).unwrap_err();
-        let Error::InvalidConfig {
-            location: l,
-            reason: r,
-        } = &err
-        else {
-            panic!("{text:?}: {err:?}")
-        };
-        assert_eq!(l, location, "{text:?}: {err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{text:?}: {err:?}");
+        let (l, r) = (err.location().unwrap(), err.reason().unwrap());
+        assert_eq!(l, *location, "{text:?}: {err}");
         assert!(r.contains(reason), "{text:?}: `{r}` lacks `{reason}`");
     }
 }

@@ -58,9 +58,9 @@ async fn script_calls(raw: &mut Raw) -> u64 {
 }
 
 fn wait_of(e: &Error) -> u64 {
-    match e {
-        Error::RateLimited(r) => r.retry_after().as_nanos() as u64,
-        other => panic!("expected a refusal, got {other:?}"),
+    match e.retry_after() {
+        Some(after) => after.as_nanos() as u64,
+        None => panic!("expected a refusal, got {e:?}"),
     }
 }
 

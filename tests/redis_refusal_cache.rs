@@ -65,9 +65,9 @@ fn policy(s: &str) -> Policy {
 }
 
 fn retry_after(e: &Error) -> Duration {
-    match e {
-        Error::RateLimited(r) => r.retry_after(),
-        other => panic!("expected a refusal, got {other:?}"),
+    match e.retry_after() {
+        Some(after) => after,
+        None => panic!("expected a refusal, got {e:?}"),
     }
 }
 

@@ -21,7 +21,7 @@ use common::max_in_window;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use tollgate::redis::{RedisReservation, RedisStore};
-use tollgate::{Error, Policy};
+use tollgate::{ErrorKind, Policy};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -60,7 +60,11 @@ async fn run(store: &RedisStore, name: &str, first: &[Policy], ops: &[Op]) -> Ve
             Op::Sleep(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
             Op::Try(w) => match bucket.try_acquire(*w).await {
                 Ok(a) => admitted.push((a.at().expect("by Redis").as_nanos(), *w)),
-                Err(Error::RateLimited(_) | Error::InsufficientCapacity { .. }) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RateLimited | ErrorKind::InsufficientCapacity
+                    ) => {}
                 Err(e) => panic!("{e}"),
             },
             Op::Reserve {
@@ -71,7 +75,11 @@ async fn run(store: &RedisStore, name: &str, first: &[Policy], ops: &[Op]) -> Ve
                 .await
             {
                 Ok(r) => pending.push((r, *tokens)),
-                Err(Error::RateLimited(_) | Error::InsufficientCapacity { .. }) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RateLimited | ErrorKind::InsufficientCapacity
+                    ) => {}
                 Err(e) => panic!("{e}"),
             },
             Op::Commit(i) if !pending.is_empty() => {

@@ -37,7 +37,7 @@ fn strict(host: &str, every: Duration) -> Registry {
 }
 
 fn refusal_in(e: &BoxError) -> Option<&RateLimited> {
-    e.downcast_ref::<RateLimited>()
+    e.downcast_ref::<tollgate::Error>()?.as_rate_limited()
 }
 
 /// Three GETs in a row through retry → rate limit → a server that counts:
@@ -146,8 +146,9 @@ mod reqwest_rows {
             answers.push(match answer {
                 Ok(r) => Some(r.status().as_u16()),
                 Err(e) => {
-                    let limited =
-                        tollgate::reqwest::rate_limited(&e).unwrap_or_else(|| panic!("{e:?}"));
+                    let limited = tollgate::reqwest::tollgate_error(&e)
+                        .and_then(tollgate::Error::as_rate_limited)
+                        .unwrap_or_else(|| panic!("{e:?}"));
                     assert_eq!(limited.source(), Some("strict"));
                     None
                 }

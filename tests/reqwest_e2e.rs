@@ -15,7 +15,7 @@ use http::{Response, StatusCode};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::RetryTransientMiddleware;
 use tollgate::reqwest::{Backoff, RateLimitMiddleware, RateLimitStrategy};
-use tollgate::{OnLimit, Policy, RateLimited, Registry, Source, UnknownHost};
+use tollgate::{OnLimit, Policy, Registry, Source, UnknownHost};
 
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<(Duration, u16)>>>);
@@ -244,10 +244,12 @@ async fn a_rejecting_source_answers_with_the_typed_error_and_sends_nothing() {
         .send()
         .await
         .unwrap_err();
-    let limited = tollgate::reqwest::rate_limited(&err).unwrap_or_else(|| panic!("{err:?}"));
+    let limited = tollgate::reqwest::tollgate_error(&err)
+        .and_then(tollgate::Error::as_rate_limited)
+        .unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(limited.source(), Some("strict"));
     assert!(limited.retry_after() > Duration::from_secs(59));
-    // The middleware alone: a plain downcast.
+    // The middleware alone: a plain downcast to the one error type.
     let bare = ClientBuilder::new(reqwest::Client::new())
         .with(RateLimitMiddleware::new(r))
         .build();
@@ -259,6 +261,10 @@ async fn a_rejecting_source_answers_with_the_typed_error_and_sends_nothing() {
     let reqwest_middleware::Error::Middleware(e) = &err else {
         panic!("{err:?}")
     };
-    assert!(e.downcast_ref::<RateLimited>().is_some());
+    let refusal = e
+        .downcast_ref::<tollgate::Error>()
+        .expect("a tollgate::Error");
+    assert!(refusal.retry_after().unwrap() > Duration::from_secs(59));
+    assert_eq!(refusal.source_name(), Some("strict"));
     assert!(log.all().is_empty(), "nothing reached the server");
 }

@@ -43,6 +43,18 @@ fn status(code: u16) -> Result<Response<&'static str>, BoxError> {
     Ok(Response::builder().status(code).body("").unwrap())
 }
 
+/// The refusal of a registry that rejects hosts it has no rule for.
+fn unknown_host(host: &str) -> tollgate::Error {
+    let registry = tollgate::Registry::builder()
+        .unknown_hosts(tollgate::UnknownHost::Reject)
+        .build()
+        .unwrap();
+    let target = tollgate::Target::new(host, None, "/");
+    let e = registry.try_acquire(&target, 1.0).unwrap_err();
+    assert!(e.is_unknown_host(), "{e:?}");
+    e
+}
+
 fn gaps(times: &[Duration]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
@@ -122,19 +134,16 @@ async fn connection_errors_are_retried_and_configuration_errors_are_not() {
     assert_eq!(result.unwrap().status(), 200);
     assert_eq!(times.len(), 3);
 
-    let unknown = |_| -> Result<Response<&'static str>, BoxError> {
-        Err(Box::new(tollgate::Error::UnknownHost {
-            host: "x.test".into(),
-        }))
-    };
+    let unknown =
+        |_| -> Result<Response<&'static str>, BoxError> { Err(Box::new(unknown_host("x.test"))) };
     let (result, times) = run(RetryPolicy::default(), (), unknown).await;
     assert!(result.is_err());
     assert_eq!(times.len(), 1);
 
     let rejected = |n: usize| -> Result<Response<&'static str>, BoxError> {
         if n == 0 {
-            Err(Box::new(tollgate::RateLimited::new(Duration::from_millis(
-                1500,
+            Err(Box::new(tollgate::Error::from(tollgate::RateLimited::new(
+                Duration::from_millis(1500),
             ))))
         } else {
             status(200)

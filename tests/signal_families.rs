@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use tollgate::signal::{may_signal, Dialect, Dialects, HeaderFamily, ResetKind, Unit};
-use tollgate::{Error, Registry, RegistryBuilder, Signal, SignalConfig, Target};
+use tollgate::{ErrorKind, Registry, RegistryBuilder, Signal, SignalConfig, Target};
 
 const NOW: u64 = 1_700_000_000;
 
@@ -194,7 +194,8 @@ fn bad_families_are_refused_with_what_to_change() {
             .with_family(family.clone())
             .validate()
         {
-            Err(Error::InvalidConfig { location, reason }) => {
+            Err(e) if e.kind() == ErrorKind::InvalidConfig => {
+                let (location, reason) = (e.location().unwrap(), e.reason().unwrap());
                 assert_eq!(location, "SignalConfig::families[0]");
                 assert!(reason.contains(words), "{family:?}: {reason}");
             }
@@ -273,7 +274,8 @@ fn toml_errors_name_the_line_and_key() {
     ];
     for (text, line, key) in cases {
         match RegistryBuilder::from_toml(&text) {
-            Err(Error::InvalidConfig { location, reason }) => {
+            Err(e) if e.kind() == ErrorKind::InvalidConfig => {
+                let (location, reason) = (e.location().unwrap(), e.reason().unwrap());
                 assert!(location.contains(line), "{location}: {reason}");
                 assert!(location.contains(key), "{location}: {reason}");
             }

@@ -143,8 +143,9 @@ async fn dropping_the_stream_gives_the_pending_slot_back() {
     let registry = registry("1/s");
     let api = registry.source("api").unwrap();
     let mut run = stream::iter((0..3).map(|i| async move { i })).limited(&api, 1);
-    assert_eq!(run.next().await, Some(Ok(0))); // the first token, at once
-                                               // The second waits for its slot at 1 s; the stream is dropped before.
+    // The first token, at once.
+    assert!(matches!(run.next().await, Some(Ok(0))));
+    // The second waits for its slot at 1 s; the stream is dropped before.
     let waited = tokio::time::timeout(Duration::from_millis(500), run.next()).await;
     assert!(waited.is_err());
     drop(run);
@@ -169,7 +170,7 @@ async fn refused_slots_come_out_as_errors_in_place() {
         .limited(&strict, 2)
         .collect()
         .await;
-    assert_eq!(out[..2], [Ok(0), Ok(1)]);
+    assert!(matches!(out[..2], [Ok(0), Ok(1)]), "{out:?}");
     assert!(out[2..]
         .iter()
         .all(|r| r.as_ref().unwrap_err().as_rate_limited().is_some()));

@@ -10,7 +10,7 @@ mod common;
 
 use common::max_in_window;
 use proptest::prelude::*;
-use tollgate::{Clock, Error, ManualClock, Policy, Reservation, TokenBucket};
+use tollgate::{Clock, ErrorKind, ManualClock, Policy, Reservation, TokenBucket};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -62,7 +62,11 @@ fn run_checked(first: Policy, ops: &[Op], mut check: impl FnMut(u64, u64)) -> Ve
                     check(now, deferred);
                     admitted.push((now, *w))
                 }
-                Err(Error::RateLimited(_) | Error::InsufficientCapacity { .. }) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::RateLimited | ErrorKind::InsufficientCapacity
+                    ) => {}
                 Err(e) => panic!("{e}"),
             },
             Op::Reserve { tokens, max_wait } => {

@@ -41,13 +41,10 @@ impl Params {
             return Ok(self.interval.min(self.tau));
         }
         if !(tokens > 0.0 && tokens.is_finite()) {
-            return Err(Error::InvalidTokens { tokens });
+            return Err(Error::invalid_tokens(tokens));
         }
         if tokens > self.capacity {
-            return Err(Error::InsufficientCapacity {
-                tokens,
-                capacity: self.capacity,
-            });
+            return Err(Error::insufficient_capacity(tokens, self.capacity));
         }
         // A cost above tau is the capacity itself, lost to rounding: serve it.
         Ok(((tokens * self.interval as f64).ceil() as u64).min(self.tau))
@@ -158,6 +155,7 @@ pub(crate) fn defer(p: Params, tat: u64, until: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     fn params(capacity: f64, rate: f64) -> Params {
         Params::from_policy(&Policy::new(capacity, rate).unwrap())
@@ -184,9 +182,9 @@ mod tests {
         assert_eq!(p.cost(2.5).unwrap(), p.tau);
         assert!(matches!(
             p.cost(2.6),
-            Err(Error::InsufficientCapacity { .. })
+            Err(e) if e.kind() == ErrorKind::InsufficientCapacity
         ));
-        assert!(matches!(p.cost(f64::NAN), Err(Error::InvalidTokens { .. })));
+        assert!(matches!(p.cost(f64::NAN), Err(e) if e.kind() == ErrorKind::InvalidTokens));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use loom::thread;
 use super::{Params, TokenBucket};
 use crate::clock::{Clock, Sleep, Timestamp};
 use crate::sync::{model, Ordering};
-use crate::{Error, Policy};
+use crate::Policy;
 
 use std::time::Duration;
 
@@ -84,7 +84,7 @@ fn take(bucket: &Bucket, w: f64, log: &mut Log) -> bool {
             log.push((at.as_nanos(), w));
             true
         }
-        Err(Error::RateLimited(_)) => false,
+        Err(e) if e.is_rate_limited() => false,
         Err(e) => panic!("try_acquire({w}): {e}"),
     }
 }

@@ -156,7 +156,7 @@ pub struct TokenBucket<C: Clock = FastClock> {
 
 #[inline]
 fn refused(wait_nanos: u64) -> Error {
-    Error::RateLimited(RateLimited::from_nanos(wait_nanos))
+    Error::from(RateLimited::from_nanos(wait_nanos))
 }
 
 /// A consistent view of the bucket: its params, their version, and `tat`.
@@ -234,8 +234,11 @@ impl<C: Clock> TokenBucket<C> {
     /// Takes `tokens` now, or refuses with the exact wait. Nothing is taken
     /// on refusal.
     ///
-    /// Errors: [`Error::RateLimited`]; [`Error::InvalidTokens`] for a count
-    /// that is not finite and above zero; [`Error::InsufficientCapacity`] for
+    /// Errors, by [`ErrorKind`](crate::ErrorKind):
+    /// [`RateLimited`](crate::ErrorKind::RateLimited);
+    /// [`InvalidTokens`](crate::ErrorKind::InvalidTokens) for a count that is
+    /// not finite and above zero;
+    /// [`InsufficientCapacity`](crate::ErrorKind::InsufficientCapacity) for
     /// more than the capacity.
     #[inline]
     pub fn try_acquire(&self, tokens: f64) -> Result<(), Error> {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::ManualClock;
+use crate::{ErrorKind, ManualClock};
 
 fn bucket(capacity: f64, rate: f64) -> (TokenBucket<ManualClock>, ManualClock) {
     let clock = ManualClock::new();
@@ -337,17 +337,17 @@ fn bad_token_counts_are_typed_errors() {
     let (b, _clock) = bucket(2.0, 2.0);
     for t in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         assert!(
-            matches!(b.try_acquire(t), Err(Error::InvalidTokens { .. })),
+            matches!(b.try_acquire(t), Err(e) if e.kind() == ErrorKind::InvalidTokens),
             "{t}"
         );
     }
     assert!(matches!(
         b.try_acquire(2.5),
-        Err(Error::InsufficientCapacity { .. })
+        Err(e) if e.kind() == ErrorKind::InsufficientCapacity
     ));
     assert!(matches!(
         b.reserve(3.0, Duration::MAX),
-        Err(Error::InsufficientCapacity { .. })
+        Err(e) if e.kind() == ErrorKind::InsufficientCapacity
     ));
     b.try_acquire(2.0).unwrap();
 }

@@ -34,7 +34,7 @@ where
         }
         let wait = slot.as_nanos() - now.as_nanos();
         if wait > max_wait_ns {
-            return Err(Error::RateLimited(RateLimited::from_nanos(wait)));
+            return Err(Error::from(RateLimited::from_nanos(wait)));
         }
         let mut tickets: Vec<Ticket> = Vec::new();
         for (i, b) in limits().enumerate() {

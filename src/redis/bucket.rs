@@ -203,15 +203,17 @@ impl RedisBucket {
     }
 
     /// Takes `tokens` from every limit now, or refuses with the exact wait
-    /// on Redis's clock ([`Error::RateLimited`]); nothing is taken on
-    /// refusal. The [`Admission`] says when, on Redis's clock. A refusal
+    /// on Redis's clock ([`ErrorKind::RateLimited`](crate::ErrorKind::RateLimited));
+    /// nothing is taken on refusal. The [`Admission`] says when, on Redis's clock. A refusal
     /// is remembered until its slot: until then the same request is refused
     /// without asking Redis (see [refusals without a round
     /// trip](super#refusals-without-a-round-trip)).
     ///
-    /// Errors also: [`Error::InvalidTokens`], [`Error::InsufficientCapacity`]
-    /// (checked before Redis is asked), and [`Error::Store`] when Redis
-    /// fails and the bucket fails closed.
+    /// Errors also, by [`ErrorKind`](crate::ErrorKind):
+    /// [`InvalidTokens`](crate::ErrorKind::InvalidTokens) and
+    /// [`InsufficientCapacity`](crate::ErrorKind::InsufficientCapacity)
+    /// (checked before Redis is asked), and [`Store`](crate::ErrorKind::Store)
+    /// when Redis fails and the bucket fails closed.
     pub async fn try_acquire(&self, tokens: f64) -> Result<Admission, Error> {
         Ok(self.reserve(tokens, Duration::ZERO).await?.commit())
     }
@@ -247,7 +249,7 @@ impl RedisBucket {
         let costs = set.costs(&weight)?;
         // Redis refused as much until a slot still to come: refuse here.
         if let Some(wait) = inner.refusals.refuses(&set, &costs, max_wait) {
-            return Err(Error::RateLimited(RateLimited::new(wait)));
+            return Err(Error::from(RateLimited::new(wait)));
         }
         let request = TakeRequest {
             max_wait: duration_nanos(max_wait),

@@ -265,7 +265,7 @@ impl RedisStoreBuilder {
     }
 
     /// Connects, checks that Redis answers, and loads the script; fails
-    /// with [`Error::Store`] when Redis cannot be reached within the
+    /// with [`ErrorKind::Store`](crate::ErrorKind::Store) when Redis cannot be reached within the
     /// timeout. On a cluster the script goes to every master that answers,
     /// and one is enough: a master that was down loads it on its first call.
     /// Must run inside a tokio runtime.

@@ -61,11 +61,12 @@ pub(super) struct Connection {
 }
 
 pub(super) fn store_error(message: String) -> Error {
-    Error::Store { message }
+    Error::store(message)
 }
 
 /// What went wrong talking to Redis at `url` (already without its
-/// password), and what to check.
+/// password), and what to check; `e` itself is the error's `source()`, so
+/// the message does not repeat it.
 pub(super) fn redis_error(url: &str, e: &RedisError) -> Error {
     let io = io_error(e);
     let message = if e.is_connection_refusal() {
@@ -102,9 +103,12 @@ pub(super) fn redis_error(url: &str, e: &RedisError) -> Error {
             io_text(io)
         )
     } else {
-        format!("Redis at {url} answered with an error: {e}")
+        match e.code() {
+            Some(code) => format!("Redis at {url} answered with error {code}"),
+            None => format!("Redis at {url} answered with an error"),
+        }
     };
-    store_error(message)
+    store_error(message).with_cause(Arc::new(e.clone()))
 }
 
 /// The I/O error inside a Redis error, if any (redis-rs keeps it behind an

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{duration_nanos, Clock, Timestamp, TokioClock};
+use crate::error::Cause;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, RwLock};
 use crate::{Error, Policy, TokenBucket};
 
@@ -22,7 +23,7 @@ use crate::{Error, Policy, TokenBucket};
 pub enum OnStoreError {
     /// Admit every request: availability over the limit.
     FailOpen,
-    /// Refuse every request with [`Error::Store`]: the limit over
+    /// Refuse every request with [`ErrorKind::Store`](crate::ErrorKind::Store): the limit over
     /// availability. The default, so that nothing is ever looser than
     /// configured unless asked for.
     #[default]
@@ -61,7 +62,9 @@ pub(super) struct Health {
     /// Nanoseconds after `epoch` at which the next call may probe Redis.
     next_probe: AtomicU64,
     epoch: Instant,
-    last_error: Mutex<String>,
+    /// The last store error's message, and its cause for the fail-closed
+    /// error to keep.
+    last_error: Mutex<(String, Option<Cause>)>,
 }
 
 /// Where one call goes.
@@ -77,7 +80,7 @@ impl Health {
             failed: AtomicBool::new(false),
             next_probe: AtomicU64::new(0),
             epoch: Instant::now(),
-            last_error: Mutex::new(String::new()),
+            last_error: Mutex::new((String::new(), None)),
         }
     }
 
@@ -128,12 +131,12 @@ impl Health {
         mode: OnStoreError,
         probe_every: Duration,
     ) {
-        // The message alone: the fail-closed error quotes it inside its own.
-        let message = match error {
-            Error::Store { message } => message.clone(),
-            e => e.to_string(),
-        };
-        *self.last_error.lock() = message;
+        // The message alone: the fail-closed error quotes it inside its own,
+        // and keeps its cause.
+        let message = error
+            .store_message()
+            .map_or_else(|| error.to_string(), str::to_string);
+        *self.last_error.lock() = (message, error.cause().cloned());
         self.next_probe.store(
             self.elapsed().saturating_add(duration_nanos(probe_every)),
             Ordering::Release,
@@ -144,6 +147,7 @@ impl Health {
                 OnStoreError::FailClosed => "failing closed: every request is refused",
                 OnStoreError::Local { .. } => "falling back to a local bucket",
             };
+            let error = error.detail();
             tracing::warn!(bucket, error = %error, "Redis failed; {fallback} until it answers again");
         }
     }
@@ -151,11 +155,14 @@ impl Health {
     /// The error a fail-closed bucket gives while Redis is down.
     pub(super) fn closed_error(&self, bucket: &str) -> Error {
         let last = self.last_error.lock();
-        Error::Store {
-            message: format!(
-                "bucket `{bucket}` fails closed while Redis is unavailable ({last}); \
-                 wait for Redis, or choose OnStoreError::Local or FailOpen to keep going"
-            ),
+        let error = Error::store(format!(
+            "bucket `{bucket}` fails closed while Redis is unavailable ({}); \
+             wait for Redis, or choose OnStoreError::Local or FailOpen to keep going",
+            last.0
+        ));
+        match &last.1 {
+            Some(cause) => error.with_cause(cause.clone()),
+            None => error,
         }
     }
 }

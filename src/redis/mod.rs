@@ -48,7 +48,7 @@
 //! answers after that call). The synchronous checks
 //! ([`Registry::try_acquire`](crate::Registry::try_acquire),
 //! [`Registry::check`](crate::Registry::check)) cannot ask Redis and refuse
-//! with [`Error::AsyncOnly`](crate::Error::AsyncOnly); shadow mode and lanes
+//! with [`ErrorKind::AsyncOnly`](crate::ErrorKind::AsyncOnly); shadow mode and lanes
 //! rest on them, so a registry refuses to build them on Redis. The
 //! alternative, a blocking call inside a synchronous check, would stall an
 //! async runtime's worker for a network round trip. A source's

@@ -197,8 +197,9 @@ impl RedisReservation {
     /// tokens any gave back), none once the slot has come, or after a
     /// deferral or policy change.
     ///
-    /// Errors: [`Error::Store`] when Redis cannot be reached (the tokens
-    /// then stay taken: stricter, never looser).
+    /// Errors: [`ErrorKind::Store`](crate::ErrorKind::Store) when Redis
+    /// cannot be reached (the tokens then stay taken: stricter, never
+    /// looser).
     pub async fn cancel(mut self) -> Result<f64, Error> {
         self.armed = false;
         match &self.kind {

@@ -270,9 +270,9 @@ pub(super) enum Taken {
 }
 
 fn malformed(what: &str, reply: &Value) -> Error {
-    Error::Store {
-        message: format!("unexpected reply to the tollgate script's {what}: {reply:?}"),
-    }
+    Error::store(format!(
+        "unexpected reply to the tollgate script's {what}: {reply:?}"
+    ))
 }
 
 fn items<'v>(what: &str, reply: &'v Value, min_len: usize) -> Result<&'v [Value], Error> {
@@ -422,6 +422,7 @@ pub(super) fn tokens(reply: &Value) -> Result<f64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn times_split_into_exact_pairs() {
@@ -475,7 +476,7 @@ mod tests {
         }
         assert!(matches!(
             taken(&Value::Array(vec![Value::Int(1)]), &[1]),
-            Err(Error::Store { .. })
+            Err(e) if e.kind() == ErrorKind::Store
         ));
     }
 

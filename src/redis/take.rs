@@ -72,7 +72,7 @@ impl RedisBucket {
             let w = run.next().expect("peeked");
             let _ = w
                 .answer
-                .send(Some(Err(Error::RateLimited(RateLimited::new(wait)))));
+                .send(Some(Err(Error::from(RateLimited::new(wait)))));
         }
         // A take that went away meanwhile asks for nothing.
         let run: Vec<Waiting> = run.filter(|w| !w.answer.is_closed()).collect();
@@ -140,7 +140,7 @@ impl RedisBucket {
                 if wait < MAX_WAIT {
                     inner.refusals.refused(epoch, arrived, now, slot, costs);
                 }
-                Err(Error::RateLimited(RateLimited::new(wait)))
+                Err(Error::from(RateLimited::new(wait)))
             }
         }
     }

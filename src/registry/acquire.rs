@@ -364,7 +364,7 @@ impl Ctx<'_> {
             let wait = b
                 .next_available()
                 .saturating_duration_since(b.clock().now());
-            return self.refuse(Error::RateLimited(RateLimited::new(wait)));
+            return self.refuse(Error::from(RateLimited::new(wait)));
         }
         if let Some(s) = sleep {
             if s.as_mut().poll(cx).is_pending() {
@@ -382,11 +382,11 @@ impl Ctx<'_> {
                 *ticket = None;
                 Step::Ready(Ok(self.permit(in_flight.take(), at)))
             }
-            Err(Error::RateLimited(r)) => {
-                let until = now + r.retry_after();
+            Err(e) if e.is_rate_limited() => {
+                let until = now + e.retry_after().unwrap_or_default();
                 if self.deadline().is_some_and(|d| until > d) {
                     leave(ticket);
-                    return self.refuse(Error::RateLimited(r));
+                    return self.refuse(e);
                 }
                 *sleep = Some(b.clock().sleep_until(until));
                 Step::Next
@@ -469,7 +469,7 @@ fn remote_wait(
             if floor > now {
                 let wait = floor.saturating_duration_since(now);
                 if wait > left {
-                    return Err(Error::RateLimited(RateLimited::new(wait)));
+                    return Err(Error::from(RateLimited::new(wait)));
                 }
                 clock.sleep_until(floor).await;
                 continue;

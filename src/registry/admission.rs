@@ -11,7 +11,7 @@ use super::permit::Permit;
 use super::take::{check_now, refused, shadow_take, take_now};
 use super::{Lane, OnLimit, Registry, Target, Unknown};
 use crate::clock::{Clock, Timestamp};
-use crate::Error;
+use crate::{Error, ErrorKind};
 
 /// What [`Registry::admit`] decided.
 #[derive(Debug)]
@@ -43,9 +43,7 @@ impl Registry {
             (Some(r), _) => Ok(Some((r.source(), r.set()))),
             (None, Unknown::Source(i)) => Ok(Some((i, None))),
             (None, Unknown::PassThrough) => Ok(None),
-            (None, Unknown::Reject) => Err(Error::UnknownHost {
-                host: target.host().to_string(),
-            }),
+            (None, Unknown::Reject) => Err(Error::unknown_host(target.host())),
         }
     }
 
@@ -203,11 +201,12 @@ impl Registry {
         match take_now(buckets, cost, self.inner.clock.now()) {
             Ok(permit) => Ok(Admission::Ready(permit)),
             // Redis decides: one script call, awaited.
-            Err((Error::AsyncOnly { .. }, buckets)) => {
+            Err((e, buckets)) if e.kind() == ErrorKind::AsyncOnly => {
                 Ok(Admission::Wait(Acquire::new(buckets, cost)))
             }
-            Err((Error::RateLimited(_) | Error::InFlightFull { .. }, buckets))
-                if buckets.context.on_limit != OnLimit::Reject =>
+            Err((e, buckets))
+                if (e.is_rate_limited() || e.is_in_flight_full())
+                    && buckets.context.on_limit != OnLimit::Reject =>
             {
                 Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)))
             }
@@ -216,8 +215,8 @@ impl Registry {
     }
 
     /// Admits a request of `tokens` to `target` now, or refuses:
-    /// [`Error::RateLimited`] (naming the source) with nothing taken, or
-    /// [`Error::InFlightFull`].
+    /// [`ErrorKind::RateLimited`] (naming the source) with nothing taken, or
+    /// [`ErrorKind::InFlightFull`].
     #[inline]
     pub fn try_acquire(&self, target: &Target<'_>, tokens: f64) -> Result<Permit, Error> {
         let Some((i, set)) = self.route(target)? else {

@@ -351,9 +351,7 @@ impl Buckets {
     /// The refusal of a synchronous check of a set in Redis.
     #[cold]
     pub(super) fn async_only(&self) -> Error {
-        Error::AsyncOnly {
-            source: self.source().to_string(),
-        }
+        Error::async_only(self.source().as_ref())
     }
 
     /// A set for `host` that replaces `previous` (the overflow set that

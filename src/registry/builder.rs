@@ -21,7 +21,7 @@ pub enum UnknownHost {
     PassThrough,
     /// Use the named source.
     Default(String),
-    /// Refuse it with [`Error::UnknownHost`].
+    /// Refuse it with [`ErrorKind::UnknownHost`](crate::ErrorKind::UnknownHost).
     Reject,
 }
 
@@ -152,12 +152,9 @@ impl RegistryBuilder {
                 ));
             }
             for h in &s.hosts {
-                router.add(h, s.path.as_deref(), i).map_err(|e| match e {
-                    Error::InvalidConfig { location, reason } => {
-                        Error::config(format!("{} in {}", location, at()), reason)
-                    }
-                    e => e,
-                })?;
+                router
+                    .add(h, s.path.as_deref(), i)
+                    .map_err(|e| e.relocate(|location| format!("{location} in {}", at())))?;
             }
             no_limit(s, &at)?;
             let config = SourceConfig::new(s.limits.clone(), 1.0)?;
@@ -171,12 +168,9 @@ impl RegistryBuilder {
                 config,
             );
             #[cfg(feature = "redis")]
-            let context = context.with_store(store_of(self.redis.as_ref(), s, shadow).map_err(
-                |e| match e {
-                    Error::InvalidConfig { reason, .. } => Error::config(at(), reason),
-                    e => e,
-                },
-            )?);
+            let context = context.with_store(
+                store_of(self.redis.as_ref(), s, shadow).map_err(|e| e.relocate(|_| at()))?,
+            );
             let context = Arc::new(context);
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
             states.push(SourceState {

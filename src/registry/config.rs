@@ -195,7 +195,7 @@ fn family_from(text: &str, c: FamilyConfig) -> Result<HeaderFamily, Error> {
             )
         })?);
     }
-    if let Err(Error::InvalidConfig { reason, .. }) = f.validate() {
+    if let Some(reason) = f.validate().err().as_ref().and_then(Error::reason) {
         // At the (last) key whose name the reason quotes, else the first.
         let others = [("window", &c.window), ("reset_unit", &c.reset_unit)];
         let keyed = names
@@ -364,15 +364,15 @@ fn source_from(text: &str, c: SourceConfig, index: usize) -> Result<Source, Erro
     if let Some(hosts) = c.hosts {
         source.hosts.clear();
         for h in hosts {
-            if let Err(Error::InvalidConfig { reason, .. }) = rules::parse_pattern(h.get_ref()) {
-                return Err(Error::config(at(text, h.span(), "hosts"), reason));
+            if let Err(e) = rules::parse_pattern(h.get_ref()) {
+                return Err(e.relocate(|_| at(text, h.span(), "hosts")));
             }
             source.hosts.push(h.into_inner());
         }
     }
     if let Some(p) = c.path {
-        if let Err(Error::InvalidConfig { reason, .. }) = rules::parse_path(p.get_ref()) {
-            return Err(Error::config(at(text, p.span(), "path"), reason));
+        if let Err(e) = rules::parse_path(p.get_ref()) {
+            return Err(e.relocate(|_| at(text, p.span(), "path")));
         }
         source.path = Some(p.into_inner());
     }

@@ -177,7 +177,7 @@ impl SourceHandle {
     /// a [`Permit`]: [`Registry::check`] for a client key (see
     /// [`admit_key`](Self::admit_key)). A source's `max_in_flight` refuses
     /// when full but holds no slot; a source kept in Redis refuses with
-    /// [`Error::AsyncOnly`].
+    /// [`ErrorKind::AsyncOnly`](crate::ErrorKind::AsyncOnly).
     #[inline]
     pub fn check_key(&self, key: &str, tokens: f64) -> Result<(), Error> {
         let now = crate::clock::Clock::now(&self.registry.inner.clock);

@@ -291,10 +291,7 @@ impl Registry {
             .sources
             .iter()
             .position(|s| s.name() == name)
-            .ok_or_else(|| Error::UnknownSource {
-                name: name.to_string(),
-                known: self.names(),
-            })
+            .ok_or_else(|| Error::unknown_source(name, self.names()))
     }
 
     /// What source `name` would have delayed or refused in shadow mode

@@ -89,9 +89,10 @@ pub struct Source {
     pub(crate) scope: Scope,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) on_limit: OnLimit,
-    /// A limit that could not be built (by a preset): the registry refuses
-    /// to build rather than run the source looser than meant.
-    pub(crate) invalid: Option<Error>,
+    /// Why a limit could not be built (by a preset): the registry refuses
+    /// to build rather than run the source looser than meant. The message,
+    /// which is all the registry reports, so that sources compare.
+    pub(crate) invalid: Option<String>,
     /// How this source reads servers' signals, when not the registry's way.
     pub(crate) signals: Option<crate::SignalConfig>,
     pub(crate) price: Option<super::Price>,
@@ -187,7 +188,7 @@ impl Source {
         match policy {
             Ok(p) => self.limits.push(p),
             Err(e) => {
-                self.invalid.get_or_insert(e);
+                self.invalid.get_or_insert_with(|| e.to_string());
             }
         }
         self
@@ -309,9 +310,10 @@ impl Source {
     /// `Retry-After` or lower quota reaches Redis. A per-host source keeps
     /// one Redis bucket per host (or per client key for a server guard).
     /// What stays in each process: `max_in_flight`, and the synchronous
-    /// checks, which refuse with [`Error::AsyncOnly`]. Shadow mode and
-    /// lanes need synchronous checks, so a registry refuses to build them
-    /// on Redis. See [`redis`](crate::redis).
+    /// checks, which refuse with
+    /// [`ErrorKind::AsyncOnly`](crate::ErrorKind::AsyncOnly). Shadow mode
+    /// and lanes need synchronous checks, so a registry refuses to build
+    /// them on Redis. See [`redis`](crate::redis).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {

@@ -99,7 +99,7 @@ pub(super) fn shadow_take(
                 meters.would_wait(Duration::ZERO);
             }
         }
-        Err(Error::RateLimited(_)) => meters.would_refuse(),
+        Err(e) if e.is_rate_limited() => meters.would_refuse(),
         Err(e) => return Err((e, buckets)),
     }
     Ok(Permit::new(buckets, in_flight, Duration::ZERO, now))
@@ -127,32 +127,23 @@ fn queued_refusal(b: &Buckets) -> Error {
         .map(|p| Duration::from_nanos(p.interval_nanos()))
         .max()
         .unwrap_or_default();
-    name_refusal(
-        Error::RateLimited(crate::RateLimited::new(next.max(interval))),
-        b,
-    )
+    name_refusal(Error::from(crate::RateLimited::new(next.max(interval))), b)
 }
 
 /// Counts a refusal that goes back to the caller.
 pub(super) fn refused(b: &Buckets, e: Error) -> Error {
-    match &e {
-        Error::RateLimited(_) => b.context.meters.refused(Refusal::Rate),
-        Error::InFlightFull { .. } => b.context.meters.refused(Refusal::InFlight),
-        _ => {}
+    if e.is_rate_limited() {
+        b.context.meters.refused(Refusal::Rate);
+    } else if e.is_in_flight_full() {
+        b.context.meters.refused(Refusal::InFlight);
     }
     e
 }
 
 pub(super) fn in_flight_full(b: &Buckets) -> Error {
-    Error::InFlightFull {
-        source: b.source().to_string(),
-        max_in_flight: b.context.max_in_flight.unwrap_or(0),
-    }
+    Error::in_flight_full(b.source().as_ref(), b.context.max_in_flight.unwrap_or(0))
 }
 
 pub(super) fn name_refusal(e: Error, b: &Buckets) -> Error {
-    match e {
-        Error::RateLimited(r) => Error::RateLimited(r.with_source(b.source().clone())),
-        e => e,
-    }
+    e.name_source(b.source())
 }

@@ -68,27 +68,27 @@
 //!
 //! # Rejections
 //!
-//! A source in reject mode (or past its `max_wait`) refuses with
-//! `reqwest_middleware::Error::Middleware` wrapping a
-//! [`RateLimited`], before anything is sent:
+//! A source in reject mode (or past its `max_wait`) refuses before anything
+//! is sent, with `reqwest_middleware::Error::Middleware` wrapping a
+//! [`tollgate::Error`](crate::Error), as does every other refusal of the
+//! limiter (an unknown host, a full `max_in_flight`):
 //!
 //! ```
 //! # fn check(err: reqwest_middleware::Error) {
-//! use tollgate::RateLimited;
 //! if let reqwest_middleware::Error::Middleware(e) = &err {
-//!     if let Some(limited) = e.downcast_ref::<RateLimited>() {
-//!         println!("retry after {:?}", limited.retry_after());
+//!     if let Some(refusal) = e.downcast_ref::<tollgate::Error>() {
+//!         println!("{refusal}; retry after {:?}", refusal.retry_after());
 //!     }
 //! }
 //! # }
 //! ```
-//! Behind `RetryTransientMiddleware` the rejection arrives wrapped once more
-//! (in reqwest-retry's `RetryError`); [`rate_limited`] looks through both:
+//! Behind `RetryTransientMiddleware` the refusal arrives wrapped once more
+//! (in reqwest-retry's `RetryError`); [`tollgate_error`] looks through both:
 //!
 //! ```
 //! # fn check(err: reqwest_middleware::Error) {
-//! if let Some(limited) = tollgate::reqwest::rate_limited(&err) {
-//!     println!("source {:?}: retry after {:?}", limited.source(), limited.retry_after());
+//! if let Some(after) = tollgate::reqwest::tollgate_error(&err).and_then(|e| e.retry_after()) {
+//!     println!("rate limited: retry after {after:?}");
 //! }
 //! # }
 //! ```
@@ -109,7 +109,7 @@ pub use middleware::RateLimitMiddleware;
 pub use retry::{Backoff, RateLimitStrategy};
 pub use retry_middleware::RetryMiddleware;
 
-use crate::{Error, RateLimited, Target};
+use crate::{Error, Target};
 
 /// The routing target of a URL: its host, port (explicit or the scheme's
 /// default) and path.
@@ -123,28 +123,18 @@ fn target<'a>(url: &'a reqwest::Url, method: &'a http::Method) -> Target<'a> {
 }
 
 /// The rate limiter's refusal inside a reqwest-middleware error, directly
-/// or wrapped by reqwest-retry.
-pub fn rate_limited(err: &reqwest_middleware::Error) -> Option<&RateLimited> {
-    find(err)
-}
-
-/// tollgate's other refusals (an unknown host, a bad token count) inside a
-/// reqwest-middleware error, directly or wrapped by reqwest-retry.
+/// or wrapped by reqwest-retry: a rejection
+/// ([`Error::retry_after`] says for how long), an unknown host, a full
+/// `max_in_flight`, a bad token count.
 pub fn tollgate_error(err: &reqwest_middleware::Error) -> Option<&Error> {
-    find(err)
-}
-
-fn find<T: std::error::Error + Send + Sync + 'static>(
-    err: &reqwest_middleware::Error,
-) -> Option<&T> {
     let reqwest_middleware::Error::Middleware(e) = err else {
         return None;
     };
-    if let Some(found) = e.downcast_ref::<T>() {
+    if let Some(found) = e.downcast_ref::<Error>() {
         return Some(found);
     }
     match e.downcast_ref::<reqwest_retry::RetryError>()? {
         reqwest_retry::RetryError::Error(inner)
-        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => find(inner),
+        | reqwest_retry::RetryError::WithRetries { err: inner, .. } => tollgate_error(inner),
     }
 }

@@ -20,7 +20,7 @@
 //! |---|---|---|---|
 //! | connect error (no byte sent) | retry | retry | backoff |
 //! | refused by the rate limiter (`RateLimited`) | no¹ | no¹ | its `retry_after` |
-//! | `max_in_flight` full (`Error::InFlightFull`) | no¹ | no¹ | backoff |
+//! | `max_in_flight` full (`ErrorKind::InFlightFull`) | no¹ | no¹ | backoff |
 //! | timeout (may have been sent) | retry | **no** | backoff |
 //! | other transport error (reset, incomplete answer) | retry | **no** | backoff |
 //! | 408 | retry | **no** | backoff, or `Retry-After` |

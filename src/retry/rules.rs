@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::{signal, Error, RateLimited, Signal, SignalConfig};
+use crate::{signal, Error, Signal, SignalConfig};
 
 /// Marks one request as safe to repeat even though its method is not
 /// idempotent (for example a POST that the server deduplicates by a field
@@ -155,14 +155,11 @@ impl Failure {
     pub fn from_error(err: &(dyn StdError + 'static)) -> Failure {
         let mut next = Some(err);
         while let Some(e) = next {
-            if let Some(r) = e.downcast_ref::<RateLimited>() {
-                return Failure::Refused(r.retry_after());
-            }
             if let Some(e) = e.downcast_ref::<Error>() {
-                return match e {
-                    Error::RateLimited(r) => Failure::Refused(r.retry_after()),
-                    Error::InFlightFull { .. } => Failure::InFlightFull,
-                    _ => Failure::Permanent,
+                return match e.retry_after() {
+                    Some(after) => Failure::Refused(after),
+                    None if e.is_in_flight_full() => Failure::InFlightFull,
+                    None => Failure::Permanent,
                 };
             }
             #[cfg(feature = "tower")]
@@ -239,23 +236,30 @@ mod tests {
     #[test]
     fn errors_are_read_along_their_chain() {
         #[derive(Debug)]
-        struct Wrapper(io::Error);
-        impl std::fmt::Display for Wrapper {
+        struct Wrapper<E>(E);
+        impl<E> std::fmt::Display for Wrapper<E> {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("client error (Connect)")
             }
         }
-        impl StdError for Wrapper {
+        impl<E: StdError + 'static> StdError for Wrapper<E> {
             fn source(&self) -> Option<&(dyn StdError + 'static)> {
                 Some(&self.0)
             }
         }
-        let refused = Wrapper(io::ErrorKind::ConnectionRefused.into());
+        let refused = Wrapper(io::Error::from(io::ErrorKind::ConnectionRefused));
         assert_eq!(Failure::from_error(&refused), Failure::Connect);
-        let reset = Wrapper(io::ErrorKind::ConnectionReset.into());
+        let reset = Wrapper(io::Error::from(io::ErrorKind::ConnectionReset));
         assert_eq!(Failure::from_error(&reset), Failure::Transport);
-        let unknown = Error::UnknownHost { host: "x".into() };
+        let unknown = Error::unknown_host("x");
         assert_eq!(Failure::from_error(&unknown), Failure::Permanent);
+        let refused = Error::from(crate::RateLimited::new(Duration::from_secs(2)));
+        assert_eq!(
+            Failure::from_error(&Wrapper(refused)),
+            Failure::Refused(Duration::from_secs(2))
+        );
+        let full = Error::in_flight_full("s", 1);
+        assert_eq!(Failure::from_error(&full), Failure::InFlightFull);
     }
 
     #[test]

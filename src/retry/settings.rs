@@ -139,7 +139,7 @@ impl RetryRules {
 
     /// `false`, the default: a refusal by the rate limiter itself (a
     /// [`RateLimited`](crate::RateLimited) from a source in reject mode or
-    /// past its `max_wait`, or an [`InFlightFull`](crate::Error::InFlightFull))
+    /// past its `max_wait`, or an [`InFlightFull`](crate::ErrorKind::InFlightFull))
     /// goes straight back to the caller, so reject means reject even with
     /// the retry layer outside the limiter. `true`: such a refusal is
     /// retried after its `retry_after` (an `InFlightFull` after the

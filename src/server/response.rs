@@ -16,7 +16,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::registry::SourceHandle;
-use crate::{Error, Permit, Policy};
+use crate::{Error, ErrorKind, Permit, Policy};
 
 /// The problem type the rate-limit draft registers for a refusal.
 pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
@@ -318,18 +318,21 @@ fn json_string(out: &mut String, s: &str) {
 
 /// The answer to a refused admission.
 pub(crate) fn refusal<B: From<String>>(tier: &TierInfo, e: Error) -> Response<B> {
-    match e {
-        Error::RateLimited(r) => too_many(tier, r.retry_after()),
-        Error::InFlightFull { max_in_flight, .. } => in_flight_full(tier, max_in_flight),
-        Error::Store { message } => {
+    if let Some(after) = e.retry_after() {
+        return too_many(tier, after);
+    }
+    match e.kind() {
+        ErrorKind::InFlightFull => in_flight_full(tier, e.max_in_flight().unwrap_or(0)),
+        ErrorKind::Store => {
             // A tier kept in Redis that fails closed while Redis is down.
-            tracing::warn!(tier = &*tier.name, error = %message, "the rate limiter's store failed");
+            let error = e.detail();
+            tracing::warn!(tier = &*tier.name, %error, "the rate limiter's store failed");
             plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the rate limiter's shared store is unavailable; retry shortly",
             )
         }
-        e => {
+        _ => {
             tracing::error!(tier = &*tier.name, error = %e, "the rate limiter refused a request");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,

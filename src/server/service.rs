@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::future::{Announce, GuardFuture};
 use super::key::{KeyExtractor, KeyWriter};
 use super::response::{self, refusal, SuccessHeaders, TierInfo};
-use crate::{Admission, Error, Registry};
+use crate::{Admission, ErrorKind, Registry};
 
 /// What a request without a key gets, its tier looked up.
 pub(crate) enum Missing {
@@ -167,7 +167,7 @@ where
             match info.handle.check_key(key.escaped(), 1.0) {
                 Ok(()) => return GuardFuture::called(self.inner.call(request)),
                 // A tier kept in Redis: the admission below.
-                Err(Error::AsyncOnly { .. }) => {}
+                Err(e) if e.kind() == ErrorKind::AsyncOnly => {}
                 Err(e) => return GuardFuture::answered(refusal(info, e)),
             }
         }

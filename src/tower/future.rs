@@ -34,14 +34,10 @@ use tower_service::Service;
 use super::BoxError;
 use crate::{Acquire, Error, Permit};
 
-/// A refusal as tower errors go: the [`RateLimited`](crate::RateLimited)
-/// itself for rejections (so `downcast_ref::<RateLimited>()` finds it), the
-/// [`Error`] otherwise.
+/// A refusal as tower errors go: the [`Error`], boxed, whatever its kind,
+/// so one `downcast_ref::<tollgate::Error>()` finds it.
 pub(crate) fn rejection(e: Error) -> BoxError {
-    match e {
-        Error::RateLimited(r) => Box::new(r),
-        e => Box::new(e),
-    }
+    Box::new(e)
 }
 
 /// Reads a response back into the registry.

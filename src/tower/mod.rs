@@ -71,7 +71,8 @@ pub use layer::{KeyedRateLimitLayer, RateLimitLayer};
 pub use retry::RetryPolicy;
 pub use service::{KeyedRateLimit, RateLimit};
 
-/// The boxed error of tower services: a rejection is a
-/// [`RateLimited`](crate::RateLimited) inside it, other refusals a
-/// [`tollgate::Error`](crate::Error).
+/// The boxed error of tower services: every refusal of the limiter is a
+/// [`tollgate::Error`](crate::Error) inside it, so one
+/// `err.downcast_ref::<tollgate::Error>()` finds it and
+/// [`retry_after`](crate::Error::retry_after) says how long a rejection lasts.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use tollgate::{Error, Policy};
+use tollgate::{Error, ErrorKind, Policy};
 
 /// A store that makes fresh buckets.
 pub trait Store {
@@ -122,9 +122,9 @@ impl Model {
 }
 
 fn retry_after(e: Error) -> u64 {
-    match e {
-        Error::RateLimited(r) => r.retry_after().as_nanos() as u64,
-        other => panic!("expected a refusal, got {other:?}"),
+    match e.retry_after() {
+        Some(after) => after.as_nanos() as u64,
+        None => panic!("expected a refusal, got {e:?}"),
     }
 }
 
@@ -387,17 +387,17 @@ pub async fn invalid_tokens_and_over_capacity<S: Store>(store: &S) {
     let b = store.one(Policy::new(2.0, 2.0).unwrap()).await;
     for t in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
         assert!(
-            matches!(b.try_acquire(t).await, Err(Error::InvalidTokens { .. })),
+            matches!(b.try_acquire(t).await, Err(e) if e.kind() == ErrorKind::InvalidTokens),
             "{t}"
         );
     }
     assert!(matches!(
         b.try_acquire(2.5).await,
-        Err(Error::InsufficientCapacity { .. })
+        Err(e) if e.kind() == ErrorKind::InsufficientCapacity
     ));
     assert!(matches!(
         b.reserve(3.0, Duration::MAX).await,
-        Err(Error::InsufficientCapacity { .. })
+        Err(e) if e.kind() == ErrorKind::InsufficientCapacity
     ));
     b.try_acquire(2.0).await.unwrap();
 
@@ -409,11 +409,11 @@ pub async fn invalid_tokens_and_over_capacity<S: Store>(store: &S) {
         .await;
     assert!(matches!(
         m.try_acquire(3.0).await,
-        Err(Error::InsufficientCapacity { .. })
+        Err(e) if e.kind() == ErrorKind::InsufficientCapacity
     ));
     assert!(matches!(
         m.try_acquire(f64::NAN).await,
-        Err(Error::InvalidTokens { .. })
+        Err(e) if e.kind() == ErrorKind::InvalidTokens
     ));
     m.try_acquire(2.0).await.unwrap();
 }
