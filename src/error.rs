@@ -304,7 +304,7 @@ impl Error {
 
     /// How many requests the source lets be in flight at once, for an
     /// [`InFlightFull`](ErrorKind::InFlightFull).
-    pub fn max_in_flight(&self) -> Option<usize> {
+    pub fn in_flight_cap(&self) -> Option<usize> {
         match self.inner.repr {
             Repr::InFlightFull { max_in_flight, .. } => Some(max_in_flight),
             _ => None,

@@ -159,7 +159,7 @@ async fn max_in_flight_is_held_until_the_permit_drops() {
     // A full in-flight cap is its own refusal: no exact time to retry at.
     let e = rej.acquire(1.0).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InFlightFull, "{e:?}");
-    assert_eq!((e.source_name(), e.max_in_flight()), (Some("r"), Some(1)));
+    assert_eq!((e.source_name(), e.in_flight_cap()), (Some("r"), Some(1)));
     assert_eq!(e.retry_after(), None);
 }
 

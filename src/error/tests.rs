@@ -45,7 +45,7 @@ fn kinds_predicates_and_accessors_agree() {
     let full = Error::in_flight_full("api", 3);
     assert!(full.is_in_flight_full() && full.retry_after().is_none());
     assert_eq!(
-        (full.source_name(), full.max_in_flight()),
+        (full.source_name(), full.in_flight_cap()),
         (Some("api"), Some(3))
     );
 

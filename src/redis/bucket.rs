@@ -11,7 +11,7 @@ use super::batch::{Batch, Turn};
 use super::connection::Connection;
 use super::fallback::{Debt, Health, LocalLimits, OnStoreError, Owed, Route};
 use super::refusals::Refusals;
-use super::reservation::{Admission, RedisReservation};
+use super::reservation::{RedisAdmission, RedisReservation};
 use super::script::{self, Limit, LimitSet, Op, TakeRequest};
 use super::take::Alone;
 use crate::clock::duration_nanos;
@@ -204,7 +204,7 @@ impl RedisBucket {
 
     /// Takes `tokens` from every limit now, or refuses with the exact wait
     /// on Redis's clock ([`ErrorKind::RateLimited`](crate::ErrorKind::RateLimited));
-    /// nothing is taken on refusal. The [`Admission`] says when, on Redis's clock. A refusal
+    /// nothing is taken on refusal. The [`RedisAdmission`] says when, on Redis's clock. A refusal
     /// is remembered until its slot: until then the same request is refused
     /// without asking Redis (see [refusals without a round
     /// trip](super#refusals-without-a-round-trip)).
@@ -214,7 +214,7 @@ impl RedisBucket {
     /// [`InsufficientCapacity`](crate::ErrorKind::InsufficientCapacity)
     /// (checked before Redis is asked), and [`Store`](crate::ErrorKind::Store)
     /// when Redis fails and the bucket fails closed.
-    pub async fn try_acquire(&self, tokens: f64) -> Result<Admission, Error> {
+    pub async fn try_acquire(&self, tokens: f64) -> Result<RedisAdmission, Error> {
         Ok(self.reserve(tokens, Duration::ZERO).await?.commit())
     }
 
@@ -291,7 +291,7 @@ impl RedisBucket {
     /// Waits for `tokens`: reserves the next slot and sleeps until it.
     /// Dropping the future before the slot gives the tokens back (as
     /// dropping the reservation does).
-    pub async fn acquire(&self, tokens: f64) -> Result<Admission, Error> {
+    pub async fn acquire(&self, tokens: f64) -> Result<RedisAdmission, Error> {
         Ok(self.reserve(tokens, Duration::MAX).await?.wait().await)
     }
 

@@ -5,7 +5,7 @@
 //! This module owns where shared bucket state lives and how it is changed:
 //! [`RedisStore`] (the connection, the script, the settings),
 //! [`RedisBucket`] (the bucket contract on Redis), [`RedisReservation`] and
-//! [`Admission`], and [`OnStoreError`] (what happens while Redis fails).
+//! [`RedisAdmission`], and [`OnStoreError`] (what happens while Redis fails).
 //! The arithmetic is the local bucket's (see [`bucket`](crate::bucket)):
 //! `gcra.lua` runs the same steps on the same integer nanoseconds.
 //!
@@ -266,6 +266,6 @@ mod take;
 pub use bucket::RedisBucket;
 pub use builder::{RedisStoreBuilder, DEFAULT_PREFIX, DEFAULT_PROBE_EVERY, DEFAULT_TIMEOUT};
 pub use fallback::OnStoreError;
-pub use reservation::{Admission, RedisReservation};
+pub use reservation::{RedisAdmission, RedisReservation};
 pub use store::RedisStore;
 pub(crate) use store::SourceStore;

@@ -1,5 +1,5 @@
 //! [`RedisReservation`]: tokens taken for a slot on Redis's clock, waited
-//! for on the local timer; and [`Admission`], what an admitted request
+//! for on the local timer; and [`RedisAdmission`], what an admitted request
 //! learns.
 
 use std::fmt;
@@ -17,11 +17,11 @@ use crate::Error;
 
 /// An admitted request: when it was admitted, on Redis's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Admission {
+pub struct RedisAdmission {
     at: Option<Timestamp>,
 }
 
-impl Admission {
+impl RedisAdmission {
     /// The slot on Redis's clock (nanoseconds since the Unix epoch, as
     /// [`RedisStore::time`](super::RedisStore::time) reads it); `None` when
     /// Redis had failed and the bucket's fallback admitted the request.
@@ -168,15 +168,15 @@ impl RedisReservation {
         }
     }
 
-    fn admission(&self) -> Admission {
-        Admission {
+    fn admission(&self) -> RedisAdmission {
+        RedisAdmission {
             at: self.ready_at(),
         }
     }
 
     /// Sleeps until the slot and keeps the tokens. If this future is
     /// dropped before the slot, the tokens are given back.
-    pub async fn wait(mut self) -> Admission {
+    pub async fn wait(mut self) -> RedisAdmission {
         if Instant::now() < self.deadline {
             tokio::time::sleep_until(self.deadline).await;
         }
@@ -186,7 +186,7 @@ impl RedisReservation {
 
     /// Keeps the tokens without waiting: the caller promises to send no
     /// earlier than the slot.
-    pub fn commit(mut self) -> Admission {
+    pub fn commit(mut self) -> RedisAdmission {
         self.armed = false;
         self.admission()
     }

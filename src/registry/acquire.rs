@@ -65,12 +65,13 @@ enum State {
     Reserve {
         in_flight: Option<OwnedSemaphorePermit>,
     },
-    /// Queued in its lane (a source with lanes): `ticket` once joined;
+    /// Queued in its lane (a source with lanes): `place` (its id in the
+    /// lane's queue, not a bucket's ticket) once joined;
     /// `sleep` while, at the head, it waits for the bucket; `deadline` the
     /// end of its `max_wait`, wherever it stands in the queue.
     Queued {
         in_flight: Option<OwnedSemaphorePermit>,
-        ticket: Option<u64>,
+        place: Option<u64>,
         sleep: Option<Sleep>,
         deadline: Option<Sleep>,
     },
@@ -295,7 +296,7 @@ impl Ctx<'_> {
         if b.queues.is_some() {
             *state = State::Queued {
                 in_flight,
-                ticket: None,
+                place: None,
                 sleep: None,
                 deadline: self.deadline().map(|d| b.clock().sleep_until(d)),
             };
@@ -338,7 +339,7 @@ impl Ctx<'_> {
     fn queued(&self, state: &mut State, cx: &mut Context<'_>) -> Step {
         let State::Queued {
             in_flight,
-            ticket,
+            place,
             sleep,
             deadline,
         } = state
@@ -349,10 +350,10 @@ impl Ctx<'_> {
         let Some(queues) = b.queues.as_ref() else {
             unreachable!("queued only with lanes")
         };
-        let id = *ticket.get_or_insert_with(|| queues.join(self.lane));
-        let leave = |ticket: &mut Option<u64>| {
+        let id = *place.get_or_insert_with(|| queues.join(self.lane));
+        let leave = |place: &mut Option<u64>| {
             queues.leave(self.lane, id);
-            *ticket = None;
+            *place = None;
         };
         if deadline
             .as_mut()
@@ -360,7 +361,7 @@ impl Ctx<'_> {
         {
             // `max_wait` is over, at the head or behind it: the queue's
             // next slot is as far as the caller can tell.
-            leave(ticket);
+            leave(place);
             let wait = b
                 .next_available()
                 .saturating_duration_since(b.clock().now());
@@ -379,20 +380,20 @@ impl Ctx<'_> {
         match b.try_take(self.cost) {
             Ok(at) => {
                 queues.served(self.lane, id);
-                *ticket = None;
+                *place = None;
                 Step::Ready(Ok(self.permit(in_flight.take(), at)))
             }
             Err(e) if e.is_rate_limited() => {
                 let until = now + e.retry_after().unwrap_or_default();
                 if self.deadline().is_some_and(|d| until > d) {
-                    leave(ticket);
+                    leave(place);
                     return self.refuse(e);
                 }
                 *sleep = Some(b.clock().sleep_until(until));
                 Step::Next
             }
             Err(e) => {
-                leave(ticket);
+                leave(place);
                 Step::Ready(Err(e))
             }
         }
@@ -506,7 +507,7 @@ impl Drop for Acquire {
             (State::Sleeping { taken, .. }, Some(b)) => b.cancel(taken),
             (
                 State::Queued {
-                    ticket: Some(id), ..
+                    place: Some(id), ..
                 },
                 Some(b),
             ) => {

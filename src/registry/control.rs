@@ -113,6 +113,20 @@ fn apply(state: &SourceState, config: &SourceConfig) {
 }
 
 /// A source picked by name: acquire from it directly.
+///
+/// Its getters read what [`Source`](super::Source)'s getters of the same
+/// name read ([`on_limit_mode`](Self::on_limit_mode),
+/// [`in_flight_cap`](Self::in_flight_cap), [`limits`](Self::limits)): a
+/// getter is named apart from the builder's setter of the same setting
+/// (`Source::on_limit(..)` sets, `on_limit_mode()` reads), and means the
+/// same on both types.
+///
+/// The methods without a suffix ([`acquire`](Self::acquire),
+/// [`try_acquire`](Self::try_acquire)) take from the source's own bucket
+/// set; those ending in `_key` ([`admit_key`](Self::admit_key),
+/// [`check_key`](Self::check_key)) take from the set of one key (a client,
+/// a host) of a per-host source, made on first use as a request's host
+/// would make it.
 #[derive(Clone)]
 pub struct SourceHandle {
     registry: Registry,
@@ -130,12 +144,12 @@ impl SourceHandle {
     }
 
     /// What the source does at its limit.
-    pub fn on_limit(&self) -> super::OnLimit {
+    pub fn on_limit_mode(&self) -> super::OnLimit {
         self.state().context.on_limit
     }
 
     /// How many requests the source lets be in flight at once, if capped.
-    pub fn max_in_flight(&self) -> Option<usize> {
+    pub fn in_flight_cap(&self) -> Option<usize> {
         self.state().context.max_in_flight
     }
 

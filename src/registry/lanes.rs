@@ -167,7 +167,7 @@ impl Queues {
         s.waiting.iter().all(VecDeque::is_empty)
     }
 
-    /// Joins `lane`'s queue; returns the ticket.
+    /// Joins `lane`'s queue; returns its place (an id in the queue).
     pub(crate) fn join(&self, lane: Lane) -> u64 {
         let mut s = self.state();
         let id = s.next_id;
@@ -176,7 +176,7 @@ impl Queues {
         id
     }
 
-    /// Whether ticket `id` is the head the scheduler picks; if not, its
+    /// Whether place `id` is the head the scheduler picks; if not, its
     /// waker is kept to be woken when it is.
     pub(crate) fn is_head(&self, lane: Lane, id: u64, waker: &Waker) -> bool {
         let mut s = self.state();

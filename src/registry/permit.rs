@@ -26,7 +26,6 @@ use http::{HeaderMap, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::buckets::Buckets;
-use super::Registry;
 use crate::clock::Timestamp;
 use crate::Signal;
 
@@ -231,19 +230,6 @@ impl fmt::Debug for Permit {
             .field("host", &self.host())
             .field("waited", &self.waited())
             .finish()
-    }
-}
-
-impl Registry {
-    /// Reads a response's status and headers and applies the signal to the
-    /// bucket set that admitted its request ([`Permit::observe`]).
-    pub fn observe(&self, permit: &Permit, status: StatusCode, headers: &HeaderMap) -> Signal {
-        permit.observe(status, headers)
-    }
-
-    /// Applies a signal ([`Permit::apply_signal`]).
-    pub fn apply_signal(&self, permit: &Permit, signal: &Signal) {
-        permit.apply_signal(signal)
     }
 }
 

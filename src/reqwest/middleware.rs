@@ -102,8 +102,7 @@ impl Middleware for RateLimitMiddleware {
             || is_safe_to_repeat(req.method(), req.headers());
         let mut result = next.run(req, extensions).await;
         if let Ok(response) = &mut result {
-            self.registry
-                .observe(&permit, response.status(), response.headers());
+            permit.observe(response.status(), response.headers());
             response.extensions_mut().insert(SafeRequest(safe));
         }
         drop(permit); // the in-flight slot ends with the response

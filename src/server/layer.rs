@@ -230,8 +230,8 @@ impl<K: KeyExtractor> GuardBuilder<K> {
             };
             let handle = registry.source(&name)?;
             tiers.push(Arc::new(TierInfo {
-                permit_free: handle.max_in_flight().is_none(),
-                waits: handle.on_limit() != crate::OnLimit::Reject,
+                permit_free: handle.in_flight_cap().is_none(),
+                waits: handle.on_limit_mode() != crate::OnLimit::Reject,
                 handle,
                 name: name.as_str().into(),
                 quoted: quoted.into(),

@@ -322,7 +322,7 @@ pub(crate) fn refusal<B: From<String>>(tier: &TierInfo, e: Error) -> Response<B>
         return too_many(tier, after);
     }
     match e.kind() {
-        ErrorKind::InFlightFull => in_flight_full(tier, e.max_in_flight().unwrap_or(0)),
+        ErrorKind::InFlightFull => in_flight_full(tier, e.in_flight_cap().unwrap_or(0)),
         ErrorKind::Store => {
             // A tier kept in Redis that fails closed while Redis is down.
             let error = e.detail();

@@ -1,8 +1,8 @@
 //! What servers say about their limits, read from a status and headers into
 //! a [`Signal`]. This module owns the reading only: no HTTP client is
 //! involved (the adapters pass in what they received), and
-//! [`Registry::observe`](crate::Registry::observe) applies the result to
-//! buckets.
+//! [`Permit::observe`](crate::Permit::observe) applies the result to the
+//! bucket set that admitted the request.
 //!
 //! Switch a dialect off where a server sends it wrongly, or change the
 //! longest wait a server may ask for (10 minutes by default):

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::conformance::{Bucket, Limits, Store};
 use super::redis_env;
-use tollgate::redis::{Admission, RedisBucket, RedisReservation, RedisStore};
+use tollgate::redis::{RedisAdmission, RedisBucket, RedisReservation, RedisStore};
 use tollgate::{Error, Policy};
 
 pub struct Redis {
@@ -53,7 +53,7 @@ impl Redis {
     }
 }
 
-fn by_redis(a: Admission) -> u64 {
+fn by_redis(a: RedisAdmission) -> u64 {
     a.at()
         .expect("admitted by Redis, not a fallback")
         .as_nanos()

@@ -33,10 +33,10 @@ impl Wake for Unpark {
     }
 }
 
-/// The requests served, in order: (lane, ticket).
+/// The requests served, in order: (lane, place).
 type Served = Arc<Mutex<Vec<(Lane, u64)>>>;
 
-/// Waits as a queued request does until ticket `id` is the head, then
+/// Waits as a queued request does until place `id` is the head, then
 /// takes its slot and records it. The record is made before the queue
 /// hears of it, while the request is still the head of its lane, so two
 /// requests of one lane are recorded in the order they were served.
@@ -55,7 +55,7 @@ fn request(queues: &Queues, lane: Lane, served: &Served) {
     wait_turn(queues, lane, id, served);
 }
 
-/// Each lane's tickets were served in increasing order (the order joined).
+/// Each lane's places were served in increasing order (the order joined).
 fn assert_fifo(served: &[(Lane, u64)]) {
     for lane in [Lane::Interactive, Lane::Batch] {
         let ids: Vec<u64> = served
