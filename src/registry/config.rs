@@ -39,7 +39,7 @@
 //!
 //! A `[[source]]` with a `preset` takes the preset's name, limits and hosts;
 //! any key it also sets replaces the preset's value. Each `[[source.headers]]`
-//! declares a [`HeaderFamily`] in the source's
+//! declares a [`HeaderFamily`](crate::signal::HeaderFamily) in the source's
 //! signal settings (see
 //! [`SignalConfig::with_family`](crate::SignalConfig::with_family)): it is
 //! read on the responses to the requests that source routes.
@@ -51,8 +51,10 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::{rules, OnLimit, RegistryBuilder, Scope, Source, UnknownHost};
-use crate::signal::{HeaderFamily, ResetKind, Unit};
 use crate::{presets, Error, Policy, Registry, SignalConfig};
+use families::{family_config, family_from, FamilyConfig};
+
+mod families;
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +64,7 @@ struct File {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_hosts: Option<Spanned<usize>>,
     #[serde(default, rename = "source")]
-    sources: Vec<SourceConfig>,
+    sources: Vec<SourceTable>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -74,7 +76,7 @@ enum UnknownHostConfig {
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct SourceConfig {
+struct SourceTable {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     preset: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,137 +103,6 @@ struct SourceConfig {
     max_wait: Option<Spanned<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     headers: Vec<FamilyConfig>,
-}
-
-/// One `[[source.headers]]` table.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct FamilyConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    limit: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    remaining: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    used: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reset: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retry_after: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reset_unit: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    reset_kind: Option<Spanned<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    window: Option<Spanned<String>>,
-}
-
-const KINDS: [(&str, ResetKind); 5] = [
-    ("by-size", ResetKind::BySize),
-    ("delta", ResetKind::Delta),
-    ("epoch", ResetKind::Epoch),
-    ("go-duration", ResetKind::GoDuration),
-    ("timestamp", ResetKind::Timestamp),
-];
-
-/// A `[[source.headers]]` table as a family, checked, with errors at the
-/// line and key to change.
-fn family_from(text: &str, c: FamilyConfig) -> Result<HeaderFamily, Error> {
-    let mut f = HeaderFamily::new();
-    let names = [
-        ("limit", &c.limit),
-        ("remaining", &c.remaining),
-        ("used", &c.used),
-        ("reset", &c.reset),
-        ("retry_after", &c.retry_after),
-    ];
-    for (key, value) in names {
-        let Some(v) = value else { continue };
-        let name = v.get_ref().clone();
-        f = match key {
-            "limit" => f.limit(name),
-            "remaining" => f.remaining(name),
-            "used" => f.used(name),
-            "reset" => f.reset(name),
-            _ => f.retry_after(name),
-        };
-    }
-    if let Some(u) = &c.reset_unit {
-        f = f.reset_unit(match u.get_ref().as_str() {
-            "s" => Unit::Seconds,
-            "ms" => Unit::Milliseconds,
-            other => {
-                return Err(Error::config(
-                    at(text, u.span(), "reset_unit"),
-                    format!("`{other}` is not a unit; write \"s\" or \"ms\""),
-                ))
-            }
-        });
-    }
-    if let Some(k) = &c.reset_kind {
-        let kind = KINDS.iter().find(|(n, _)| n == k.get_ref());
-        f = f.reset_kind(match kind {
-            Some((_, kind)) => *kind,
-            None => {
-                let known: Vec<&str> = KINDS.iter().map(|(n, _)| *n).collect();
-                return Err(Error::config(
-                    at(text, k.span(), "reset_kind"),
-                    format!(
-                        "`{}` is not a kind; write one of {}",
-                        k.get_ref(),
-                        known.join(", ")
-                    ),
-                ));
-            }
-        });
-    }
-    if let Some(w) = &c.window {
-        f = f.window(parse_duration(w.get_ref()).ok_or_else(|| {
-            Error::config(
-                at(text, w.span(), "window"),
-                format!(
-                    "`{}` is not a duration; write \"250ms\", \"10s\", \"2min\" or \"1h\"",
-                    w.get_ref()
-                ),
-            )
-        })?);
-    }
-    if let Some(reason) = f.validate().err().as_ref().and_then(Error::reason) {
-        // At the (last) key whose name the reason quotes, else the first.
-        let others = [("window", &c.window), ("reset_unit", &c.reset_unit)];
-        let keyed = names
-            .iter()
-            .chain(others.iter())
-            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)));
-        let quoted = |v: &Spanned<String>| reason.contains(&format!("`{}`", v.get_ref()));
-        let (key, span) = match keyed
-            .clone()
-            .rfind(|(_, v)| quoted(v))
-            .or(keyed.clone().next())
-        {
-            Some((k, v)) => (k, v.span()),
-            None => ("headers", 0..0),
-        };
-        return Err(Error::config(at(text, span, key), reason));
-    }
-    Ok(f)
-}
-
-fn family_config(f: &HeaderFamily) -> FamilyConfig {
-    let name =
-        |n: &Option<std::borrow::Cow<'static, str>>| n.as_ref().map(|n| spanned(n.to_string()));
-    FamilyConfig {
-        limit: name(&f.limit),
-        remaining: name(&f.remaining),
-        used: name(&f.used),
-        reset: name(&f.reset),
-        retry_after: name(&f.retry_after),
-        reset_unit: (f.reset_unit == Unit::Milliseconds).then(|| spanned("ms".to_string())),
-        reset_kind: KINDS
-            .iter()
-            .find(|(_, k)| *k == f.reset_kind && *k != ResetKind::BySize)
-            .map(|(n, _)| spanned(n.to_string())),
-        window: f.window.map(|w| spanned(format_duration(w))),
-    }
 }
 
 /// `line N, key K` for a span of `text`.
@@ -291,7 +162,7 @@ fn format_duration(d: Duration) -> String {
 
 /// The learning settings of a `[[source]]`: `learn`, `adaptive` (which
 /// implies learning) and `learn_expiry`.
-fn learn_from(text: &str, c: &SourceConfig) -> Result<Option<crate::learn::Learn>, Error> {
+fn learn_from(text: &str, c: &SourceTable) -> Result<Option<crate::learn::Learn>, Error> {
     let learn = c.learn.as_ref().map(|l| (*l.get_ref(), l.span()));
     let adaptive = c.adaptive.as_ref().is_some_and(|a| *a.get_ref());
     if let (Some((false, span)), true) = (&learn, adaptive) {
@@ -333,7 +204,7 @@ fn learn_from(text: &str, c: &SourceConfig) -> Result<Option<crate::learn::Learn
     Ok(Some(settings))
 }
 
-fn source_from(text: &str, c: SourceConfig, index: usize) -> Result<Source, Error> {
+fn source_from(text: &str, c: SourceTable, index: usize) -> Result<Source, Error> {
     let learn = learn_from(text, &c)?;
     let mut source = match &c.preset {
         Some(p) => preset(p.get_ref()).ok_or_else(|| {
@@ -535,7 +406,7 @@ impl RegistryBuilder {
             sources: self
                 .sources
                 .iter()
-                .map(|s| SourceConfig {
+                .map(|s| SourceTable {
                     preset: None,
                     name: Some(spanned(s.name.clone())),
                     limits: Some(s.limits.iter().copied().map(spanned).collect()),

@@ -90,6 +90,7 @@
 //! | `admission.rs` | routing a request once to its bucket set, and admitting it now: [`Admission`] |
 //! | `acquire.rs` | the [`Acquire`] future: waiting for the slot, one function per state |
 //! | `take.rs` | taking tokens now (shadow mode, the in-flight slot) and naming refusals, for both |
+//! | `context.rs` | what every set of a source shares (`SourceContext`), its limits as configured and in force, a request's cost |
 //! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, what it learned ([`crate::learn`]), its bucket in Redis (feature `redis`) |
 //! | `hosts.rs` | per-host bucket sets with bounded memory |
 //! | `permit.rs` | [`Permit`], and applying what a server said ([`Permit::observe`]) |
@@ -99,7 +100,7 @@
 //! | `lanes.rs` | priority lanes: interactive first, batch with a guaranteed share |
 //! | `source.rs` | [`Source`], the public description of a source |
 //! | `price.rs` | [`Price`]: tokens per request, by method and path |
-//! | `config.rs` | TOML configuration (feature `serde`) |
+//! | `config.rs` | TOML configuration (feature `serde`); `config/families.rs` its `[[source.headers]]` tables |
 //! | `loom_model/` | loom models of the lane queues and the host table (tests under `--cfg tollgate_loom`; see `src/sync.rs`) |
 //!
 //! # Lock order
@@ -159,6 +160,7 @@ mod builder;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
+mod context;
 mod control;
 mod hostkey;
 mod hosts;
@@ -237,6 +239,7 @@ struct Inner {
     clock: SharedClock,
     /// Whether any source has lanes (adapters then read and strip the lane
     /// header; otherwise they need not look).
+    #[cfg_attr(not(any(feature = "tower", feature = "reqwest")), allow(dead_code))]
     has_lanes: bool,
 }
 
@@ -303,6 +306,7 @@ impl Registry {
 
     /// Whether any source has [`Lanes`]: adapters read a request's lane
     /// (and strip the lane header) only then.
+    #[cfg_attr(not(any(feature = "tower", feature = "reqwest")), allow(dead_code))]
     pub(crate) fn has_lanes(&self) -> bool {
         self.inner.has_lanes
     }
