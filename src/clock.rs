@@ -222,7 +222,7 @@ impl fmt::Debug for FastClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FastClock")
             .field("follows_tokio", &self.follows_tokio())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

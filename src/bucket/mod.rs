@@ -531,7 +531,7 @@ impl<C: Clock> fmt::Debug for TokenBucket<C> {
         f.debug_struct("TokenBucket")
             .field("policy", &self.policy())
             .field("available", &self.available())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

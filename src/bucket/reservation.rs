@@ -107,6 +107,6 @@ impl<C: Clock> fmt::Debug for Reservation<'_, C> {
         f.debug_struct("Reservation")
             .field("ready_at", &self.ready_at())
             .field("armed", &self.armed)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -44,7 +44,7 @@ impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManualClock")
             .field("now", &self.now())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -443,6 +443,6 @@ impl fmt::Debug for RedisBucket {
             .field("policies", &self.policies())
             .field("on_store_error", &self.inner.on_store_error)
             .field("on_fallback", &self.is_on_fallback())
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -309,7 +309,7 @@ impl fmt::Debug for RedisStoreBuilder {
             .field("timeout", &self.timeout)
             .field("probe_every", &self.probe_every)
             .field("on_store_error", &self.on_store_error)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

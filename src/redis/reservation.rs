@@ -295,6 +295,6 @@ impl fmt::Debug for RedisReservation {
             .field("issued_at", &self.issued_at())
             .field("delay", &self.delay())
             .field("armed", &self.armed)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

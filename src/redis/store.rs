@@ -263,6 +263,6 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.inner.timeout)
             .field("probe_every", &self.inner.probe_every)
             .field("on_store_error", &self.inner.on_store_error)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -67,7 +67,7 @@ impl fmt::Debug for RegistryBuilder {
         f.debug_struct("RegistryBuilder")
             .field("sources", &self.sources)
             .field("unknown", &self.unknown)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -215,6 +215,6 @@ impl fmt::Debug for SourceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceHandle")
             .field("name", &self.name())
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -322,6 +322,6 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("sources", &self.names())
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -229,7 +229,7 @@ impl fmt::Debug for Permit {
             .field("source", &self.source())
             .field("host", &self.host())
             .field("waited", &self.waited())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -146,7 +146,7 @@ impl fmt::Debug for RetryBudget {
             .field("window", &Duration::from_nanos(i.slot_nanos * SLOTS))
             .field("per_source", &i.registry.is_some())
             .field("max_keys", &i.max_keys)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

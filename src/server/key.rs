@@ -282,7 +282,7 @@ impl fmt::Debug for KeyWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyWriter")
             .field("escaped", &String::from_utf8_lossy(self.escaped.as_slice()))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

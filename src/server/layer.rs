@@ -82,7 +82,7 @@ impl<K> fmt::Debug for GuardLayer<K> {
             .field("key", &self.shared.what)
             .field("tiers", &tiers)
             .field("default_tier", &tiers[self.shared.default_tier])
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -101,7 +101,7 @@ impl<S: fmt::Debug, K> fmt::Debug for Guard<S, K> {
         f.debug_struct("Guard")
             .field("inner", &self.inner)
             .field("key", &self.shared.what)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
