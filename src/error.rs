@@ -7,8 +7,11 @@
 //! ([`is_rate_limited`](Error::is_rate_limited), [`is_store`](Error::is_store),
 //! ...), and read what it knows with an accessor
 //! ([`retry_after`](Error::retry_after), [`host`](Error::host), ...). It is
-//! one pointer wide, so a `Result<_, Error>` costs nothing on the paths that
-//! succeed, and it is `Clone`.
+//! `Clone`, and four words wide: a refusal, which callers that poll meet at
+//! every turn, is kept inline and costs no allocation (a
+//! `TokenBucket::try_acquire` refused costs what governor's does); every
+//! other kind is boxed, so a `Result<_, Error>` stays small on the paths
+//! that succeed.
 //!
 //! An error keeps what caused it: a [`Store`](ErrorKind::Store) error's
 //! [`source()`](std::error::Error::source) is the `redis::RedisError` it
@@ -151,9 +154,17 @@ pub(crate) type Cause = Arc<dyn StdError + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct Error {
-    // Boxed: a `Result<_, Error>` crosses the hot paths, and stays one
-    // pointer wide whatever a kind carries.
-    inner: Box<Inner>,
+    inner: Kept,
+}
+
+/// A refusal inline, as callers that poll meet it at every turn (no
+/// allocation, and as fast as a `RateLimited` of its own); every other
+/// kind boxed, so that a `Result<_, Error>` stays four words whatever a
+/// kind carries.
+#[derive(Clone)]
+enum Kept {
+    Limited(RateLimited),
+    Other(Box<Inner>),
 }
 
 #[derive(Clone)]
@@ -162,10 +173,9 @@ struct Inner {
     cause: Option<Cause>,
 }
 
-/// Each kind with its data.
+/// Each kind but a refusal, with its data.
 #[derive(Clone, Debug)]
 enum Repr {
-    RateLimited(RateLimited),
     InvalidTokens {
         tokens: f64,
     },
@@ -208,14 +218,25 @@ enum Repr {
 impl Error {
     fn new(repr: Repr) -> Self {
         Error {
-            inner: Box::new(Inner { repr, cause: None }),
+            inner: Kept::Other(Box::new(Inner { repr, cause: None })),
+        }
+    }
+
+    /// What a boxed error is (`None` for a refusal).
+    #[inline]
+    fn other(&self) -> Option<&Repr> {
+        match &self.inner {
+            Kept::Limited(_) => None,
+            Kept::Other(b) => Some(&b.repr),
         }
     }
 
     /// What this error is.
     pub fn kind(&self) -> ErrorKind {
-        match self.inner.repr {
-            Repr::RateLimited(_) => ErrorKind::RateLimited,
+        let Some(repr) = self.other() else {
+            return ErrorKind::RateLimited;
+        };
+        match repr {
             Repr::InvalidTokens { .. } => ErrorKind::InvalidTokens,
             Repr::InsufficientCapacity { .. } => ErrorKind::InsufficientCapacity,
             Repr::InvalidPolicy { .. } => ErrorKind::InvalidPolicy,
@@ -231,14 +252,14 @@ impl Error {
     /// The limiter refused: the tokens are not available soon enough.
     /// [`retry_after`](Self::retry_after) says when they are.
     pub fn is_rate_limited(&self) -> bool {
-        matches!(self.inner.repr, Repr::RateLimited(_))
+        matches!(self.inner, Kept::Limited(_))
     }
 
     /// The refusal, when this error is one.
     pub fn as_rate_limited(&self) -> Option<&RateLimited> {
-        match &self.inner.repr {
-            Repr::RateLimited(r) => Some(r),
-            _ => None,
+        match &self.inner {
+            Kept::Limited(r) => Some(r),
+            Kept::Other(_) => None,
         }
     }
 
@@ -253,13 +274,13 @@ impl Error {
     /// A source's `max_in_flight` slots were all taken, and it refuses
     /// rather than waits.
     pub fn is_in_flight_full(&self) -> bool {
-        matches!(self.inner.repr, Repr::InFlightFull { .. })
+        matches!(self.other(), Some(Repr::InFlightFull { .. }))
     }
 
     /// The shared store (Redis) failed; [`source()`](StdError::source) is
     /// its own error, when there is one.
     pub fn is_store(&self) -> bool {
-        matches!(self.inner.repr, Repr::Store { .. })
+        matches!(self.other(), Some(Repr::Store { .. }))
     }
 
     /// A mistake in the setup, not in one request: a policy that cannot be
@@ -267,15 +288,19 @@ impl Error {
     /// not registered.
     pub fn is_config(&self) -> bool {
         matches!(
-            self.inner.repr,
-            Repr::InvalidPolicy { .. } | Repr::InvalidConfig { .. } | Repr::UnknownSource { .. }
+            self.other(),
+            Some(
+                Repr::InvalidPolicy { .. }
+                    | Repr::InvalidConfig { .. }
+                    | Repr::UnknownSource { .. }
+            )
         )
     }
 
     /// A request for a host that no rule matches, with the registry set to
     /// refuse such hosts, or a request that names no host.
     pub fn is_unknown_host(&self) -> bool {
-        matches!(self.inner.repr, Repr::UnknownHost { .. })
+        matches!(self.other(), Some(Repr::UnknownHost { .. }))
     }
 
     /// A token count that can never be served: zero, negative, NaN or
@@ -283,8 +308,8 @@ impl Error {
     /// hold ([`ErrorKind::InsufficientCapacity`]). Never worth a retry.
     pub fn is_invalid_tokens(&self) -> bool {
         matches!(
-            self.inner.repr,
-            Repr::InvalidTokens { .. } | Repr::InsufficientCapacity { .. }
+            self.other(),
+            Some(Repr::InvalidTokens { .. } | Repr::InsufficientCapacity { .. })
         )
     }
 
@@ -294,8 +319,11 @@ impl Error {
     /// ([`AsyncOnly`](ErrorKind::AsyncOnly)), or the name that is not
     /// registered ([`UnknownSource`](ErrorKind::UnknownSource)).
     pub fn source_name(&self) -> Option<&str> {
-        match &self.inner.repr {
-            Repr::RateLimited(r) => r.source(),
+        let repr = match &self.inner {
+            Kept::Limited(r) => return r.source(),
+            Kept::Other(b) => &b.repr,
+        };
+        match repr {
             Repr::InFlightFull { source, .. } | Repr::AsyncOnly { source } => Some(source),
             Repr::UnknownSource { name, .. } => Some(name),
             _ => None,
@@ -305,8 +333,8 @@ impl Error {
     /// How many requests the source lets be in flight at once, for an
     /// [`InFlightFull`](ErrorKind::InFlightFull).
     pub fn in_flight_cap(&self) -> Option<usize> {
-        match self.inner.repr {
-            Repr::InFlightFull { max_in_flight, .. } => Some(max_in_flight),
+        match self.other()? {
+            Repr::InFlightFull { max_in_flight, .. } => Some(*max_in_flight),
             _ => None,
         }
     }
@@ -315,7 +343,7 @@ impl Error {
     /// [`UnknownHost`](ErrorKind::UnknownHost): empty when the request named
     /// none.
     pub fn host(&self) -> Option<&str> {
-        match &self.inner.repr {
+        match self.other()? {
             Repr::UnknownHost { host } => Some(host),
             _ => None,
         }
@@ -324,7 +352,7 @@ impl Error {
     /// Where an [`InvalidConfig`](ErrorKind::InvalidConfig) is: a source, a
     /// rule, a setting, or `line N, key K` in a TOML file.
     pub fn location(&self) -> Option<&str> {
-        match &self.inner.repr {
+        match self.other()? {
             Repr::InvalidConfig { location, .. } => Some(location),
             _ => None,
         }
@@ -335,7 +363,7 @@ impl Error {
     /// instead: the message without the [`location`](Self::location) or
     /// the input.
     pub fn reason(&self) -> Option<&str> {
-        match &self.inner.repr {
+        match self.other()? {
             Repr::InvalidConfig { reason, .. } | Repr::InvalidPolicy { reason, .. } => Some(reason),
             _ => None,
         }
@@ -402,21 +430,27 @@ impl Error {
     /// gives). The message must not repeat the cause's: a chain prints both.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn with_cause(mut self, cause: Cause) -> Self {
-        self.inner.cause = Some(cause);
+        // A refusal has no cause, and is never given one.
+        if let Kept::Other(b) = &mut self.inner {
+            b.cause = Some(cause);
+        }
         self
     }
 
     /// What caused this error, shared, to hand to another.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn cause(&self) -> Option<&Cause> {
-        self.inner.cause.as_ref()
+        match &self.inner {
+            Kept::Limited(_) => None,
+            Kept::Other(b) => b.cause.as_ref(),
+        }
     }
 
     /// The message of a [`Store`](ErrorKind::Store) error, without the
     /// prefix `Display` adds.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn store_message(&self) -> Option<&str> {
-        match &self.inner.repr {
+        match self.other()? {
             Repr::Store { message } => Some(message),
             _ => None,
         }
@@ -447,15 +481,17 @@ impl Error {
     /// An [`InvalidConfig`](ErrorKind::InvalidConfig) placed where `at`
     /// says, given where it was; any other error unchanged.
     pub(crate) fn relocate(mut self, at: impl FnOnce(&str) -> String) -> Self {
-        if let Repr::InvalidConfig { location, .. } = &mut self.inner.repr {
-            *location = at(location);
+        if let Kept::Other(b) = &mut self.inner {
+            if let Repr::InvalidConfig { location, .. } = &mut b.repr {
+                *location = at(location);
+            }
         }
         self
     }
 
     /// A refusal that names `source`; any other error unchanged.
     pub(crate) fn name_source(mut self, source: &Arc<str>) -> Self {
-        if let Repr::RateLimited(r) = &mut self.inner.repr {
+        if let Kept::Limited(r) = &mut self.inner {
             r.source = Some(source.clone());
         }
         self
@@ -465,18 +501,24 @@ impl Error {
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_tuple("Error");
-        d.field(&self.inner.repr);
-        if let Some(cause) = &self.inner.cause {
-            d.field(cause);
-        }
+        match &self.inner {
+            Kept::Limited(r) => d.field(r),
+            Kept::Other(b) => match &b.cause {
+                Some(cause) => d.field(&b.repr).field(cause),
+                None => d.field(&b.repr),
+            },
+        };
         d.finish()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner.repr {
-            Repr::RateLimited(r) => r.fmt(f),
+        let repr = match &self.inner {
+            Kept::Limited(r) => return r.fmt(f),
+            Kept::Other(b) => &b.repr,
+        };
+        match repr {
             Repr::InvalidTokens { tokens } => write!(
                 f,
                 "invalid token count {tokens}: ask for a finite number greater than zero"
@@ -531,15 +573,20 @@ impl fmt::Display for Error {
 /// `source()`: a reporter that walks the chain prints it once, not twice.
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        let cause: &(dyn StdError + 'static) = self.inner.cause.as_deref()?;
+        let Kept::Other(b) = &self.inner else {
+            return None;
+        };
+        let cause: &(dyn StdError + 'static) = b.cause.as_deref()?;
         Some(cause)
     }
 }
 
 impl From<RateLimited> for Error {
-    #[cold]
+    #[inline]
     fn from(r: RateLimited) -> Self {
-        Error::new(Repr::RateLimited(r))
+        Error {
+            inner: Kept::Limited(r),
+        }
     }
 }
 

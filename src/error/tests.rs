@@ -11,9 +11,13 @@ fn errors_are_send_sync_static() {
 }
 
 #[test]
-fn an_error_is_one_pointer() {
-    assert_eq!(size_of::<Error>(), size_of::<usize>());
-    assert_eq!(size_of::<Result<(), Error>>(), size_of::<usize>());
+fn an_error_is_four_words_and_a_refusal_allocates_nothing() {
+    assert!(size_of::<Error>() <= 4 * size_of::<usize>());
+    assert!(size_of::<Result<(), Error>>() <= 4 * size_of::<usize>());
+    // Inline: the refusal's own value, no box.
+    let e = Error::from(RateLimited::new(std::time::Duration::from_secs(1)));
+    assert!(matches!(e.inner, Kept::Limited(_)));
+    assert_eq!(e.retry_after(), Some(std::time::Duration::from_secs(1)));
 }
 
 #[test]

@@ -145,7 +145,9 @@ where
 
 impl<F> fmt::Debug for KeyFn<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyFn").field("what", &self.what).finish_non_exhaustive()
+        f.debug_struct("KeyFn")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
     }
 }
 
