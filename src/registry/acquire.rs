@@ -35,11 +35,6 @@ use crate::{Error, RateLimited};
 type InFlightWait =
     Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
-/// A set kept in Redis: its admission (the time on the registry's clock
-/// and what Redis left), boxed as the store's calls are async fns.
-#[cfg(feature = "redis")]
-type RemoteWait = Pin<Box<dyn Future<Output = Result<(Timestamp, f64), Error>> + Send>>;
-
 /// Waits for a request's slot in its routed bucket set; see
 /// [`Registry::acquire`](super::Registry::acquire). Resolves to the
 /// [`Permit`] or a refusal.
@@ -81,11 +76,11 @@ enum State {
         taken: Taken,
         sleep: Sleep,
     },
-    /// Admitted by Redis: the script call, then the sleep until its slot.
-    #[cfg(feature = "redis")]
+    /// Admitted by the set's shared store (Redis): its call, then the
+    /// sleep until its slot.
     Remote {
         in_flight: Option<OwnedSemaphorePermit>,
-        wait: RemoteWait,
+        wait: super::store::Wait,
     },
     /// Decided before any wait: pass-through, or a routing error.
     Decided(Option<Result<Permit, Error>>),
@@ -197,7 +192,6 @@ impl Acquire {
                 State::Reserve { .. } => ctx.reserve(state),
                 State::Queued { .. } => ctx.queued(state, cx),
                 State::Sleeping { .. } => ctx.sleeping(state, cx),
-                #[cfg(feature = "redis")]
                 State::Remote { .. } => ctx.remote(state, cx),
                 State::Decided(_) | State::Done => panic!("`Acquire` polled after it completed"),
             };
@@ -302,9 +296,9 @@ impl Ctx<'_> {
             };
             return Step::Next;
         }
-        #[cfg(feature = "redis")]
-        if b.remote.is_some() {
-            let wait = remote_wait(b.clone(), self.cost, self.start, self.max_wait);
+        // A set whose store decides admissions (Redis) hands back its own
+        // wait: one call on the store's clock, then the slot.
+        if let Some(wait) = b.store.admission(b, self.cost, self.start, self.max_wait) {
             *state = State::Remote { in_flight, wait };
             return Step::Next;
         }
@@ -421,12 +415,11 @@ impl Ctx<'_> {
         Step::Ready(Ok(self.permit(in_flight, slot)))
     }
 
-    #[cfg(feature = "redis")]
     fn remote(&self, state: &mut State, cx: &mut Context<'_>) -> Step {
         let State::Remote { in_flight, wait } = state else {
             unreachable!()
         };
-        let Poll::Ready(admitted) = wait.as_mut().poll(cx) else {
+        let Poll::Ready(admitted) = Pin::new(wait).poll(cx) else {
             return Step::Pending;
         };
         match admitted {
@@ -436,55 +429,6 @@ impl Ctx<'_> {
             Err(e) => self.refuse(e),
         }
     }
-}
-
-/// Admits a request to a set kept in Redis, waiting at most `max_wait`
-/// from `start`: a deferral this process saw is waited out first (its word
-/// to Redis may still be on the way), then one script call takes the slot
-/// on Redis's clock, and the wait for it runs on the registry's clock. A
-/// deferral that arrives meanwhile sends the request back to the queue (the
-/// slot it leaves stays taken: stricter, never looser). Dropped before its
-/// slot, the reservation gives its tokens back; dropped while its call is
-/// on the way to Redis, what that call takes stays taken (stricter, never
-/// looser).
-#[cfg(feature = "redis")]
-fn remote_wait(
-    buckets: Arc<Buckets>,
-    cost: Cost,
-    start: Timestamp,
-    max_wait: Duration,
-) -> RemoteWait {
-    Box::pin(async move {
-        let Some(remote) = buckets.remote.clone() else {
-            return Err(buckets.async_only());
-        };
-        let clock = buckets.clock().clone();
-        loop {
-            let now = clock.now();
-            let left = if max_wait == Duration::MAX {
-                Duration::MAX
-            } else {
-                (start + max_wait).saturating_duration_since(now)
-            };
-            let floor = buckets.deferred_until();
-            if floor > now {
-                let wait = floor.saturating_duration_since(now);
-                if wait > left {
-                    return Err(Error::from(RateLimited::new(wait)));
-                }
-                clock.sleep_until(floor).await;
-                continue;
-            }
-            let reservation = remote
-                .reserve_weighted(|i| buckets.weight(i, cost), left)
-                .await?;
-            let remaining = reservation.remaining();
-            reservation.wait().await;
-            if buckets.deferred_until() <= clock.now() {
-                return Ok((clock.now(), remaining));
-            }
-        }
-    })
 }
 
 impl Future for Acquire {
@@ -527,8 +471,7 @@ impl fmt::Debug for Acquire {
             State::InFlight { .. } => "waiting for an in-flight slot",
             State::Sleeping { .. } => "waiting for its slot",
             State::Queued { .. } => "queued in its lane",
-            #[cfg(feature = "redis")]
-            State::Remote { .. } => "waiting for Redis or its slot",
+            State::Remote { .. } => "waiting for its store or its slot",
             State::Decided(_) => "decided",
             State::Done => "done",
         };

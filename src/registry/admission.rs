@@ -11,7 +11,7 @@ use super::permit::Permit;
 use super::take::{check_now, refused, shadow_take, take_now};
 use super::{Lane, OnLimit, Registry, Target, Unknown};
 use crate::clock::{Clock, Timestamp};
-use crate::{Error, ErrorKind};
+use crate::Error;
 
 /// What [`Registry::admit`] decided.
 #[derive(Debug)]
@@ -194,16 +194,13 @@ impl Registry {
     /// [`admit`](Self::admit) to `buckets`, routed already.
     #[inline]
     fn admit_to(&self, buckets: Arc<Buckets>, cost: Cost, lane: Lane) -> Result<Admission, Error> {
-        if buckets.lanes_waiting() {
-            // Others wait in lanes: this request queues in its own.
+        if buckets.admits_by_waiting() {
+            // Others wait in lanes (this request queues in its own), or the
+            // set's store decides: one call, awaited.
             return Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)));
         }
         match take_now(buckets, cost, self.inner.clock.now()) {
             Ok(permit) => Ok(Admission::Ready(permit)),
-            // Redis decides: one script call, awaited.
-            Err((e, buckets)) if e.kind() == ErrorKind::AsyncOnly => {
-                Ok(Admission::Wait(Acquire::new(buckets, cost)))
-            }
             Err((e, buckets))
                 if (e.is_rate_limited() || e.is_in_flight_full())
                     && buckets.context.on_limit != OnLimit::Reject =>
@@ -215,8 +212,8 @@ impl Registry {
     }
 
     /// Admits a request of `tokens` to `target` now, or refuses:
-    /// [`ErrorKind::RateLimited`] (naming the source) with nothing taken, or
-    /// [`ErrorKind::InFlightFull`].
+    /// [`ErrorKind::RateLimited`](crate::ErrorKind::RateLimited) (naming the source) with nothing taken, or
+    /// [`ErrorKind::InFlightFull`](crate::ErrorKind::InFlightFull).
     #[inline]
     pub fn try_acquire(&self, target: &Target<'_>, tokens: f64) -> Result<Permit, Error> {
         let Some((i, set)) = self.route(target)? else {

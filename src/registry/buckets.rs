@@ -47,8 +47,9 @@ pub(crate) struct Buckets {
     /// The set's bucket in Redis, for a source kept there: it decides every
     /// admission. The local buckets above then hold the limits in force
     /// and the deferrals this process saw, and take no tokens.
-    #[cfg(feature = "redis")]
-    pub remote: Option<crate::redis::RedisBucket>,
+    /// Where the set's state is kept: this process, or a shared store
+    /// that decides its admissions (see [`store`](super::store)).
+    pub store: super::store::SetStore,
     /// Which limits are priced (a copy of the source's, read per request).
     priced: u64,
     rest: Box<[TokenBucket<SharedClock>]>,
@@ -119,21 +120,15 @@ impl Buckets {
         }
         let policies = policies.as_slice();
         let bucket = |p: &Policy| TokenBucket::with_clock(*p, clock.clone());
-        #[cfg(feature = "redis")]
-        let remote = context
-            .store
-            .as_ref()
-            .map(|store| store.bucket(&context.name, host.as_deref(), policies));
+        let store =
+            super::store::SetStore::new(&context.store, &context.name, host.as_deref(), policies);
         let queues = context
             .lanes
             .map(|lanes| Box::new(super::lanes::Queues::new(lanes)));
         let in_flight = context
             .max_in_flight
             .map(|n| std::sync::Arc::new(Semaphore::new(n)));
-        #[cfg(feature = "redis")]
-        let local = remote.is_none();
-        #[cfg(not(feature = "redis"))]
-        let local = true;
+        let local = !store.is_shared();
         let plain = policies.len() == 1
             && queues.is_none()
             && in_flight.is_none()
@@ -158,8 +153,7 @@ impl Buckets {
             queues,
             learner: learner.map(|l| Box::new(Mutex::new(l))),
             in_flight,
-            #[cfg(feature = "redis")]
-            remote,
+            store,
             context,
         }
     }
@@ -168,14 +162,7 @@ impl Buckets {
     /// calls admit).
     #[inline(always)]
     pub(super) fn is_remote(&self) -> bool {
-        #[cfg(feature = "redis")]
-        {
-            self.remote.is_some()
-        }
-        #[cfg(not(feature = "redis"))]
-        {
-            false
-        }
+        self.store.is_shared()
     }
 
     /// The refusal of a synchronous check of a set in Redis.
@@ -257,6 +244,15 @@ impl Buckets {
         self.fast & UNPRICED != 0
     }
 
+    /// Whether a request to this set is admitted by waiting rather than
+    /// taken now: requests wait in its lanes, or its store decides (an
+    /// asynchronous call). Never for a plain set, read without leaving the
+    /// first cache line.
+    #[inline(always)]
+    pub(super) fn admits_by_waiting(&self) -> bool {
+        self.fast & PLAIN == 0 && (self.is_remote() || self.lanes_waiting())
+    }
+
     /// Whether requests wait in this set's lanes now (never for a plain
     /// set, which has none; read without leaving the first cache line).
     #[inline(always)]
@@ -324,10 +320,7 @@ impl Buckets {
     /// background for a set kept there.
     pub(super) fn defer_for(&self, wait: Duration) {
         self.defer_until(self.clock().now() + wait);
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            remote.defer_in_background(wait);
-        }
+        self.store.defer(wait);
     }
 
     /// The wait `signal` asks for: doubled for each exhausted quota in a
@@ -385,12 +378,9 @@ impl Buckets {
                 changed = true;
             }
         }
-        #[cfg(feature = "redis")]
-        if let (true, Some(remote)) = (changed, &self.remote) {
-            remote.set_policies_in_background(&policies);
+        if changed {
+            self.store.set_limits(&policies);
         }
-        #[cfg(not(feature = "redis"))]
-        let _ = changed;
         self.lowered.store(
             &policies[..configured] != config.effective(),
             Ordering::Relaxed,
@@ -440,14 +430,7 @@ impl Buckets {
     /// tokens, but its fallback does while Redis fails, and what it took
     /// is owed to Redis.
     pub(super) fn is_idle_at(&self, now: Timestamp, timer: tokio::time::Instant) -> bool {
-        #[cfg(feature = "redis")]
-        let remote_idle = self.remote.as_ref().is_none_or(|r| r.is_idle_at(timer));
-        #[cfg(not(feature = "redis"))]
-        let remote_idle = {
-            let _ = timer;
-            true
-        };
-        remote_idle
+        self.store.is_idle_at(timer)
             && !self.lowered.load(Ordering::Relaxed)
             && self.learner.as_ref().is_none_or(|l| l.lock().is_idle())
             && self.limits().all(|b| b.is_full_at(now))

@@ -58,8 +58,8 @@ pub struct RegistryBuilder {
     pub(super) max_hosts: Option<usize>,
     signals: SignalConfig,
     shadow: bool,
-    #[cfg(feature = "redis")]
-    redis: Option<crate::redis::RedisStore>,
+    /// The store every source keeps its buckets in, unless it chooses.
+    pub(super) store: super::store::RegistryStore,
 }
 
 impl fmt::Debug for RegistryBuilder {
@@ -112,16 +112,6 @@ impl RegistryBuilder {
         self
     }
 
-    /// Keeps every source's buckets in Redis (see [`Source::redis`]),
-    /// except sources that choose their own store or
-    /// [`in_process`](Source::in_process).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
-        self.redis = Some(store);
-        self
-    }
-
     /// How server signals are read and applied (caps, safety factor, floor).
     pub fn signals(mut self, config: SignalConfig) -> Self {
         self.signals = config;
@@ -167,10 +157,9 @@ impl RegistryBuilder {
                 priced_mask(s),
                 config,
             );
-            #[cfg(feature = "redis")]
-            let context = context.with_store(
-                store_of(self.redis.as_ref(), s, shadow).map_err(|e| e.relocate(|_| at()))?,
-            );
+            let store = super::store::SourceStore::of(&self.store, s, shadow)
+                .map_err(|e| e.relocate(|_| at()))?;
+            let context = context.with_store(store);
             let context = Arc::new(context);
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
             states.push(SourceState {
@@ -208,57 +197,6 @@ impl RegistryBuilder {
             }),
         })
     }
-}
-
-/// The Redis store of source `s` (`registry`'s unless it chose its own) and
-/// what it does while Redis fails, or `None` to keep it in process; or why
-/// it cannot be kept in Redis.
-#[cfg(feature = "redis")]
-fn store_of(
-    registry: Option<&crate::redis::RedisStore>,
-    s: &Source,
-    shadow: bool,
-) -> Result<Option<crate::redis::SourceStore>, Error> {
-    use super::source::StoreChoice;
-    let store = match &s.store {
-        StoreChoice::Redis(store) => store,
-        StoreChoice::Registry => match registry {
-            Some(store) => store,
-            None => return Ok(None),
-        },
-        StoreChoice::InProcess => return Ok(None),
-    };
-    let why = if shadow {
-        Some((
-            "shadow mode",
-            "needs synchronous checks, which a source in Redis cannot make",
-        ))
-    } else if s.lanes.is_some() {
-        Some((
-            "lanes",
-            "need synchronous checks, which a source in Redis cannot make",
-        ))
-    } else if s.learn.is_some() {
-        Some((
-            "learning",
-            "is kept in each process, and a source in Redis shares one schedule",
-        ))
-    } else {
-        None
-    };
-    if let Some((what, why)) = why {
-        return Err(Error::config(
-            "",
-            format!(
-                "{what} {why}: keep the source in process (`Source::in_process`), or drop its {what}"
-            ),
-        ));
-    }
-    let mode = s
-        .on_store_error
-        .unwrap_or_else(|| store.default_on_store_error());
-    let mode = crate::redis::RedisStore::check_source(&s.name, mode)?;
-    Ok(Some(crate::redis::SourceStore::new(store.clone(), mode)))
 }
 
 /// Which limits a source's price weighs: those marked, or all when none is.

@@ -26,8 +26,7 @@ pub(crate) struct SourceContext {
     pub meters: super::meters::Meters,
     /// The Redis store that keeps the source's buckets, and what they do
     /// while it fails; `None`: this process keeps them.
-    #[cfg(feature = "redis")]
-    pub store: Option<crate::redis::SourceStore>,
+    pub store: super::store::SourceStore,
     config: Mutex<SourceConfig>,
     /// Bumped under `config` after every change, so a set made from an
     /// older configuration can tell and catch up.
@@ -57,14 +56,12 @@ impl SourceContext {
             priced,
             config: Mutex::new(config),
             version: AtomicU64::new(0),
-            #[cfg(feature = "redis")]
-            store: None,
+            store: super::store::SourceStore::default(),
         }
     }
 
-    /// Keeps the source's buckets in `store` (`None`: in this process).
-    #[cfg(feature = "redis")]
-    pub(super) fn with_store(mut self, store: Option<crate::redis::SourceStore>) -> Self {
+    /// Keeps the source's buckets in `store`.
+    pub(super) fn with_store(mut self, store: super::store::SourceStore) -> Self {
         self.store = store;
         self
     }

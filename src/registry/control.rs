@@ -134,8 +134,16 @@ pub struct SourceHandle {
 }
 
 impl SourceHandle {
-    fn state(&self) -> &SourceState {
+    pub(super) fn state(&self) -> &SourceState {
         &self.registry.inner.sources[self.index]
+    }
+
+    /// Whether the source's sets answer a synchronous check
+    /// ([`check_key`](Self::check_key)): not when a shared store decides
+    /// their admissions.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn answers_now(&self) -> bool {
+        !self.state().shared.is_remote()
     }
 
     /// The source's name.
@@ -176,15 +184,6 @@ impl SourceHandle {
             super::buckets::Cost::plain(tokens),
             super::Lane::Interactive,
         )
-    }
-
-    /// The source-wide bucket in Redis, for a source kept there: to ask
-    /// Redis what is left ([`RedisBucket::available`](crate::redis::RedisBucket::available)),
-    /// which [`available`](Self::available) cannot do synchronously.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis_bucket(&self) -> Option<crate::redis::RedisBucket> {
-        self.state().shared.remote.clone()
     }
 
     /// Admits `tokens` for `key`'s own bucket set now, or refuses, without

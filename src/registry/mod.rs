@@ -91,8 +91,9 @@
 //! | `acquire.rs` | the [`Acquire`] future: waiting for the slot, one function per state |
 //! | `take.rs` | taking tokens now (shadow mode, the in-flight slot) and naming refusals, for both |
 //! | `context.rs` | what every set of a source shares (`SourceContext`), its limits as configured and in force, a request's cost |
-//! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, what it learned ([`crate::learn`]), its bucket in Redis (feature `redis`) |
+//! | `buckets.rs` | a bucket set: several limits taken together, a server's rate, what it learned ([`crate::learn`]), its store (`store.rs`) |
 //! | `hosts.rs` | per-host bucket sets with bounded memory |
+//! | `store.rs` | the store seam: a set kept in this process (`store/local.rs`) or in Redis (`store/redis.rs`, with the registry's Redis methods), behind one set of operations |
 //! | `permit.rs` | [`Permit`], and applying what a server said ([`Permit::observe`]) |
 //! | `control.rs` | runtime changes: [`Registry::set_policy`], [`Registry::slow_down`], [`SourceHandle`] |
 //! | `snapshot.rs` | [`Registry::snapshot`] |
@@ -173,6 +174,7 @@ mod price;
 pub mod rules;
 mod snapshot;
 mod source;
+mod store;
 mod take;
 
 pub use acquire::Acquire;

@@ -61,8 +61,7 @@ impl Permit {
         }
     }
 
-    /// A permit from Redis, which left `remaining` tokens.
-    #[cfg(feature = "redis")]
+    /// A permit from a shared store (Redis), which left `remaining` tokens.
     pub(super) fn with_remaining(mut self, remaining: f64) -> Self {
         self.remaining = remaining;
         self

@@ -101,35 +101,8 @@ pub struct Source {
     pub(crate) shadow: bool,
     pub(crate) lanes: Option<super::Lanes>,
     pub(crate) learn: Option<crate::learn::Learn>,
-    #[cfg(feature = "redis")]
-    pub(crate) store: StoreChoice,
-    #[cfg(feature = "redis")]
-    pub(crate) on_store_error: Option<crate::redis::OnStoreError>,
-}
-
-/// Where a source keeps its bucket state.
-#[cfg(feature = "redis")]
-#[derive(Clone, Debug, Default)]
-pub(crate) enum StoreChoice {
-    /// The registry's store: Redis if the registry has one, else this process.
-    #[default]
-    Registry,
-    /// This process, whatever the registry's store.
-    InProcess,
-    /// This Redis store.
-    Redis(crate::redis::RedisStore),
-}
-
-#[cfg(feature = "redis")]
-impl PartialEq for StoreChoice {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (StoreChoice::Registry, StoreChoice::Registry)
-            | (StoreChoice::InProcess, StoreChoice::InProcess) => true,
-            (StoreChoice::Redis(a), StoreChoice::Redis(b)) => a.same(b),
-            _ => false,
-        }
-    }
+    /// Where its buckets live: this process, or a shared store.
+    pub(crate) store: super::store::Choice,
 }
 
 impl Source {
@@ -150,10 +123,7 @@ impl Source {
             shadow: false,
             lanes: None,
             learn: None,
-            #[cfg(feature = "redis")]
-            store: StoreChoice::Registry,
-            #[cfg(feature = "redis")]
-            on_store_error: None,
+            store: super::store::Choice::default(),
         }
     }
 
@@ -295,47 +265,6 @@ impl Source {
     /// which the adapters read from the request.
     pub fn lanes(mut self, lanes: super::Lanes) -> Self {
         self.lanes = Some(lanes);
-        self
-    }
-
-    /// Keeps this source's buckets in Redis, shared by every process and
-    /// machine whose registry names the same source on the same store
-    /// (instead of the registry's [`redis`](crate::RegistryBuilder::redis)
-    /// store, or this process).
-    ///
-    /// The source keeps its contract through the registry and every
-    /// adapter: each admission is one script call on Redis's clock (all of
-    /// the source's limits taken at once), a waiter sleeps on its own timer,
-    /// dropping it before its slot gives the tokens back, and a server's
-    /// `Retry-After` or lower quota reaches Redis. A per-host source keeps
-    /// one Redis bucket per host (or per client key for a server guard).
-    /// What stays in each process: `max_in_flight`, and the synchronous
-    /// checks, which refuse with
-    /// [`ErrorKind::AsyncOnly`](crate::ErrorKind::AsyncOnly). Shadow mode
-    /// and lanes need synchronous checks, so a registry refuses to build
-    /// them on Redis. See [`redis`](crate::redis).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn redis(mut self, store: crate::redis::RedisStore) -> Self {
-        self.store = StoreChoice::Redis(store);
-        self
-    }
-
-    /// What this source does while its Redis store fails, instead of the
-    /// store's [`on_store_error`](crate::redis::RedisStoreBuilder::on_store_error).
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn on_store_error(mut self, mode: crate::redis::OnStoreError) -> Self {
-        self.on_store_error = Some(mode);
-        self
-    }
-
-    /// Keeps this source's buckets in this process even when the registry
-    /// has a [`redis`](crate::RegistryBuilder::redis) store.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn in_process(mut self) -> Self {
-        self.store = StoreChoice::InProcess;
         self
     }
 

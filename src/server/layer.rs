@@ -230,7 +230,7 @@ impl<K: KeyExtractor> GuardBuilder<K> {
             };
             let handle = registry.source(&name)?;
             tiers.push(Arc::new(TierInfo {
-                permit_free: handle.in_flight_cap().is_none(),
+                permit_free: handle.in_flight_cap().is_none() && handle.answers_now(),
                 waits: handle.on_limit_mode() != crate::OnLimit::Reject,
                 handle,
                 name: name.as_str().into(),

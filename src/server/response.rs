@@ -52,7 +52,8 @@ pub(crate) struct TierInfo {
     pub quoted: Box<str>,
     pub handle: SourceHandle,
     /// Whether an admitted request of this tier needs no [`Permit`](crate::Permit)
-    /// when no success headers are sent: no `max_in_flight` slot to hold.
+    /// when no success headers are sent: no `max_in_flight` slot to hold,
+    /// and sets that answer a synchronous check (not kept in Redis).
     pub permit_free: bool,
     /// Whether a request over the limit may wait (not `OnLimit::Reject`).
     pub waits: bool,
