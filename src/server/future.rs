@@ -1,9 +1,9 @@
 //! The guard's response future: an explicit state machine.
 //!
 //! ```text
-//! Waiting(acquiring) ──slot──▶ Waiting(readying) ──inner ready──▶ Calling ──response──▶ Done
-//!                                                                   ▲
-//! admitted at call ─────────────────────────────────────────────────┘
+//! Waiting ──slot, inner ready, no deferral──▶ Calling ──response──▶ Done
+//!                                                ▲
+//! admitted at call ──────────────────────────────┘
 //! refused at call ──▶ Answered ──▶ Done
 //! ```
 //!
@@ -12,11 +12,11 @@
 //! * **Answered** holds a response made at `call` (a 429, a request
 //!   without a key): the inner service is never called.
 //! * **Waiting** only exists for a tier that waits (`OnLimit::Wait` with a
-//!   `max_wait`): it holds the [`Acquire`] future, an unready clone of the
-//!   inner service, and the request; a wait past `max_wait` ends in a 429.
-//!   It is *acquiring* while it holds the `Acquire`, and *readying* once
-//!   the `Acquire` has given way to the [`Permit`] and the clone is polled
-//!   ready (the two `Option`s of `Waiting` say which).
+//!   `max_wait`): the machine the client layer's future shares
+//!   ([`crate::tower::wait`]), which acquires the slot with an unready
+//!   clone of the inner service, then readies the clone with the permit
+//!   kept (and acquires again after a deferral set meanwhile); a wait past
+//!   `max_wait` ends in a 429.
 
 use std::fmt;
 use std::future::Future;
@@ -29,6 +29,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::response::{self, TierInfo};
+use crate::tower::wait::{self, Failed};
 use crate::{Acquire, Permit};
 
 /// The tier whose headers an admitted response gets.
@@ -37,11 +38,10 @@ pub(crate) struct Announce {
     pub with_policy: bool,
 }
 
+/// A request that waits, with the tier that answers a refusal and the
+/// headers its response gets.
 pub(crate) struct Waiting<S, B> {
-    acquire: Option<Acquire>,
-    permit: Option<Permit>,
-    inner: S,
-    request: Option<Request<B>>,
+    wait: wait::Waiting<S, Request<B>>,
     tier: Arc<TierInfo>,
     announce: Option<Announce>,
 }
@@ -123,10 +123,7 @@ impl<S: Service<Request<B>>, B> GuardFuture<S, B> {
         GuardFuture {
             state: State::Waiting {
                 waiting: Box::new(Waiting {
-                    acquire: Some(acquire),
-                    permit: None,
-                    inner: unready,
-                    request: Some(request),
+                    wait: wait::Waiting::new(acquire, unready, request),
                     tier,
                     announce,
                 }),
@@ -137,7 +134,7 @@ impl<S: Service<Request<B>>, B> GuardFuture<S, B> {
 
 impl<S, B, ResB> Future for GuardFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
     ResB: From<String>,
 {
     type Output = Result<Response<ResB>, S::Error>;
@@ -163,33 +160,25 @@ where
                 }
                 StateProj::Waiting { waiting } => {
                     let w = &mut **waiting;
-                    if let Some(acquire) = &mut w.acquire {
-                        match ready!(Pin::new(acquire).poll(cx)) {
-                            Ok(permit) => {
-                                w.permit = Some(permit);
-                                w.acquire = None;
-                            }
-                            Err(e) => {
-                                let answer = response::refusal(&w.tier, e);
-                                this.state.set(State::Done);
-                                return Poll::Ready(Ok(answer));
-                            }
+                    match ready!(w.wait.poll_call(cx)) {
+                        Ok((call, permit)) => {
+                            let announce = w.announce.take();
+                            this.state.set(State::Calling {
+                                call,
+                                permit: Some(permit),
+                                announce,
+                            });
+                        }
+                        Err(Failed::Refused(e)) => {
+                            let answer = response::refusal(&w.tier, e);
+                            this.state.set(State::Done);
+                            return Poll::Ready(Ok(answer));
+                        }
+                        Err(Failed::Inner(e)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(e));
                         }
                     }
-                    if let Err(e) = ready!(w.inner.poll_ready(cx)) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(e));
-                    }
-                    let (Some(permit), Some(request)) = (w.permit.take(), w.request.take()) else {
-                        unreachable!("a request is called once");
-                    };
-                    let call = w.inner.call(request);
-                    let announce = w.announce.take();
-                    this.state.set(State::Calling {
-                        call,
-                        permit: Some(permit),
-                        announce,
-                    });
                 }
                 StateProj::Answered { response } => {
                     let response = response.take();

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -13,7 +12,8 @@ use tower_service::Service;
 use super::future::{Announce, GuardFuture};
 use super::key::{KeyExtractor, KeyWriter};
 use super::response::{self, refusal, SuccessHeaders, TierInfo};
-use crate::{Admission, ErrorKind, Registry};
+use crate::tower::wait::give_back;
+use crate::{Admission, Registry};
 
 /// What a request without a key gets, its tier looked up.
 pub(crate) enum Missing {
@@ -166,8 +166,6 @@ where
             // without a permit.
             match info.handle.check_key(key.escaped(), 1.0) {
                 Ok(()) => return GuardFuture::called(self.inner.call(request)),
-                // A tier kept in Redis: the admission below.
-                Err(e) if e.kind() == ErrorKind::AsyncOnly => {}
                 Err(e) => return GuardFuture::answered(refusal(info, e)),
             }
         }
@@ -186,9 +184,7 @@ where
             Ok(Admission::Wait(acquire)) => {
                 // Give back the readiness `poll_ready` reserved; the wait
                 // readies a clone of its own once its slot has come.
-                let fresh = self.inner.clone();
-                let unready = fresh.clone();
-                drop(mem::replace(&mut self.inner, fresh));
+                let unready = give_back(&mut self.inner);
                 GuardFuture::waiting(acquire, unready, request, info.clone(), announce())
             }
             Err(e) => GuardFuture::answered(refusal(info, e)),

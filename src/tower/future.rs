@@ -2,21 +2,17 @@
 //! response.
 //!
 //! ```text
-//!            ┌──────── deferred meanwhile: acquire again ───────┐
-//!            ▼                                                  │
-//! Waiting(acquiring) ──slot──▶ Waiting(readying) ──inner ready──┴──▶ Calling ──response──▶ Done
-//!                                                                      ▲
-//! (admitted at call, with the inner service ready) ────────────────────┘
+//! Waiting ──slot, inner ready, no deferral──▶ Calling ──response──▶ Done
+//!                                                ▲
+//! (admitted at call, with the inner service ready) ┘
+//! refused at call ──▶ Refused ──▶ Done
 //! ```
 //!
-//! * **Waiting**, acquiring, holds the [`Acquire`] future (routed once, at
-//!   `call`), an unready clone of the inner service, and the request.
-//! * **Waiting**, readying, holds the [`Permit`] and polls the clone's
-//!   `poll_ready` until it is ready; an inner service that is not always
-//!   ready (a pool, a `ConcurrencyLimit`, a `Buffer`) makes the request wait
-//!   here with its permit kept. Once ready, a deferral a server set
-//!   meanwhile (`Retry-After`) sends the request back to acquiring, with a
-//!   fresh unready clone, so nothing is sent inside a deferral.
+//! * **Waiting** is the machine the server guard's future shares
+//!   ([`wait`](super::wait)): acquiring the slot with an unready clone of
+//!   the inner service, then readying the clone with the permit kept, and
+//!   back to acquiring when a server deferred the set meanwhile, so
+//!   nothing is sent inside a deferral.
 //! * **Calling** holds the inner future and the permit until the response,
 //!   which it hands to the registry ([`Permit::observe`]).
 //!
@@ -31,6 +27,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::wait::{Failed, Waiting};
 use super::BoxError;
 use crate::{Acquire, Error, Permit};
 
@@ -42,20 +39,6 @@ pub(crate) fn rejection(e: Error) -> BoxError {
 
 /// Reads a response back into the registry.
 pub(crate) type Observe<Res> = fn(&Permit, &Res);
-
-/// What a request that must wait carries: boxed, because the request and
-/// the service are large and only a request that waits needs them here.
-struct Waiting<S, R> {
-    phase: Phase,
-    inner: S,
-    request: Option<R>,
-}
-
-enum Phase {
-    Acquiring(Acquire),
-    /// The permit, and the finished `Acquire`, kept to queue again.
-    Readying(Option<Permit>, Acquire),
-}
 
 pin_project! {
     /// The future of [`RateLimit`](super::RateLimit) and
@@ -77,6 +60,8 @@ pin_project! {
         S: Service<R>,
     {
         Waiting {
+            // Boxed: the request and the service are large, and only a
+            // request that waits needs them here.
             waiting: Box<Waiting<S, R>>,
         },
         Calling {
@@ -120,11 +105,7 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     ) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                waiting: Box::new(Waiting {
-                    phase: Phase::Acquiring(acquire),
-                    inner: unready,
-                    request: Some(request),
-                }),
+                waiting: Box::new(Waiting::new(acquire, unready, request)),
             },
             observe,
         }
@@ -151,58 +132,20 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Waiting { waiting } => {
-                    let w = &mut **waiting;
-                    match &mut w.phase {
-                        Phase::Acquiring(acquire) => match ready!(Pin::new(&mut *acquire).poll(cx))
-                        {
-                            Ok(permit) => {
-                                let Phase::Acquiring(acquire) = std::mem::replace(
-                                    &mut w.phase,
-                                    Phase::Readying(Some(permit), Acquire::finished()),
-                                ) else {
-                                    unreachable!()
-                                };
-                                if let Phase::Readying(_, kept) = &mut w.phase {
-                                    *kept = acquire;
-                                }
-                            }
-                            Err(e) => {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(rejection(e)));
-                            }
-                        },
-                        Phase::Readying(permit, acquire) => {
-                            if let Err(e) = ready!(w.inner.poll_ready(cx)) {
-                                this.state.set(State::Done);
-                                return Poll::Ready(Err(e.into()));
-                            }
-                            if permit.as_ref().is_some_and(Permit::is_deferred) {
-                                // A server deferred the host while the inner
-                                // service was busy: give its readiness back
-                                // (a fresh clone is unready) and queue again.
-                                let fresh = w.inner.clone();
-                                drop(std::mem::replace(&mut w.inner, fresh));
-                                let mut acquire = std::mem::replace(acquire, Acquire::finished());
-                                if let Some(p) = permit.take() {
-                                    acquire.again(p);
-                                }
-                                w.phase = Phase::Acquiring(acquire);
-                                continue;
-                            }
-                            let permit = permit.take();
-                            let request = w.request.take();
-                            let (Some(permit), Some(request)) = (permit, request) else {
-                                unreachable!("a request is called once");
-                            };
-                            let call = w.inner.call(request);
-                            this.state.set(State::Calling {
-                                call,
-                                permit: Some(permit),
-                            });
-                        }
+                StateProj::Waiting { waiting } => match ready!(waiting.poll_call(cx)) {
+                    Ok((call, permit)) => this.state.set(State::Calling {
+                        call,
+                        permit: Some(permit),
+                    }),
+                    Err(Failed::Refused(e)) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(rejection(e)));
                     }
-                }
+                    Err(Failed::Inner(e)) => {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                },
                 StateProj::Calling { call, permit } => {
                     let result = ready!(call.poll(cx)).map_err(Into::into);
                     if let (Ok(response), Some(permit)) = (&result, permit.as_ref()) {

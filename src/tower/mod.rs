@@ -64,6 +64,7 @@ mod future;
 mod layer;
 mod retry;
 mod service;
+pub(crate) mod wait;
 
 pub use body::TryCloneBody;
 pub use future::ResponseFuture;

@@ -1,11 +1,11 @@
 //! The services: admission before the call, signals after it.
 
-use std::mem;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
 
 use super::future::{Observe, ResponseFuture};
+use super::wait::{give_back, release};
 use super::BoxError;
 use crate::registry::lanes::LANE_HEADER;
 use crate::{Admission, Lane, Permit, Registry, Target};
@@ -184,14 +184,11 @@ where
         Ok(Admission::Wait(acquire)) => {
             // The readiness this call was given is not used now: give it
             // back (a fresh clone is unready), and wait with another.
-            let fresh = ready.clone();
-            let unready = fresh.clone();
-            drop(mem::replace(ready, fresh));
+            let unready = give_back(ready);
             ResponseFuture::waiting(acquire, unready, request, observe)
         }
         Err(e) => {
-            let fresh = ready.clone();
-            drop(mem::replace(ready, fresh));
+            release(ready);
             ResponseFuture::refused(e, observe)
         }
     }
