@@ -7,7 +7,7 @@
 //! order of admission kept the order of arrival.
 //!
 //! `cargo bench -p tollgate-bench --bench waiters` (set `WAITERS` to change the count). A
-//! paused-time run of tollgate is in `tests/many_waiters.rs`.
+//! paused-time run of tollgate is in `tests/registry/many_waiters.rs`.
 
 use std::future::Future;
 use std::num::NonZeroU32;

@@ -51,7 +51,7 @@
 //! capacity and rate in force. With requests of one token the bound is
 //! `capacity + ceil(rate·W) − 1`, which is how
 //! [`Policy::window`](crate::Policy::window) promises "at most `n` in any
-//! window". `tests/window_bound.rs` checks both on random schedules.
+//! window". `tests/bucket/window_bound.rs` checks both on random schedules.
 //!
 //! Proof sketch: order the admitted requests of a window by when they took
 //! their tokens; `tat` grows by at least `w·T` for each. The first one took

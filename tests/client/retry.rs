@@ -13,7 +13,7 @@ use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
 type Times = Arc<Mutex<Vec<Duration>>>;
 
 /// A GET through a service that answers every call with `answer(n)` and
-/// logs when it was called. (`tests/retry_matrix.rs` covers the methods.)
+/// logs when it was called. (`tests/client/retry_matrix.rs` covers the methods.)
 async fn run<B: TryCloneBody + Send + 'static>(
     policy: RetryPolicy,
     body: B,

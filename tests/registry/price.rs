@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use tollgate::{presets, ManualClock, Policy, Price, Registry, Source, Target};
 
-mod common;
+use crate::common;
 use common::max_in_window;
 
 const MINUTE: u64 = 60_000_000_000;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::max_in_window;
 use proptest::prelude::*;

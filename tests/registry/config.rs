@@ -4,7 +4,7 @@
 
 use tollgate::{registry::Scope, ErrorKind, OnLimit, Policy, Registry, RegistryBuilder, Target};
 
-const EXAMPLE: &str = include_str!("../examples/tollgate.toml");
+const EXAMPLE: &str = include_str!("../../examples/tollgate.toml");
 
 #[test]
 fn the_example_file_builds_and_routes() {

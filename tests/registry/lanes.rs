@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tollgate::{Lane, Lanes, Policy, Registry, Source, Target, Timestamp, TokioClock};
 
-mod common;
+use crate::common;
 use common::max_in_window;
 
 const RUN: Duration = Duration::from_secs(30);

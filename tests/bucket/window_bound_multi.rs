@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::max_in_window;
 use proptest::prelude::*;
