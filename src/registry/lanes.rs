@@ -189,7 +189,7 @@ impl Queues {
         false
     }
 
-    /// Ticket `id` took its slot: it leaves, the slot is counted for its
+    /// Place `id` took its slot: it leaves, the slot is counted for its
     /// lane, and the next head is woken.
     pub(crate) fn served(&self, lane: Lane, id: u64) {
         let next = {
@@ -204,7 +204,7 @@ impl Queues {
         }
     }
 
-    /// Ticket `id` gave up (its future was dropped, or refused): it leaves,
+    /// Place `id` gave up (its future was dropped, or refused): it leaves,
     /// and the next head is woken if it was the head.
     pub(crate) fn leave(&self, lane: Lane, id: u64) {
         let next = {
