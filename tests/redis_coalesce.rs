@@ -18,44 +18,11 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestR
 use tollgate::redis::{RedisReservation, RedisStore};
 use tollgate::{Error, Policy};
 
-type Raw = ::redis::aio::MultiplexedConnection;
+use redis_env::Raw;
 
 /// How much later than Redis's own a refusal repeated without a round trip
 /// may end (as in `tests/redis_conformance.rs`).
 const LATE: u64 = 50_000_000;
-
-/// A server of the test's own, a store on it, and a raw connection to read
-/// its command counts.
-async fn private(test: &str) -> Option<(redis_env::PrivateRedis, RedisStore, Raw)> {
-    redis_env::redis_url(test)?;
-    let server = redis_env::PrivateRedis::start(redis_env::free_port());
-    let store = redis_env::connect(&server.url(), "t:").await;
-    let raw = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    Some((server, store, raw))
-}
-
-/// Script calls the server has run.
-async fn script_calls(raw: &mut Raw) -> u64 {
-    let info: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(raw)
-        .await
-        .unwrap();
-    ["evalsha", "eval"]
-        .iter()
-        .map(|command| {
-            let prefix = format!("cmdstat_{command}:calls=");
-            info.lines()
-                .find_map(|l| l.strip_prefix(&prefix))
-                .and_then(|rest| rest.split(',').next())
-                .map_or(0, |n| n.parse::<u64>().unwrap())
-        })
-        .sum()
-}
 
 fn wait_of(e: &Error) -> u64 {
     match e.retry_after() {
@@ -77,7 +44,7 @@ async fn case(
     let b = store.bucket(name, policies).unwrap();
     let mut takes = takes.to_vec();
     takes.push((0.5, Duration::MAX));
-    let before = script_calls(raw).await;
+    let before = redis_env::script_calls(raw).await;
     // One pass polls every future once, in order, before any answer is read.
     let results: Vec<Result<RedisReservation, Error>> =
         join_all(takes.iter().map(|&(w, max_wait)| b.reserve(w, max_wait))).await;
@@ -97,7 +64,7 @@ async fn case(
             Err(e) => Err(wait_of(&e)),
         })
         .collect();
-    let calls = script_calls(raw).await - before;
+    let calls = redis_env::script_calls(raw).await - before;
     prop_assert_eq!(calls, 2, "one call alone, one for the rest: {:?}", results);
 
     let (n0, slot0) = results[0].expect("a full bucket grants");
@@ -179,7 +146,8 @@ fn coalesced_takes_get_the_slots_of_one_by_one() {
         .enable_all()
         .build()
         .unwrap();
-    let Some((_server, store, raw)) = runtime.block_on(private("coalesce")) else {
+    let Some((_server, store, raw)) = runtime.block_on(redis_env::private_with_counts("coalesce"))
+    else {
         return;
     };
     let mut runner = TestRunner::new(Config {
@@ -216,20 +184,20 @@ fn coalesced_takes_get_the_slots_of_one_by_one() {
 /// one: an earlier one was followed by others.
 #[tokio::test]
 async fn in_a_batch_only_the_last_reservation_refunds() {
-    let Some((_server, store, mut raw)) = private("refund").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("refund").await else {
         return;
     };
     let b = store
         .bucket("refund", &[Policy::new(1.0, 1.0).unwrap()])
         .unwrap();
-    let before = script_calls(&mut raw).await;
+    let before = redis_env::script_calls(&mut raw).await;
     let mut rs: Vec<RedisReservation> =
         join_all((0..4).map(|_| b.reserve(1.0, Duration::from_secs(10))))
             .await
             .into_iter()
             .map(Result::unwrap)
             .collect();
-    assert_eq!(script_calls(&mut raw).await - before, 2);
+    assert_eq!(redis_env::script_calls(&mut raw).await - before, 2);
     let t0 = rs[0].ready_at().unwrap();
     for (i, r) in rs.iter().enumerate() {
         assert_eq!(
@@ -256,7 +224,7 @@ async fn in_a_batch_only_the_last_reservation_refunds() {
 /// granted).
 #[tokio::test]
 async fn a_take_dropped_while_it_waits_takes_nothing() {
-    let Some((_server, store, _raw)) = private("dropped").await else {
+    let Some((_server, store, _raw)) = redis_env::private_with_counts("dropped").await else {
         return;
     };
     let b = store

@@ -15,50 +15,9 @@ use std::time::{Duration, Instant};
 mod redis_env;
 
 use http::{Request, Response, StatusCode};
-use tollgate::redis::RedisStore;
 use tollgate::server::{tier, GuardLayer, HeaderKey};
 use tollgate::{Error, OnLimit, Policy, Registry, Source};
 use tower::{Layer, Service, ServiceExt};
-
-/// A server of the test's own, a store on it, and a raw connection to
-/// read its command counts.
-async fn private(
-    test: &str,
-) -> Option<(
-    redis_env::PrivateRedis,
-    RedisStore,
-    ::redis::aio::MultiplexedConnection,
-)> {
-    redis_env::redis_url(test)?;
-    let server = redis_env::PrivateRedis::start(redis_env::free_port());
-    let store = redis_env::connect(&server.url(), "t:").await;
-    let raw = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    Some((server, store, raw))
-}
-
-/// Script calls the server has run (`EVALSHA`, and `EVAL` should it ever
-/// send the text).
-async fn script_calls(raw: &mut ::redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(raw)
-        .await
-        .unwrap();
-    ["evalsha", "eval"]
-        .iter()
-        .map(|command| {
-            let prefix = format!("cmdstat_{command}:calls=");
-            info.lines()
-                .find_map(|l| l.strip_prefix(&prefix))
-                .and_then(|rest| rest.split(',').next())
-                .map_or(0, |n| n.parse::<u64>().unwrap())
-        })
-        .sum()
-}
 
 fn policy(s: &str) -> Policy {
     s.parse().unwrap()
@@ -80,7 +39,7 @@ const TASKS: usize = 16;
 /// the flood's whole span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_key_flood_costs_under_one_call_per_100_refusals() {
-    let Some((_server, store, mut raw)) = private("flood").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("flood").await else {
         return;
     };
     let limit = policy("20/s burst 5");
@@ -102,7 +61,7 @@ async fn a_one_key_flood_costs_under_one_call_per_100_refusals() {
         }))
     };
 
-    let before = script_calls(&mut raw).await;
+    let before = redis_env::script_calls(&mut raw).await;
     let left = Arc::new(AtomicU64::new(REQUESTS));
     let refused = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -134,7 +93,7 @@ async fn a_one_key_flood_costs_under_one_call_per_100_refusals() {
         t.await.unwrap();
     }
     let elapsed = start.elapsed();
-    let calls = script_calls(&mut raw).await - before;
+    let calls = redis_env::script_calls(&mut raw).await - before;
     let admitted = upstream.load(Ordering::Relaxed);
     let refused = refused.load(Ordering::Relaxed);
     let bound = limit.max_in_window(elapsed);
@@ -168,7 +127,7 @@ async fn a_one_key_flood_costs_under_one_call_per_100_refusals() {
 /// heavier one too, and after the slot Redis is asked (and admits).
 #[tokio::test]
 async fn a_refusal_is_repeated_locally_until_its_slot() {
-    let Some((_server, store, mut raw)) = private("repeat").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("repeat").await else {
         return;
     };
     let b = store.bucket("repeat", &[policy("4/s burst 2")]).unwrap();
@@ -177,7 +136,7 @@ async fn a_refusal_is_repeated_locally_until_its_slot() {
     let first = b.try_acquire(1.0).await.unwrap_err();
     let wait = retry_after(&first);
     assert!(wait > Duration::from_millis(200) && wait <= Duration::from_millis(250));
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     let mut last = wait;
     for _ in 0..1_000 {
         let again = retry_after(&b.try_acquire(1.0).await.unwrap_err());
@@ -187,14 +146,14 @@ async fn a_refusal_is_repeated_locally_until_its_slot() {
         assert!(heavier >= again);
     }
     assert_eq!(
-        script_calls(&mut raw).await,
+        redis_env::script_calls(&mut raw).await,
         calls,
         "no call for 2000 refusals"
     );
     // A request that may wait that long asks Redis and gets the slot.
     let r = b.reserve(1.0, Duration::from_secs(1)).await.unwrap();
     assert!(r.delay() <= last);
-    assert_eq!(script_calls(&mut raw).await, calls + 1);
+    assert_eq!(redis_env::script_calls(&mut raw).await, calls + 1);
     r.wait().await;
     // After the slot Redis decides again.
     tokio::time::sleep(Duration::from_millis(260)).await;
@@ -205,22 +164,22 @@ async fn a_refusal_is_repeated_locally_until_its_slot() {
 /// without a call, for the time until the next token.
 #[tokio::test]
 async fn a_grant_that_empties_the_bucket_refuses_the_next_locally() {
-    let Some((_server, store, mut raw)) = private("grant").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("grant").await else {
         return;
     };
     let b = store.bucket("grant", &[policy("2/s burst 1")]).unwrap();
     b.try_acquire(1.0).await.unwrap();
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     let wait = retry_after(&b.try_acquire(1.0).await.unwrap_err());
     assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
-    assert_eq!(script_calls(&mut raw).await, calls);
+    assert_eq!(redis_env::script_calls(&mut raw).await, calls);
 }
 
 /// A deferral clears what is known: the next request asks Redis, which
 /// refuses it for the deferral's length, not the old slot's.
 #[tokio::test]
 async fn a_deferral_clears_the_known_refusal() {
-    let Some((_server, store, mut raw)) = private("defer").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("defer").await else {
         return;
     };
     let b = store.bucket("defer", &[policy("2/s burst 1")]).unwrap();
@@ -228,59 +187,67 @@ async fn a_deferral_clears_the_known_refusal() {
     let wait = retry_after(&b.try_acquire(1.0).await.unwrap_err());
     assert!(wait <= Duration::from_millis(500));
     b.defer_for(Duration::from_secs(3)).await.unwrap();
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     let deferred = retry_after(&b.try_acquire(1.0).await.unwrap_err());
     assert!(
         deferred > Duration::from_millis(2_900) && deferred <= Duration::from_secs(3),
         "{deferred:?}"
     );
-    assert_eq!(script_calls(&mut raw).await, calls + 1, "Redis was asked");
+    assert_eq!(
+        redis_env::script_calls(&mut raw).await,
+        calls + 1,
+        "Redis was asked"
+    );
     // And what Redis answered is known again.
     b.try_acquire(1.0).await.unwrap_err();
-    assert_eq!(script_calls(&mut raw).await, calls + 1);
+    assert_eq!(redis_env::script_calls(&mut raw).await, calls + 1);
 }
 
 /// Giving tokens back clears what is known: a later request asks Redis,
 /// which now has them.
 #[tokio::test]
 async fn a_refund_clears_the_known_refusal() {
-    let Some((_server, store, mut raw)) = private("refund").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("refund").await else {
         return;
     };
     let b = store.bucket("refund", &[policy("1/s burst 1")]).unwrap();
     b.try_acquire(1.0).await.unwrap();
     let r = b.reserve(1.0, Duration::from_secs(5)).await.unwrap();
     // Two tokens are out: a third waits about 2 s, known without a call.
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     let long = retry_after(&b.try_acquire(1.0).await.unwrap_err());
     assert!(long > Duration::from_millis(1_900), "{long:?}");
-    assert_eq!(script_calls(&mut raw).await, calls);
+    assert_eq!(redis_env::script_calls(&mut raw).await, calls);
     assert_eq!(r.cancel().await.unwrap(), 1.0);
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     let short = retry_after(&b.try_acquire(1.0).await.unwrap_err());
     assert!(short <= Duration::from_secs(1), "{short:?}");
-    assert_eq!(script_calls(&mut raw).await, calls + 1, "Redis was asked");
+    assert_eq!(
+        redis_env::script_calls(&mut raw).await,
+        calls + 1,
+        "Redis was asked"
+    );
 }
 
 /// A reservation dropped before its slot gives its tokens back and clears
 /// what is known at once.
 #[tokio::test]
 async fn a_dropped_reservation_clears_the_known_refusal() {
-    let Some((_server, store, mut raw)) = private("drop").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("drop").await else {
         return;
     };
     let b = store.bucket("drop", &[policy("1/s burst 1")]).unwrap();
     b.try_acquire(1.0).await.unwrap();
     let r = b.reserve(1.0, Duration::from_secs(5)).await.unwrap();
     assert!(retry_after(&b.try_acquire(1.0).await.unwrap_err()) > Duration::from_millis(1_900));
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     drop(r);
     // The refund runs in a task, after this request looked (one runtime
     // thread): it found nothing known and asked Redis.
     b.try_acquire(1.0).await.unwrap_err();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
-        script_calls(&mut raw).await,
+        redis_env::script_calls(&mut raw).await,
         calls + 2,
         "the refund and the request"
     );
@@ -290,7 +257,7 @@ async fn a_dropped_reservation_clears_the_known_refusal() {
 /// a faster rate, the next token comes sooner than the refusal said.
 #[tokio::test]
 async fn set_limits_clears_the_known_refusal() {
-    let Some((_server, store, mut raw)) = private("limits").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("limits").await else {
         return;
     };
     let registry = Registry::builder()
@@ -306,9 +273,13 @@ async fn set_limits_clears_the_known_refusal() {
     drop(api.acquire(1.0).await.unwrap());
     let wait = retry_after(&api.acquire(1.0).await.unwrap_err());
     assert!(wait > Duration::from_millis(900), "{wait:?}");
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     api.acquire(1.0).await.unwrap_err();
-    assert_eq!(script_calls(&mut raw).await, calls, "known: no call");
+    assert_eq!(
+        redis_env::script_calls(&mut raw).await,
+        calls,
+        "known: no call"
+    );
 
     registry
         .set_limits("api", vec![policy("50/s burst 1")])
@@ -322,16 +293,16 @@ async fn set_limits_clears_the_known_refusal() {
 /// timer: one call, however long the wait.
 #[tokio::test]
 async fn a_waiter_with_its_slot_is_not_asked_again() {
-    let Some((_server, store, mut raw)) = private("waiter").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("waiter").await else {
         return;
     };
     let b = store.bucket("waiter", &[policy("4/s burst 1")]).unwrap();
     b.try_acquire(1.0).await.unwrap();
-    let calls = script_calls(&mut raw).await;
+    let calls = redis_env::script_calls(&mut raw).await;
     let start = Instant::now();
     b.acquire(1.0).await.unwrap();
     assert!(start.elapsed() >= Duration::from_millis(200));
-    assert_eq!(script_calls(&mut raw).await, calls + 1);
+    assert_eq!(redis_env::script_calls(&mut raw).await, calls + 1);
 }
 
 /// What this process knows never admits: two handles on one bucket (two
@@ -339,7 +310,7 @@ async fn a_waiter_with_its_slot_is_not_asked_again() {
 /// Redis grants, within the window bound on Redis's clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_refusals_never_admit_what_redis_refuses() {
-    let Some((server, store, _raw)) = private("never").await else {
+    let Some((server, store, _raw)) = redis_env::private_with_counts("never").await else {
         return;
     };
     let other = redis_env::connect(&server.url(), "t:").await;

@@ -39,28 +39,9 @@ async fn calls(raw: &mut ::redis::aio::MultiplexedConnection, command: &str) -> 
         .map_or(0, |n| n.parse().unwrap())
 }
 
-/// A server of the test's own, so that its command counters are the test's.
-async fn private(
-    test: &str,
-) -> Option<(
-    redis_env::PrivateRedis,
-    RedisStore,
-    ::redis::aio::MultiplexedConnection,
-)> {
-    redis_env::redis_url(test)?;
-    let server = redis_env::PrivateRedis::start(redis_env::free_port());
-    let store = redis_env::connect(&server.url(), "t:").await;
-    let raw = ::redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    Some((server, store, raw))
-}
-
 #[tokio::test]
 async fn one_evalsha_per_call_and_reloaded_after_noscript() {
-    let Some((_server, store, mut raw)) = private("evalsha").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("evalsha").await else {
         return;
     };
     let b = store
@@ -153,7 +134,7 @@ async fn keys_share_a_hash_tag_and_expire_when_the_bucket_is_full() {
 
 #[tokio::test]
 async fn a_refused_call_writes_nothing() {
-    let Some((_server, store, mut raw)) = private("refused").await else {
+    let Some((_server, store, mut raw)) = redis_env::private_with_counts("refused").await else {
         return;
     };
     let b = store

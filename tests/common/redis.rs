@@ -203,3 +203,43 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// A raw connection to a test's server, for what the store does not say.
+pub type Raw = ::redis::aio::MultiplexedConnection;
+
+/// A server of the test's own (so that its command counters are the
+/// test's), a store on it with the prefix `t:`, and a raw connection to
+/// read them; `None` where the Redis tests skip.
+pub async fn private_with_counts(
+    test: &str,
+) -> Option<(PrivateRedis, tollgate::redis::RedisStore, Raw)> {
+    redis_url(test)?;
+    let server = PrivateRedis::start(free_port());
+    let store = connect(&server.url(), "t:").await;
+    let raw = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Some((server, store, raw))
+}
+
+/// The script calls the server has run (`EVALSHA`, and `EVAL` should the
+/// store ever send the script's text).
+pub async fn script_calls(raw: &mut Raw) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(raw)
+        .await
+        .unwrap();
+    ["evalsha", "eval"]
+        .iter()
+        .map(|command| {
+            let prefix = format!("cmdstat_{command}:calls=");
+            info.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |n| n.parse::<u64>().unwrap())
+        })
+        .sum()
+}
