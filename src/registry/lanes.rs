@@ -59,8 +59,29 @@ impl Lane {
     }
 }
 
-/// The header that names a request's lane (removed by the tower layer).
+/// The header that names a request's lane (removed by the tower layer and
+/// the reqwest middleware).
 pub const LANE_HEADER: &str = "x-tollgate-lane";
+
+impl super::Registry {
+    /// The lane of an outgoing request, for the client adapters: `chosen`
+    /// (a [`Lane`] in the request's extensions), else the [`LANE_HEADER`],
+    /// else interactive. The header is for the adapter, not for the server,
+    /// and is removed. A registry without lanes looks at neither: every
+    /// request is interactive, and the header, which nothing reads, goes as
+    /// it came.
+    #[cfg_attr(not(any(feature = "tower", feature = "reqwest")), allow(dead_code))]
+    #[inline]
+    pub(crate) fn take_lane(&self, headers: &mut http::HeaderMap, chosen: Option<Lane>) -> Lane {
+        if !self.has_lanes() {
+            return Lane::Interactive;
+        }
+        let header = headers.remove(LANE_HEADER);
+        chosen
+            .or_else(|| header.as_ref().and_then(Lane::from_header))
+            .unwrap_or_default()
+    }
+}
 
 /// Lanes for a source: see the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -4,7 +4,6 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next, Result};
 
 use super::retry::SafeRequest;
-use crate::registry::lanes::LANE_HEADER;
 use crate::retry::{is_safe_to_repeat, SafeToRetry};
 use crate::{Error, Lane, Registry};
 
@@ -77,16 +76,8 @@ impl Middleware for RateLimitMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<reqwest::Response> {
-        let mut lane = Lane::Interactive;
-        if self.registry.has_lanes() {
-            // The lane header is for this middleware, not for the server.
-            let header = req.headers_mut().remove(LANE_HEADER);
-            lane = extensions
-                .get::<Lane>()
-                .copied()
-                .or_else(|| header.as_ref().and_then(Lane::from_header))
-                .unwrap_or_default();
-        }
+        let chosen = extensions.get::<Lane>().copied();
+        let lane = self.registry.take_lane(req.headers_mut(), chosen);
         if let Some(RefusedUntil(at)) = extensions.remove::<RefusedUntil>() {
             tokio::time::sleep_until(at).await;
         }

@@ -7,7 +7,6 @@ use tower_service::Service;
 use super::future::{Observe, ResponseFuture};
 use super::wait::{give_back, release};
 use super::BoxError;
-use crate::registry::lanes::LANE_HEADER;
 use crate::{Admission, Lane, Permit, Registry, Target};
 
 /// Admits each `http::Request` through a [`Registry`], then calls the inner
@@ -73,21 +72,9 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // Only a registry with lanes looks for one (the header is for this
-        // layer, not for the server, and goes).
-        let lane = self.registry.has_lanes().then(|| {
-            let header = request.headers_mut().remove(LANE_HEADER);
-            request
-                .extensions()
-                .get::<Lane>()
-                .copied()
-                .or_else(|| header.as_ref().and_then(Lane::from_header))
-                .unwrap_or_default()
-        });
-        let mut target = Target::from_request(&request);
-        if let Some(lane) = lane {
-            target = target.with_lane(lane);
-        }
+        let chosen = request.extensions().get::<Lane>().copied();
+        let lane = self.registry.take_lane(request.headers_mut(), chosen);
+        let target = Target::from_request(&request).with_lane(lane);
         let admission = self.registry.admit(&target, 1.0);
         respond(&mut self.inner, admission, request, observe_http::<ResB>)
     }
