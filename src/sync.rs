@@ -9,7 +9,7 @@
 //!
 //! | item | std build | loom build | used by |
 //! |---|---|---|---|
-//! | [`Mutex`] | a `std::sync::Mutex` whose `lock()` returns the guard | loom's | the bucket's policy, a set's learning state and the source's configuration (`registry/buckets.rs`), the lane queues (`registry/lanes.rs`), the Redis fallback's debt and last error, the retry budget |
+//! | [`Mutex`] | a `std::sync::Mutex` whose `lock()` returns the guard | loom's | the bucket's policy, a set's learning state and the source's configuration (`registry/buckets.rs`), the lane queues (`registry/lanes.rs`), the Redis fallback's debt and last error, a Redis bucket's waiting takes (`redis/batch.rs`) and known refusals (`redis/refusals.rs`), a cluster store's health per slot, the retry budget |
 //! | [`RwLock`] | a `std::sync::RwLock` whose `read()` / `write()` return the guard | loom's | the per-host table (`registry/hosts.rs`), the Redis limit set and fallback buckets |
 //! | [`Arc`] | `std::sync::Arc` | loom's | shared state whose count means something: a bucket set (a sweep keeps a set someone holds), a source's context, the registry's shared state, the Redis fallback's debt |
 //! | atomics, [`fence`], [`spin_loop`] | std's | loom's | the bucket's `tat` and seqlock, a set's server rate and strikes, the configuration version, the sweep's next time, the fallback's health |

@@ -8,12 +8,13 @@
 //! This file owns the queue and whose turn it is; the calls themselves are
 //! [`RedisBucket`](super::RedisBucket)'s.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use super::script::{LimitSet, TakeRequest};
 use super::RedisReservation;
+use crate::sync::{Mutex, MutexGuard};
 use crate::Error;
 
 /// What a waiting take hears: its reservation or refusal, or `None` when
@@ -51,7 +52,7 @@ pub(super) enum Turn {
 
 impl Batch {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// Takes a turn for `request`, costed under `set`.

@@ -28,13 +28,13 @@
 //! own view, so a local refusal lasts at most one trip longer than Redis's
 //! would, and never admits anything: requests past the deadline ask Redis.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::script::{LimitSet, RemoteTicket};
 use crate::clock::{duration_nanos, Timestamp};
+use crate::sync::{Mutex, MutexGuard};
 
 /// What one bucket set knows Redis refuses; see the [module docs](self).
 #[derive(Debug)]
@@ -67,8 +67,8 @@ impl Refusals {
         }
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock()
     }
 
     fn local(&self, at: Instant) -> i128 {

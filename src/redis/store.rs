@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ::redis::cluster_routing::Slot;
 use ::redis::RedisError;
@@ -12,6 +12,7 @@ use super::connection::{redis_error, Connection, Link};
 use super::fallback::{Health, OnStoreError};
 use super::RedisBucket;
 use crate::clock::Timestamp;
+use crate::sync::Mutex;
 use crate::{Error, Policy};
 
 pub(super) fn check_name(what: &str, s: &str) -> Result<(), Error> {
@@ -209,7 +210,7 @@ impl SourceStore {
             Healths::One(health) => health.clone(),
             Healths::PerSlot(slots) => {
                 let slot = Slot::for_key(&self.store.inner.keys(name, 1)[0]);
-                let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+                let mut slots = slots.lock();
                 slots
                     .entry(slot)
                     .or_insert_with(|| Arc::new(Health::new()))

@@ -123,7 +123,12 @@
 //!    awaits under any of them: Redis hears of a change from a task spawned
 //!    there.
 //!
-//! A Redis bucket's last-error lock (its health) is a leaf.
+//! A Redis bucket's last-error lock (its health), its queue of waiting
+//! takes (`redis/batch.rs`), what it knows Redis refuses
+//! (`redis/refusals.rs`) and a cluster store's map of health per slot are
+//! leaves: no other lock is taken under them, and each is released before
+//! any await, before a waiting take is answered and before a task is
+//! spawned.
 //!
 //! Step 3 (a set's learning state) may also be taken under a host table
 //! shard's *write* lock, by a sweep asking whether a set is idle: it is
@@ -135,7 +140,7 @@
 //!
 //! A source with lanes has one more lock per bucket set, its lane queues'
 //! (`lanes.rs`): a leaf, taken with no other lock held; it only moves
-//! tickets and wakers, and wakes the next request after releasing it.
+//! places and wakers, and wakes the next request after releasing it.
 //!
 //! A host table shard's *write* lock is a leaf: under it the table touches
 //! only that shard's map (and the table's atomic count). A sweep takes the
