@@ -1,19 +1,33 @@
 //! [`HostKey`] and [`HostMap`]: host names as the keys of the router's and
-//! the host tables' maps, kept inline and hashed with a seeded hasher.
+//! the host tables' maps, kept inline and hashed once with a seeded hasher.
+//!
+//! A lookup hashes the name once, into a [`Probe`]: the host table picks
+//! its shard from some bits of that hash and the shard's map its slot from
+//! others, where a `std` map would hash the name again (its lookup API takes
+//! no hash). A probe's name is compared with an inline key's by two
+//! overlapping loads of a fixed width from each (the first and the last 16,
+//! 8 or 4 bytes), in registers, not by a call to `memcmp`; nor is the name
+//! copied into a key's shape first, which would cost a stall as the copy
+//! is read back.
 
-use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 /// A map keyed by host names, hashed with a seeded hasher (foldhash's,
-/// seeded per map): per-host tables are filled from request URIs, which an
-/// attacker may choose, so an unseeded hash would let them aim every name at
-/// one bucket of the table.
+/// seeded per map, or per host table for its shards together): per-host
+/// tables are filled from request URIs, which an attacker may choose, so an
+/// unseeded hash would let them aim every name at one bucket of the table.
 ///
 /// Keys are [`HostKey`]s, which hold a name of up to [`HostKey::INLINE`]
 /// bytes in the table's own entry: a lookup compares the name without
 /// following a pointer, so a table of a million hosts costs one cache miss
 /// less per request than one keyed by `Box<str>`.
-pub(crate) type HostMap<V> = HashMap<HostKey, V, HostHasher>;
+pub(crate) struct HostMap<V> {
+    table: HashTable<(HostKey, V)>,
+    hasher: HostHasher,
+}
 
 /// The seeded hasher of host tables.
 #[cfg(not(all(test, tollgate_loom)))]
@@ -24,18 +38,63 @@ pub(crate) type HostHasher = foldhash::fast::RandomState;
 #[cfg(all(test, tollgate_loom))]
 pub(crate) type HostHasher = foldhash::fast::FixedState;
 
+/// A name to look up, hashed: see the [module docs](self).
+pub(crate) struct Probe<'a> {
+    hash: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Probe<'a> {
+    /// `host` hashed with `hasher` (the one of the maps it is looked up in).
+    #[inline]
+    pub(crate) fn new(host: &'a str, hasher: &HostHasher) -> Self {
+        let bytes = host.as_bytes();
+        Probe {
+            hash: hasher.hash_one(bytes),
+            bytes,
+        }
+    }
+
+    /// The name's hash: a host table picks a shard from its high bits.
+    #[inline]
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// A name of at most [`HostKey::INLINE`] bytes, padded with zeros.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    bytes: [u8; HostKey::INLINE],
+}
+
+impl Inline {
+    #[inline]
+    fn new(name: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; HostKey::INLINE];
+        bytes.get_mut(..name.len())?.copy_from_slice(name);
+        // At most INLINE (30), so it fits.
+        Some(Inline {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    #[inline]
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
 /// A host name as a table key: inline when short (almost every host name),
-/// boxed otherwise. Hashes and compares as the bytes it holds, so a table
-/// is looked up with `host.as_bytes()`.
+/// boxed otherwise.
 #[derive(Clone)]
 pub(crate) struct HostKey(KeyRepr);
 
 #[derive(Clone)]
 enum KeyRepr {
-    Inline {
-        len: u8,
-        bytes: [u8; HostKey::INLINE],
-    },
+    Inline(Inline),
     Heap(Box<str>),
 }
 
@@ -48,7 +107,7 @@ impl HostKey {
     #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            KeyRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyRepr::Inline(i) => i.as_bytes(),
             KeyRepr::Heap(s) => s.as_bytes(),
         }
     }
@@ -57,62 +116,215 @@ impl HostKey {
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
+
+    /// Whether this is the probe's name.
+    #[inline]
+    fn matches(&self, probe: &Probe<'_>) -> bool {
+        match &self.0 {
+            KeyRepr::Inline(a) => same_short(a.as_bytes(), probe.bytes),
+            KeyRepr::Heap(s) => s.as_bytes() == probe.bytes,
+        }
+    }
+}
+
+/// `a == b` for an `a` of at most 32 bytes: the first and the last word of
+/// a width that covers the length (two loads that overlap when it is not a
+/// multiple of it), instead of a call to `memcmp`.
+#[inline]
+fn same_short(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        16..=32 => {
+            let w = |s: &[u8], i: usize| s[i..i + 16].try_into().ok().map(u128::from_ne_bytes);
+            w(a, 0) == w(b, 0) && w(a, n - 16) == w(b, n - 16)
+        }
+        8..=15 => {
+            let w = |s: &[u8], i: usize| s[i..i + 8].try_into().ok().map(u64::from_ne_bytes);
+            w(a, 0) == w(b, 0) && w(a, n - 8) == w(b, n - 8)
+        }
+        4..=7 => {
+            let w = |s: &[u8], i: usize| s[i..i + 4].try_into().ok().map(u32::from_ne_bytes);
+            w(a, 0) == w(b, 0) && w(a, n - 4) == w(b, n - 4)
+        }
+        _ => a == b,
+    }
 }
 
 impl From<&str> for HostKey {
     fn from(s: &str) -> Self {
-        if s.len() <= HostKey::INLINE {
-            let mut bytes = [0u8; HostKey::INLINE];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            HostKey(KeyRepr::Inline {
-                // At most INLINE (38), so it fits.
-                len: s.len() as u8,
-                bytes,
-            })
-        } else {
-            HostKey(KeyRepr::Heap(s.into()))
+        match Inline::new(s.as_bytes()) {
+            Some(i) => HostKey(KeyRepr::Inline(i)),
+            None => HostKey(KeyRepr::Heap(s.into())),
         }
     }
 }
 
 impl From<Box<str>> for HostKey {
     fn from(s: Box<str>) -> Self {
-        if s.len() <= HostKey::INLINE {
-            HostKey::from(&*s)
-        } else {
-            HostKey(KeyRepr::Heap(s))
+        match Inline::new(s.as_bytes()) {
+            Some(i) => HostKey(KeyRepr::Inline(i)),
+            None => HostKey(KeyRepr::Heap(s)),
         }
-    }
-}
-
-/// Tables are looked up with `host.as_bytes()`: the bytes, not the `str`,
-/// so that a comparison never checks UTF-8 again.
-impl std::borrow::Borrow<[u8]> for HostKey {
-    #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-
-impl PartialEq for HostKey {
-    #[inline]
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-
-impl Eq for HostKey {}
-
-impl std::hash::Hash for HostKey {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // As `[u8]` hashes, so that `Borrow<[u8]>` lookups agree.
-        self.as_bytes().hash(state)
     }
 }
 
 impl fmt::Debug for HostKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<V> Default for HostMap<V> {
+    fn default() -> Self {
+        Self::with_hasher(HostHasher::default())
+    }
+}
+
+impl<V: Clone> Clone for HostMap<V> {
+    fn clone(&self) -> Self {
+        HostMap {
+            table: self.table.clone(),
+            hasher: self.hasher.clone(),
+        }
+    }
+}
+
+impl<V: fmt::Debug> fmt::Debug for HostMap<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.table.iter().map(|(k, v)| (k, v)))
+            .finish()
+    }
+}
+
+impl<V> HostMap<V> {
+    /// An empty map hashing with `hasher` (a host table gives its shards
+    /// one, so that one hash picks the shard and the slot).
+    pub(crate) fn with_hasher(hasher: HostHasher) -> Self {
+        HostMap {
+            table: HashTable::new(),
+            hasher,
+        }
+    }
+
+    /// `host` hashed for this map.
+    #[inline]
+    pub(crate) fn probe<'a>(&self, host: &'a str) -> Probe<'a> {
+        Probe::new(host, &self.hasher)
+    }
+
+    /// The value for the probe's name. The probe was hashed with this map's
+    /// hasher.
+    #[inline]
+    pub(crate) fn get(&self, probe: &Probe<'_>) -> Option<&V> {
+        self.table
+            .find(probe.hash, |(k, _)| k.matches(probe))
+            .map(|(_, v)| v)
+    }
+
+    /// The value for the probe's name, mutably.
+    pub(crate) fn get_mut(&mut self, probe: &Probe<'_>) -> Option<&mut V> {
+        self.table
+            .find_mut(probe.hash, |(k, _)| k.matches(probe))
+            .map(|(_, v)| v)
+    }
+
+    /// Adds `value` for the probe's name, which the map does not hold.
+    pub(crate) fn insert_new(&mut self, probe: &Probe<'_>, key: HostKey, value: V) {
+        debug_assert!(key.matches(probe));
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(probe.hash, (key, value), |(k, _)| {
+                hasher.hash_one(k.as_bytes())
+            });
+    }
+
+    /// Keeps the entries for which `keep` holds.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
+        self.table.retain(|(_, v)| keep(v));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.table.iter().map(|(_, v)| v)
+    }
+
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.table.iter_mut().map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_names_are_found_and_told_apart() {
+        let mut map = HostMap::default();
+        let long = "a-name-longer-than-thirty-bytes.example.com";
+        for (i, name) in ["a.example", "a.example.", long, ""].iter().enumerate() {
+            let p = map.probe(name);
+            assert!(map.get(&p).is_none(), "{name} before it is added");
+            map.insert_new(&p, HostKey::from(*name), i);
+        }
+        for (i, name) in ["a.example", "a.example.", long, ""].iter().enumerate() {
+            assert_eq!(map.get(&map.probe(name)), Some(&i), "{name}");
+        }
+        // A prefix of a long name, and a name one byte past the inline size.
+        assert!(map.get(&map.probe(&long[..30])).is_none());
+        assert!(map.get(&map.probe(&long[..31])).is_none());
+        assert!(map.get(&map.probe("b.example")).is_none());
+        map.retain(|v| *v != 0);
+        assert!(map.get(&map.probe("a.example")).is_none());
+        assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn short_names_compare_as_bytes_do_at_every_length() {
+        let name = b"abcdefghijklmnopqrstuvwxyz012345";
+        for n in 0..=32 {
+            let a = &name[..n];
+            assert!(same_short(a, a), "{n}");
+            for i in 0..n {
+                // One byte changed, anywhere: the middle of a long name is
+                // covered by the overlapping words.
+                let mut b = a.to_vec();
+                b[i] ^= 0x20;
+                assert!(!same_short(a, &b), "{n} bytes, byte {i} changed");
+            }
+            if n > 0 {
+                assert!(!same_short(a, &a[..n - 1]), "{n} and one shorter");
+            }
+        }
+    }
+
+    #[test]
+    fn maps_of_one_hasher_agree_on_a_probe() {
+        let hasher = HostHasher::default();
+        let (mut a, mut b) = (
+            HostMap::with_hasher(hasher.clone()),
+            HostMap::with_hasher(hasher.clone()),
+        );
+        let p = Probe::new("api.example.com", &hasher);
+        a.insert_new(&p, HostKey::from("api.example.com"), 1);
+        b.insert_new(&p, HostKey::from("api.example.com"), 2);
+        for i in 0..1000 {
+            // Enough entries to grow the tables, rehashing what they hold.
+            let name = format!("h{i}.example");
+            let q = a.probe(&name);
+            a.insert_new(&q, HostKey::from(name.as_str()), 0);
+        }
+        assert_eq!(a.get(&p), Some(&1));
+        assert_eq!(b.get(&p), Some(&2));
     }
 }

@@ -24,11 +24,10 @@
 //! them all, so that no set is inserted while it runs (see the lock order in
 //! [`registry`](super)).
 
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use super::buckets::Buckets;
-use super::hostkey::{HostHasher, HostKey, HostMap};
+use super::hostkey::{HostHasher, HostKey, HostMap, Probe};
 use crate::clock::Timestamp;
 use crate::sync::{Arc, AtomicU64, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -57,8 +56,9 @@ impl Shard {
 
 pub(crate) struct HostTable {
     shards: Box<[Shard]>,
-    /// Picks a host's shard (seeded, as the maps are).
-    spread: HostHasher,
+    /// Hashes a host once, for its shard and its slot in the shard's map
+    /// (seeded; every shard's map hashes with it).
+    hasher: HostHasher,
     /// Sets in all shards together: never above `cap`.
     len: AtomicU64,
     cap: usize,
@@ -67,34 +67,40 @@ pub(crate) struct HostTable {
 
 impl HostTable {
     pub(super) fn new(cap: usize) -> Self {
+        let hasher = HostHasher::default();
         HostTable {
             shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(HostMap::default())))
+                .map(|_| Shard(RwLock::new(HostMap::with_hasher(hasher.clone()))))
                 .collect(),
-            spread: HostHasher::default(),
+            hasher,
             len: AtomicU64::new(0),
             cap,
             next_sweep: AtomicU64::new(0),
         }
     }
 
+    /// `host`, hashed once for its shard and its map.
     #[inline]
-    fn shard(&self, host: &str) -> &Shard {
-        // The high bits: the maps use the low ones of their own hashes.
-        let h = self.spread.hash_one(host.as_bytes());
-        &self.shards[(h >> 60) as usize % SHARDS]
+    fn probe<'a>(&self, host: &'a str) -> (&Shard, Probe<'a>) {
+        let probe = Probe::new(host, &self.hasher);
+        // Bits the maps use for neither the slot (the low ones) nor the
+        // tag they keep per slot (the top seven).
+        let shard = &self.shards[(probe.hash() >> 40) as usize % SHARDS];
+        (shard, probe)
     }
 
     #[inline]
     pub(super) fn get(&self, host: &str) -> Option<Arc<Buckets>> {
-        self.shard(host).read().get(host.as_bytes()).cloned()
+        let (shard, probe) = self.probe(host);
+        shard.read().get(&probe).cloned()
     }
 
     /// Runs `f` on the set for `host` under its shard's read lock, without
     /// cloning it.
     #[inline]
     pub(super) fn with<R>(&self, host: &str, f: impl FnOnce(&Buckets) -> R) -> Option<R> {
-        self.shard(host).read().get(host.as_bytes()).map(|b| f(b))
+        let (shard, probe) = self.probe(host);
+        shard.read().get(&probe).map(|b| f(b))
     }
 
     /// Whether a new host could get a set at `now`: there is room, or a
@@ -114,8 +120,8 @@ impl HostTable {
     ) -> Option<Arc<Buckets>> {
         // The timer of Redis fallbacks, read before any lock as `now` was.
         let timer = tokio::time::Instant::now();
-        let shard = self.shard(host);
-        if let Some(set) = self.insert_into(shard, host, &made) {
+        let (shard, probe) = self.probe(host);
+        if let Some(set) = self.insert_into(shard, &probe, host, &made) {
             return Some(set);
         }
         // Full: sweep, at most once per SWEEP_EVERY, then try once more.
@@ -129,7 +135,7 @@ impl HostTable {
         for s in self.shards.iter() {
             let mut map = s.write();
             let before = map.len();
-            map.retain(|_, b| Arc::strong_count(b) > 1 || !b.is_idle_at(now, timer));
+            map.retain(|b| Arc::strong_count(b) > 1 || !b.is_idle_at(now, timer));
             evicted += before - map.len();
             kept += map.len();
             self.len
@@ -137,14 +143,20 @@ impl HostTable {
         }
         // Logged once every shard's lock is released.
         tracing::debug!(evicted, kept, "swept idle per-host buckets");
-        self.insert_into(shard, host, &made)
+        self.insert_into(shard, &probe, host, &made)
     }
 
     /// Under `shard`'s write lock: the set already there, or `made` if the
     /// table has room; `None` when it is full.
-    fn insert_into(&self, shard: &Shard, host: &str, made: &Arc<Buckets>) -> Option<Arc<Buckets>> {
+    fn insert_into(
+        &self,
+        shard: &Shard,
+        probe: &Probe<'_>,
+        host: &str,
+        made: &Arc<Buckets>,
+    ) -> Option<Arc<Buckets>> {
         let mut map = shard.write();
-        if let Some(b) = map.get(host.as_bytes()) {
+        if let Some(b) = map.get(probe) {
             return Some(b.clone());
         }
         // Counted only while below the cap, so the count never reads above it.
@@ -157,7 +169,7 @@ impl HostTable {
         if counted.is_err() {
             return None;
         }
-        map.insert(HostKey::from(host), made.clone());
+        map.insert_new(probe, HostKey::from(host), made.clone());
         Some(made.clone())
     }
 

@@ -67,6 +67,7 @@ impl<'a> Target<'a> {
 
     /// The target of a URI: its host, explicit port or the scheme's default,
     /// and path. A URI without a host gives an empty host.
+    #[inline]
     pub fn from_uri(uri: &'a http::Uri) -> Self {
         // One pass over the authority (`[user@]host[:port]`, validated by
         // `http`), rather than `host()` and `port_u16()` each parsing it.
@@ -90,6 +91,7 @@ impl<'a> Target<'a> {
 
     /// The target of a request: the URI's authority, else its `Host` header
     /// (with the URI's scheme, if any, for the default port).
+    #[inline]
     pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
         let uri = req.uri();
         if uri.authority().is_some() {
@@ -324,6 +326,17 @@ impl std::fmt::Debug for Route {
 }
 
 impl Route {
+    /// Whether `target` is under this rule's port and path (its host
+    /// matched already).
+    #[inline]
+    fn matches(&self, target: &Target<'_>) -> bool {
+        (self.port.is_none() || self.port == target.port)
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|p| path_matches(p, target.path))
+    }
+
     /// The index of the source the rule belongs to.
     #[inline]
     pub(crate) fn source(&self) -> usize {
@@ -352,6 +365,16 @@ struct Routes {
 impl Routes {
     fn iter(&self) -> impl Iterator<Item = &Route> {
         std::iter::once(&self.first).chain(self.more.iter().flat_map(|m| m.iter()))
+    }
+
+    /// The most specific of these routes that matches `target`; the one
+    /// route of most hosts checked in place.
+    #[inline]
+    fn best(&self, target: &Target<'_>) -> Option<&Route> {
+        match &self.more {
+            None => self.first.matches(target).then_some(&self.first),
+            Some(_) => best(self.iter(), target),
+        }
     }
 }
 
@@ -384,11 +407,11 @@ impl Router {
         let taken = match &host {
             HostPattern::Exact(h) => self
                 .exact
-                .get(h.as_bytes())
+                .get(&self.exact.probe(h))
                 .and_then(|l| l.iter().find(|r| same(r)).cloned()),
             HostPattern::Wildcard(h) => self
                 .wildcard
-                .get(h.as_bytes())
+                .get(&self.wildcard.probe(h))
                 .and_then(|l| l.iter().find(|r| same(r)).cloned()),
             HostPattern::Any => self.any.iter().find(|r| same(r)).cloned(),
         };
@@ -409,17 +432,16 @@ impl Router {
                 return Ok(());
             }
         };
-        match map.0.entry(HostKey::from(map.1)) {
-            std::collections::hash_map::Entry::Occupied(mut e) => e
-                .get_mut()
-                .more
-                .get_or_insert_with(Box::default)
-                .push(route),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Routes {
+        let (table, host) = map;
+        let probe = table.probe(&host);
+        match table.get_mut(&probe) {
+            Some(routes) => routes.more.get_or_insert_with(Box::default).push(route),
+            None => {
+                let routes = Routes {
                     first: route,
                     more: None,
-                });
+                };
+                table.insert_new(&probe, HostKey::from(&*host), routes);
             }
         }
         Ok(())
@@ -443,9 +465,11 @@ impl Router {
     #[inline]
     pub(crate) fn route(&self, target: &Target<'_>) -> Option<&Route> {
         let host = target.host();
-        if let Some(routes) = self.exact.get(host.as_bytes()) {
-            if let Some(s) = best(routes.iter(), target) {
-                return Some(s);
+        if !self.exact.is_empty() {
+            if let Some(routes) = self.exact.get(&self.exact.probe(host)) {
+                if let Some(s) = routes.best(target) {
+                    return Some(s);
+                }
             }
         }
         if !self.wildcard.is_empty() {
@@ -454,8 +478,8 @@ impl Router {
                 rest = &rest[dot + 1..];
                 if let Some(s) = self
                     .wildcard
-                    .get(rest.as_bytes())
-                    .and_then(|r| best(r.iter(), target))
+                    .get(&self.wildcard.probe(rest))
+                    .and_then(|r| r.best(target))
                 {
                     return Some(s);
                 }
@@ -468,15 +492,7 @@ impl Router {
 #[inline]
 fn best<'r>(routes: impl Iterator<Item = &'r Route>, target: &Target<'_>) -> Option<&'r Route> {
     let mut found: Option<(&Route, (bool, usize))> = None;
-    for r in routes {
-        if r.port.is_some() && r.port != target.port {
-            continue;
-        }
-        if let Some(p) = &r.path {
-            if !path_matches(p, target.path) {
-                continue;
-            }
-        }
+    for r in routes.filter(|r| r.matches(target)) {
         let rank = (r.port.is_some(), r.path.as_ref().map_or(0, |p| p.len()));
         if found.is_none_or(|(_, best)| rank > best) {
             found = Some((r, rank));
