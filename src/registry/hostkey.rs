@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::hash::BuildHasher;
+use std::marker::PhantomData;
 
 use hashbrown::HashTable;
 
@@ -24,10 +25,64 @@ use hashbrown::HashTable;
 /// bytes in the table's own entry: a lookup compares the name without
 /// following a pointer, so a table of a million hosts costs one cache miss
 /// less per request than one keyed by `Box<str>`.
-pub(crate) struct HostMap<V> {
-    table: HashTable<(HostKey, V)>,
+pub(crate) struct HostMap<V, E: Slot<V> = Half<V>> {
+    table: HashTable<E>,
     hasher: HostHasher,
+    _value: PhantomData<V>,
 }
+
+/// How a map lays out its entries: aligned to their size, so that a lookup
+/// reads one cache line of entries, where entries of 40 bytes (say) would
+/// straddle two lines for most names. [`Half`] for a key and a pointer
+/// (the host tables: two entries a line), [`Whole`] for a key and more
+/// (the router: one entry a line).
+pub(crate) trait Slot<V> {
+    fn new(key: HostKey, value: V) -> Self;
+    fn key(&self) -> &HostKey;
+    fn value(&self) -> &V;
+    fn value_mut(&mut self) -> &mut V;
+}
+
+/// An entry of 32 bytes: a key and a pointer.
+#[derive(Clone)]
+#[repr(align(32))]
+pub(crate) struct Half<V> {
+    key: HostKey,
+    value: V,
+}
+
+/// An entry of 64 bytes, one a cache line.
+#[derive(Clone)]
+#[repr(align(64))]
+pub(crate) struct Whole<V> {
+    key: HostKey,
+    value: V,
+}
+
+macro_rules! slot {
+    ($t:ident) => {
+        impl<V> Slot<V> for $t<V> {
+            #[inline]
+            fn new(key: HostKey, value: V) -> Self {
+                $t { key, value }
+            }
+            #[inline]
+            fn key(&self) -> &HostKey {
+                &self.key
+            }
+            #[inline]
+            fn value(&self) -> &V {
+                &self.value
+            }
+            #[inline]
+            fn value_mut(&mut self) -> &mut V {
+                &mut self.value
+            }
+        }
+    };
+}
+slot!(Half);
+slot!(Whole);
 
 /// The seeded hasher of host tables.
 #[cfg(not(all(test, tollgate_loom)))]
@@ -74,7 +129,7 @@ impl Inline {
     fn new(name: &[u8]) -> Option<Self> {
         let mut bytes = [0u8; HostKey::INLINE];
         bytes.get_mut(..name.len())?.copy_from_slice(name);
-        // At most INLINE (30), so it fits.
+        // At most INLINE (22), so it fits.
         Some(Inline {
             len: name.len() as u8,
             bytes,
@@ -99,9 +154,10 @@ enum KeyRepr {
 }
 
 impl HostKey {
-    /// The longest name kept inline: the key is then 32 bytes, and an
-    /// entry of the router's table (key and routes) 64.
-    pub(crate) const INLINE: usize = 30;
+    /// The longest name kept inline (most hosts' names are shorter): the
+    /// key is then 24 bytes, an entry of a host table (key and set) 32,
+    /// and one of the router's (key and routes) 64.
+    pub(crate) const INLINE: usize = 22;
 
     /// The name's bytes: what the key hashes and compares.
     #[inline]
@@ -177,36 +233,38 @@ impl fmt::Debug for HostKey {
     }
 }
 
-impl<V> Default for HostMap<V> {
+impl<V, E: Slot<V>> Default for HostMap<V, E> {
     fn default() -> Self {
         Self::with_hasher(HostHasher::default())
     }
 }
 
-impl<V: Clone> Clone for HostMap<V> {
+impl<V, E: Slot<V> + Clone> Clone for HostMap<V, E> {
     fn clone(&self) -> Self {
         HostMap {
             table: self.table.clone(),
             hasher: self.hasher.clone(),
+            _value: PhantomData,
         }
     }
 }
 
-impl<V: fmt::Debug> fmt::Debug for HostMap<V> {
+impl<V: fmt::Debug, E: Slot<V>> fmt::Debug for HostMap<V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.table.iter().map(|(k, v)| (k, v)))
+            .entries(self.table.iter().map(|e| (e.key(), e.value())))
             .finish()
     }
 }
 
-impl<V> HostMap<V> {
+impl<V, E: Slot<V>> HostMap<V, E> {
     /// An empty map hashing with `hasher` (a host table gives its shards
     /// one, so that one hash picks the shard and the slot).
     pub(crate) fn with_hasher(hasher: HostHasher) -> Self {
         HostMap {
             table: HashTable::new(),
             hasher,
+            _value: PhantomData,
         }
     }
 
@@ -221,15 +279,15 @@ impl<V> HostMap<V> {
     #[inline]
     pub(crate) fn get(&self, probe: &Probe<'_>) -> Option<&V> {
         self.table
-            .find(probe.hash, |(k, _)| k.matches(probe))
-            .map(|(_, v)| v)
+            .find(probe.hash, |e| e.key().matches(probe))
+            .map(|e| e.value())
     }
 
     /// The value for the probe's name, mutably.
     pub(crate) fn get_mut(&mut self, probe: &Probe<'_>) -> Option<&mut V> {
         self.table
-            .find_mut(probe.hash, |(k, _)| k.matches(probe))
-            .map(|(_, v)| v)
+            .find_mut(probe.hash, |e| e.key().matches(probe))
+            .map(|e| e.value_mut())
     }
 
     /// Adds `value` for the probe's name, which the map does not hold.
@@ -237,14 +295,14 @@ impl<V> HostMap<V> {
         debug_assert!(key.matches(probe));
         let hasher = &self.hasher;
         self.table
-            .insert_unique(probe.hash, (key, value), |(k, _)| {
-                hasher.hash_one(k.as_bytes())
+            .insert_unique(probe.hash, E::new(key, value), |e| {
+                hasher.hash_one(e.key().as_bytes())
             });
     }
 
     /// Keeps the entries for which `keep` holds.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
-        self.table.retain(|(_, v)| keep(v));
+        self.table.retain(|e| keep(e.value_mut()));
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -256,11 +314,11 @@ impl<V> HostMap<V> {
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.table.iter().map(|(_, v)| v)
+        self.table.iter().map(|e| e.value())
     }
 
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.table.iter_mut().map(|(_, v)| v)
+        self.table.iter_mut().map(|e| e.value_mut())
     }
 }
 
@@ -270,7 +328,7 @@ mod tests {
 
     #[test]
     fn short_and_long_names_are_found_and_told_apart() {
-        let mut map = HostMap::default();
+        let mut map: HostMap<usize> = HostMap::default();
         let long = "a-name-longer-than-thirty-bytes.example.com";
         for (i, name) in ["a.example", "a.example.", long, ""].iter().enumerate() {
             let p = map.probe(name);
@@ -280,13 +338,22 @@ mod tests {
         for (i, name) in ["a.example", "a.example.", long, ""].iter().enumerate() {
             assert_eq!(map.get(&map.probe(name)), Some(&i), "{name}");
         }
-        // A prefix of a long name, and a name one byte past the inline size.
-        assert!(map.get(&map.probe(&long[..30])).is_none());
-        assert!(map.get(&map.probe(&long[..31])).is_none());
+        // Prefixes of a long name: inline, and one byte past the inline size.
+        assert!(map.get(&map.probe(&long[..HostKey::INLINE])).is_none());
+        assert!(map.get(&map.probe(&long[..HostKey::INLINE + 1])).is_none());
         assert!(map.get(&map.probe("b.example")).is_none());
         map.retain(|v| *v != 0);
         assert!(map.get(&map.probe("a.example")).is_none());
         assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn entries_fill_a_half_or_a_whole_cache_line() {
+        use crate::sync::Arc;
+        assert_eq!(std::mem::size_of::<HostKey>(), 24);
+        assert_eq!(std::mem::size_of::<Half<Arc<()>>>(), 32);
+        assert_eq!(std::mem::align_of::<Half<Arc<()>>>(), 32);
+        assert_eq!(std::mem::align_of::<Whole<()>>(), 64);
     }
 
     #[test]
@@ -311,7 +378,7 @@ mod tests {
     #[test]
     fn maps_of_one_hasher_agree_on_a_probe() {
         let hasher = HostHasher::default();
-        let (mut a, mut b) = (
+        let (mut a, mut b): (HostMap<i32>, HostMap<i32>) = (
             HostMap::with_hasher(hasher.clone()),
             HostMap::with_hasher(hasher.clone()),
         );
