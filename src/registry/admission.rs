@@ -165,10 +165,28 @@ impl Registry {
     /// every adapter: no allocation and no await when the request can go.
     #[inline]
     pub fn admit(&self, target: &Target<'_>, tokens: f64) -> Result<Admission, Error> {
+        self.admit_with(target, tokens, || self.inner.clock.now())
+    }
+
+    /// [`admit`](Self::admit) for an adapter that keeps the permit to
+    /// itself: a request that passes through gets a permit without the
+    /// time (the clock is not read for it), which nobody can ask for.
+    #[inline]
+    pub(crate) fn admit_kept(&self, target: &Target<'_>, tokens: f64) -> Result<Admission, Error> {
+        self.admit_with(target, tokens, || Timestamp::from_nanos(0))
+    }
+
+    /// [`admit`](Self::admit), with `passed` the time a permit that passes
+    /// through says it was admitted at.
+    #[inline]
+    fn admit_with(
+        &self,
+        target: &Target<'_>,
+        tokens: f64,
+        passed: impl FnOnce() -> Timestamp,
+    ) -> Result<Admission, Error> {
         let Some((i, set)) = self.route(target)? else {
-            return Ok(Admission::Ready(Permit::pass_through(
-                self.inner.clock.now(),
-            )));
+            return Ok(Admission::Ready(Permit::pass_through(passed())));
         };
         if let Some(set) = set {
             let cost = Self::cost_in(set, target, tokens);

@@ -75,7 +75,7 @@ where
         let chosen = request.extensions().get::<Lane>().copied();
         let lane = self.registry.take_lane(request.headers_mut(), chosen);
         let target = Target::from_request(&request).with_lane(lane);
-        let admission = self.registry.admit(&target, 1.0);
+        let admission = self.registry.admit_kept(&target, 1.0);
         respond(&mut self.inner, admission, request, observe_http::<ResB>)
     }
 }
@@ -140,7 +140,7 @@ where
         let key = (self.key)(&request);
         let admission = self
             .registry
-            .admit(&Target::new(key.as_ref(), None, ""), 1.0);
+            .admit_kept(&Target::new(key.as_ref(), None, ""), 1.0);
         respond(
             &mut self.inner,
             admission,
