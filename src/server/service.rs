@@ -138,38 +138,44 @@ where
         let tier = if keyed {
             match shared.tier_of(key.raw_str()) {
                 Ok(tier) => tier,
-                Err(unknown) => {
-                    let detail = shared.unknown_tier(&unknown);
-                    tracing::error!(tier = &*unknown.0, "{detail}");
-                    return GuardFuture::answered(response::plain(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &detail,
-                    ));
-                }
+                Err(unknown) => return unknown_tier(shared, &unknown),
             }
         } else {
             match shared.missing {
                 // Every request without a key shares the empty key's bucket.
                 Missing::Tier(tier) => tier,
-                Missing::Refuse(status) => {
-                    let detail = format!(
-                        "the request carries no key; requests are keyed by {}",
-                        shared.what
-                    );
-                    return GuardFuture::answered(response::plain(status, &detail));
-                }
+                Missing::Refuse(status) => return no_key(shared, status),
             }
         };
         let info = &shared.tiers[tier];
         if info.permit_free && !info.waits && shared.success == SuccessHeaders::None {
             // Answered at once, with nothing to hold or announce: admit
             // without a permit.
-            match info.handle.check_key(key.escaped(), 1.0) {
-                Ok(()) => return GuardFuture::called(self.inner.call(request)),
-                Err(e) => return GuardFuture::answered(refusal(info, e)),
-            }
+            return match info.handle.check_key(key.escaped(), 1.0) {
+                Ok(()) => GuardFuture::called(self.inner.call(request)),
+                Err(e) => refused(info, e),
+            };
         }
-        let admission = info.handle.admit_key(key.escaped(), 1.0);
+        self.admit(tier, key.escaped(), request)
+    }
+}
+
+// The paths below are out of line, so that the path of a request admitted
+// without a permit keeps a small stack frame: the answers build strings,
+// and a waiting request's state is built on the stack before it is boxed.
+
+impl<S, K> Guard<S, K> {
+    /// Admits a request that holds a permit (an in-flight slot, success
+    /// headers to announce, or a wait).
+    #[inline(never)]
+    fn admit<B, ResB>(&mut self, tier: usize, key: &str, request: Request<B>) -> GuardFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone,
+        ResB: From<String>,
+    {
+        let shared = &*self.shared;
+        let info = &shared.tiers[tier];
+        let admission = info.handle.admit_key(key, 1.0);
         let announce = || match shared.success {
             SuccessHeaders::None => None,
             headers => Some(Announce {
@@ -190,4 +196,42 @@ where
             Err(e) => GuardFuture::answered(refusal(info, e)),
         }
     }
+}
+
+/// The answer to a refusal, at once.
+#[inline(never)]
+fn refused<S, B, ResB>(info: &TierInfo, e: crate::Error) -> GuardFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: From<String>,
+{
+    GuardFuture::answered(refusal(info, e))
+}
+
+/// The answer when a tier function named a tier the registry lacks.
+#[cold]
+#[inline(never)]
+fn unknown_tier<S, B, ResB, K>(shared: &Shared<K>, unknown: &UnknownTier) -> GuardFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: From<String>,
+{
+    let detail = shared.unknown_tier(unknown);
+    tracing::error!(tier = &*unknown.0, "{detail}");
+    GuardFuture::answered(response::plain(StatusCode::INTERNAL_SERVER_ERROR, &detail))
+}
+
+/// The answer to a request without a key, where such requests are refused.
+#[cold]
+#[inline(never)]
+fn no_key<S, B, ResB, K>(shared: &Shared<K>, status: StatusCode) -> GuardFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: From<String>,
+{
+    let detail = format!(
+        "the request carries no key; requests are keyed by {}",
+        shared.what
+    );
+    GuardFuture::answered(response::plain(status, &detail))
 }
