@@ -100,7 +100,7 @@ impl Registry {
                 host.into(),
                 &config,
                 &state.shared,
-                clock,
+                &self.inner.set_clock,
             );
             (Arc::new(made), state.context.version())
         };

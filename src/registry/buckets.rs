@@ -19,6 +19,13 @@ use tokio::sync::Semaphore;
 
 use crate::bucket::{reserve_together, Ticket};
 use crate::clock::{SharedClock, Timestamp};
+
+/// The clock a set's buckets hold: one pointer to the registry's, where
+/// a [`SharedClock`] by value is 56 bytes (the default clock's calibration),
+/// in every limit of every per-host set. The request path reads the
+/// registry's own clock and hands the time in; a set reads this one only
+/// where it waits or reports.
+pub(crate) type SetClock = std::sync::Arc<SharedClock>;
 use crate::learn::state::{Learner, Observed};
 use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::{Error, Policy, Signal, TokenBucket};
@@ -39,7 +46,7 @@ pub(crate) struct Buckets {
     /// skip. Fixed when the set is made, from what never changes after.
     fast: u64,
     /// The first limit inline (most sources have one), the rest behind it.
-    first: TokenBucket<SharedClock>,
+    first: TokenBucket<SetClock>,
     /// The lane queues, for a source with lanes.
     pub queues: Option<Box<super::lanes::Queues>>,
     /// std's `Arc`: tokio's owned permits take one.
@@ -52,7 +59,7 @@ pub(crate) struct Buckets {
     pub store: super::store::SetStore,
     /// Which limits are priced (a copy of the source's, read per request).
     priced: u64,
-    rest: Box<[TokenBucket<SharedClock>]>,
+    rest: Box<[TokenBucket<SetClock>]>,
     pub context: Arc<SourceContext>,
     pub host: Option<std::sync::Arc<str>>,
     /// The rate a server announced for this set (f64 bits; infinite: none).
@@ -90,7 +97,7 @@ impl Buckets {
         context: Arc<SourceContext>,
         host: Option<std::sync::Arc<str>>,
         policies: &[Policy],
-        clock: &SharedClock,
+        clock: &SetClock,
     ) -> Self {
         Self::with_learner(
             context.learn.map(Learner::new),
@@ -108,7 +115,7 @@ impl Buckets {
         context: Arc<SourceContext>,
         host: Option<std::sync::Arc<str>>,
         policies: &[Policy],
-        clock: &SharedClock,
+        clock: &SetClock,
     ) -> Self {
         let mut policies: Vec<Policy> = if policies.is_empty() {
             vec![Policy::unlimited()]
@@ -178,7 +185,7 @@ impl Buckets {
         host: std::sync::Arc<str>,
         config: &SourceConfig,
         previous: &Buckets,
-        clock: &SharedClock,
+        clock: &SetClock,
     ) -> Self {
         let server_rate = previous.server_rate();
         let policies = config.for_server_rate(server_rate, &context.signals);
@@ -202,7 +209,7 @@ impl Buckets {
         self.first.clock()
     }
 
-    fn limits(&self) -> impl Iterator<Item = &TokenBucket<SharedClock>> {
+    fn limits(&self) -> impl Iterator<Item = &TokenBucket<SetClock>> {
         std::iter::once(&self.first).chain(self.rest.iter())
     }
 
@@ -289,7 +296,7 @@ impl Buckets {
         let (slot, mut tickets) = reserve_together(
             || self.limits(),
             |i| self.weight(i, cost),
-            self.clock(),
+            self.first.clock(),
             max_wait,
         )?;
         let first = tickets.remove(0);

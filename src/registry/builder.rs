@@ -122,6 +122,7 @@ impl RegistryBuilder {
     pub fn build(self) -> Result<Registry, Error> {
         self.signals.validate()?;
         let clock = self.clock.unwrap_or_default();
+        let set_clock: super::buckets::SetClock = std::sync::Arc::new(clock.clone());
         let max_hosts = self.max_hosts.unwrap_or(DEFAULT_MAX_HOSTS);
         if max_hosts == 0 {
             return Err(Error::config(
@@ -161,7 +162,7 @@ impl RegistryBuilder {
                 .map_err(|e| e.relocate(|_| at()))?;
             let context = context.with_store(store);
             let context = Arc::new(context);
-            let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &clock));
+            let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &set_clock));
             states.push(SourceState {
                 scope: s.scope,
                 context,
@@ -194,6 +195,7 @@ impl RegistryBuilder {
                 router,
                 unknown,
                 clock,
+                set_clock,
             }),
         })
     }

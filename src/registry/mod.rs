@@ -244,6 +244,8 @@ struct Inner {
     router: Router,
     unknown: Unknown,
     clock: SharedClock,
+    /// The same clock, as the sets hold it (see [`buckets::SetClock`]).
+    set_clock: buckets::SetClock,
     /// Whether any source has lanes (adapters then read and strip the lane
     /// header; otherwise they need not look).
     #[cfg_attr(not(any(feature = "tower", feature = "reqwest")), allow(dead_code))]
