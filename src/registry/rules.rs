@@ -69,17 +69,7 @@ impl<'a> Target<'a> {
     /// and path. A URI without a host gives an empty host.
     #[inline]
     pub fn from_uri(uri: &'a http::Uri) -> Self {
-        // One pass over the authority (`[user@]host[:port]`, validated by
-        // `http`), rather than `host()` and `port_u16()` each parsing it.
-        let authority = uri.authority().map_or("", |a| a.as_str());
-        let (host, port, upper) = split_authority(authority);
-        let port = port.or_else(|| uri.scheme_str().and_then(default_port));
-        // The split saw every byte of the host: most are normal already.
-        let host = if upper || host.ends_with('.') || host.starts_with('[') {
-            normalize_host(host)
-        } else {
-            Cow::Borrowed(host)
-        };
+        let (host, port) = Self::host_port_of(uri, "");
         Target {
             host,
             port,
@@ -93,18 +83,64 @@ impl<'a> Target<'a> {
     /// (with the URI's scheme, if any, for the default port).
     #[inline]
     pub fn from_request<B>(req: &'a http::Request<B>) -> Self {
+        Self::from_request_in(req, super::Lane::Interactive)
+    }
+
+    /// [`from_request`](Self::from_request) in `lane`, built in one piece:
+    /// a target made and then moved through `with_*` is copied in words
+    /// that span fields written one by one, each copy a stalled load
+    /// (what the tower layer's profile showed).
+    #[inline(always)]
+    pub(crate) fn from_request_in<B>(req: &'a http::Request<B>, lane: super::Lane) -> Self {
         let uri = req.uri();
-        if uri.authority().is_some() {
-            return Self::from_uri(uri).with_method(req.method());
+        let (host, port) = if uri.authority().is_some() {
+            Self::host_port_of(uri, "")
+        } else {
+            let host_header = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            Self::host_port_of(uri, host_header)
+        };
+        Target {
+            host,
+            port,
+            path: uri.path(),
+            method: Some(req.method()),
+            lane,
         }
-        let host_header = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let (host, port) = split_host_port(host_header);
-        let port = port.or_else(|| uri.scheme_str().and_then(default_port));
-        Target::new(host, port, uri.path()).with_method(req.method())
+    }
+
+    /// The normalised host and the port (explicit, else the scheme's
+    /// default) of `uri`'s authority, or of `host_header` where the URI
+    /// has none.
+    #[inline(always)]
+    fn host_port_of(uri: &'a http::Uri, host_header: &'a str) -> (Cow<'a, str>, Option<u16>) {
+        let (host, port) = match uri.authority() {
+            Some(authority) => {
+                // One pass over the authority (`[user@]host[:port]`,
+                // validated by `http`), rather than `host()` and
+                // `port_u16()` each parsing it.
+                let (host, port, upper) = split_authority(authority.as_str());
+                // The split saw every byte of the host: most are normal
+                // already.
+                let host = if upper || host.ends_with('.') || host.starts_with('[') {
+                    normalize_host(host)
+                } else {
+                    Cow::Borrowed(host)
+                };
+                (host, port)
+            }
+            None => {
+                let (host, port) = split_host_port(host_header);
+                (normalize_host(host), port)
+            }
+        };
+        (
+            host,
+            port.or_else(|| uri.scheme_str().and_then(default_port)),
+        )
     }
 
     /// The request's method, when the target was made from a request or

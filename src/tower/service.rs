@@ -72,9 +72,14 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let chosen = request.extensions().get::<Lane>().copied();
-        let lane = self.registry.take_lane(request.headers_mut(), chosen);
-        let target = Target::from_request(&request).with_lane(lane);
+        // Without lanes, neither the extensions nor the headers are read.
+        let lane = if self.registry.has_lanes() {
+            let chosen = request.extensions().get::<Lane>().copied();
+            self.registry.take_lane(request.headers_mut(), chosen)
+        } else {
+            Lane::Interactive
+        };
+        let target = Target::from_request_in(&request, lane);
         let admission = self.registry.admit_kept(&target, 1.0);
         respond(&mut self.inner, admission, request, observe_http::<ResB>)
     }
