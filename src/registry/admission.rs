@@ -8,7 +8,7 @@ use crate::sync::Arc;
 use super::acquire::Acquire;
 use super::buckets::{Buckets, Cost};
 use super::permit::Permit;
-use super::take::{check_now, refused, shadow_take, take_now};
+use super::take::{check_now, refused, shadow_take, take_now, take_now_as};
 use super::{Lane, OnLimit, Registry, Target, Unknown};
 use crate::clock::{Clock, Timestamp};
 use crate::Error;
@@ -217,8 +217,8 @@ impl Registry {
             // set's store decides: one call, awaited.
             return Ok(Admission::Wait(Acquire::new(buckets, cost).in_lane(lane)));
         }
-        match take_now(buckets, cost, self.inner.clock.now()) {
-            Ok(permit) => Ok(Admission::Ready(permit)),
+        match take_now_as(buckets, cost, self.inner.clock.now(), Admission::Ready) {
+            Ok(ready) => Ok(ready),
             Err((e, buckets))
                 if (e.is_rate_limited() || e.is_in_flight_full())
                     && buckets.context.on_limit != OnLimit::Reject =>

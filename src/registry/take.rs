@@ -22,14 +22,29 @@ pub(super) fn take_now(
     cost: Cost,
     now: Timestamp,
 ) -> Result<Permit, (Error, Arc<Buckets>)> {
+    take_now_as(buckets, cost, now, |permit| permit)
+}
+
+/// [`take_now`], the permit handed to `ready` where it is made: a caller
+/// that wraps it (an [`Admission`](super::Admission)) gets it built in
+/// place rather than copied out of a `Result` of another layout, whose
+/// words span fields stored one by one (a stalled load per word, in the
+/// tower layer's profile).
+#[inline(always)]
+pub(super) fn take_now_as<T>(
+    buckets: Arc<Buckets>,
+    cost: Cost,
+    now: Timestamp,
+    ready: impl FnOnce(Permit) -> T,
+) -> Result<T, (Error, Arc<Buckets>)> {
     if let Some(taken) = buckets.try_take_plain(cost, now) {
         return match taken {
-            Ok(at) => Ok(Permit::new(buckets, None, Duration::ZERO, at)),
+            Ok(at) => Ok(ready(Permit::new(buckets, None, Duration::ZERO, at))),
             Err(e) => Err((name_refusal(e, &buckets), buckets)),
         };
     }
     if buckets.context.shadow {
-        return shadow_take(buckets, cost);
+        return shadow_take(buckets, cost).map(ready);
     }
     if let Err(e) = lanes_clear(&buckets) {
         return Err((e, buckets));
@@ -42,7 +57,7 @@ pub(super) fn take_now(
         },
     };
     match buckets.try_take(cost) {
-        Ok(at) => Ok(Permit::new(buckets, in_flight, Duration::ZERO, at)),
+        Ok(at) => Ok(ready(Permit::new(buckets, in_flight, Duration::ZERO, at))),
         Err(e) => Err((name_refusal(e, &buckets), buckets)),
     }
 }
