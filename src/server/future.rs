@@ -3,10 +3,17 @@
 //! ```text
 //! Waiting ──slot, inner ready, no deferral──▶ Calling ──response──▶ Done
 //!                                                ▲
-//! admitted at call ──────────────────────────────┘
+//! admitted at call, with a permit ───────────────┘
+//! admitted at call, no permit ──▶ Passing (the inner future, polled through)
 //! refused at call ──▶ Answered ──▶ Done
 //! ```
 //!
+//! * **Passing** holds only the inner future, for a request admitted
+//!   without a permit (nothing to hold, nothing to announce): its poll is
+//!   the inner future's, whose output is returned where it is written
+//!   rather than copied through this future's frame. A poll after the
+//!   response is the inner future's to answer, as with tower's own
+//!   pass-through futures.
 //! * **Calling** holds the inner future and the [`Permit`] until the
 //!   response, then adds the success headers.
 //! * **Answered** holds a response made at `call` (a 429, a request
@@ -63,6 +70,10 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
+        Passing {
+            #[pin]
+            call: S::Future,
+        },
         Calling {
             #[pin]
             call: S::Future,
@@ -95,11 +106,7 @@ impl<S: Service<Request<B>>, B> GuardFuture<S, B> {
     #[inline]
     pub(crate) fn called(call: S::Future) -> Self {
         GuardFuture {
-            state: State::Calling {
-                call,
-                permit: None,
-                announce: None,
-            },
+            state: State::Passing { call },
         }
     }
 
@@ -143,6 +150,7 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Passing { call } => return call.poll(cx),
                 StateProj::Calling {
                     call,
                     permit,
