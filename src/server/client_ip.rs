@@ -201,29 +201,44 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 }
 
 /// Dotted decimal, as `Display` writes it, without the formatting
-/// machinery (a third of a guarded request's cost otherwise).
+/// machinery (a third of a guarded request's cost otherwise): each octet's
+/// digits come from [`OCTETS`], copied four bytes at a time, without a
+/// division or a branch per digit.
 #[inline]
 fn write_ipv4(key: &mut KeyWriter, octets: [u8; 4]) {
-    let mut buf = [0u8; 15];
+    // Four octets of three digits and three dots are 15 bytes; each copy
+    // writes four, the last from byte 12.
+    let mut buf = [0u8; 16];
     let mut len = 0;
-    for (i, o) in octets.into_iter().enumerate() {
-        if i > 0 {
-            buf[len] = b'.';
-            len += 1;
-        }
-        if o >= 100 {
-            buf[len] = b'0' + o / 100;
-            len += 1;
-        }
-        if o >= 10 {
-            buf[len] = b'0' + o / 10 % 10;
-            len += 1;
-        }
-        buf[len] = b'0' + o % 10;
+    for o in octets {
+        let digits = OCTETS[usize::from(o)];
+        buf[len..len + 4].copy_from_slice(&digits);
+        len += usize::from(digits[3]);
+        buf[len] = b'.';
         len += 1;
     }
-    key.push(&buf[..len]);
+    // Digits and dots: nothing to escape.
+    key.push_plain(&buf[..len - 1]);
 }
+
+/// Each octet's decimal digits, left-aligned, and their count in the last
+/// byte (which the next dot or digit overwrites).
+static OCTETS: [[u8; 4]; 256] = {
+    let mut table = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        table[i] = if o >= 100 {
+            [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, 3]
+        } else if o >= 10 {
+            [b'0' + o / 10, b'0' + o % 10, 0, 2]
+        } else {
+            [b'0' + o, 0, 0, 1]
+        };
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -288,6 +303,15 @@ mod tests {
             let mut k = KeyWriter::new(true);
             write_ipv4(&mut k, v4.octets());
             assert_eq!(k.raw_str(), Some(ip));
+        }
+        // Every octet value, in every position.
+        for o in 0..=255u8 {
+            for octets in [[o, 0, 0, 0], [9, o, 99, 1], [255, 10, o, 7], [1, 2, 3, o]] {
+                let mut k = KeyWriter::new(true);
+                write_ipv4(&mut k, octets);
+                let shown = std::net::Ipv4Addr::from(octets).to_string();
+                assert_eq!(k.raw_str(), Some(shown.as_str()));
+            }
         }
     }
 

@@ -122,6 +122,17 @@ impl KeyWriter {
         self.escaped.extend(rest);
     }
 
+    /// [`push`](Self::push) for bytes that are all plain and none special
+    /// (a written address: digits, dots): nothing to scan for.
+    #[inline]
+    pub(crate) fn push_plain(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.iter().all(|&b| is_plain(b) && !is_special(b)));
+        if let Some(raw) = &mut self.raw {
+            raw.extend(bytes);
+        }
+        self.escaped.extend(bytes);
+    }
+
     /// Appends text to the key.
     #[inline]
     pub fn push_str(&mut self, s: &str) {
