@@ -45,6 +45,7 @@ const SHARDS: usize = 16;
 struct Shard(RwLock<HostMap<Arc<Buckets>>>);
 
 impl Shard {
+    #[inline]
     fn read(&self) -> RwLockReadGuard<'_, HostMap<Arc<Buckets>>> {
         self.0.read()
     }

@@ -63,23 +63,33 @@ pub(super) fn take_now_as<T>(
 }
 
 /// [`take_now`] without a permit, for `check`: a capped source's in-flight
-/// cap refuses when full but no slot is held.
-#[inline]
+/// cap refuses when full but no slot is held. A plain set is checked
+/// inline, where the set was found; any other out of line.
+#[inline(always)]
 pub(super) fn check_now(b: &Buckets, cost: Cost, now: Timestamp) -> Result<(), Error> {
-    let taken = match b.try_take_plain(cost, now) {
-        Some(taken) => taken,
-        None => {
-            lanes_clear(b).map_err(|e| refused(b, e))?;
-            if b.in_flight
-                .as_ref()
-                .is_some_and(|s| s.available_permits() == 0)
-            {
-                return Err(refused(b, in_flight_full(b)));
-            }
-            b.try_take(cost)
+    match b.try_take_plain(cost, now) {
+        Some(Ok(_)) => {
+            b.context.meters.admitted(Duration::ZERO, false);
+            Ok(())
         }
-    };
-    taken.map_err(|e| refused(b, name_refusal(e, b)))?;
+        Some(Err(e)) => Err(refused(b, name_refusal(e, b))),
+        None => check_consulting(b, cost),
+    }
+}
+
+/// [`check_now`] for a set that is not plain: its lanes, its in-flight
+/// cap, then every limit.
+#[inline(never)]
+fn check_consulting(b: &Buckets, cost: Cost) -> Result<(), Error> {
+    lanes_clear(b).map_err(|e| refused(b, e))?;
+    if b.in_flight
+        .as_ref()
+        .is_some_and(|s| s.available_permits() == 0)
+    {
+        return Err(refused(b, in_flight_full(b)));
+    }
+    b.try_take(cost)
+        .map_err(|e| refused(b, name_refusal(e, b)))?;
     b.context.meters.admitted(Duration::ZERO, false);
     Ok(())
 }
