@@ -131,7 +131,7 @@ impl RegistryBuilder {
             ));
         }
         let mut router = Router::default();
-        let mut states = Vec::with_capacity(self.sources.len());
+        let mut contexts = Vec::with_capacity(self.sources.len());
         let mut seen = std::collections::HashSet::with_capacity(self.sources.len());
         for (i, s) in self.sources.iter().enumerate() {
             let at = || format!("source `{}`", s.name);
@@ -161,7 +161,15 @@ impl RegistryBuilder {
             let store = super::store::SourceStore::of(&self.store, s, shadow)
                 .map_err(|e| e.relocate(|_| at()))?;
             let context = context.with_store(store);
-            let context = Arc::new(context);
+            contexts.push((Arc::new(context), policies));
+        }
+        // The sources' own sets are made together, after everything else a
+        // source allocates, so that they lie side by side: the lines a
+        // request reads then span a few hundred bytes per source rather
+        // than a kilobyte (fewer pages, fewer TLB misses at 10,000
+        // sources).
+        let mut states = Vec::with_capacity(self.sources.len());
+        for (s, (context, policies)) in self.sources.iter().zip(contexts) {
             let shared = Arc::new(Buckets::new(context.clone(), None, &policies, &set_clock));
             states.push(SourceState {
                 scope: s.scope,
