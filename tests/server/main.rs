@@ -3,6 +3,7 @@
 //! One test binary for the area, a module per file (`cargo test --all-features
 //! --test server NAME` runs one file's tests by its module name).
 
+mod guard_future;
 mod server;
 mod server_client;
 mod server_flood;
