@@ -171,6 +171,7 @@ impl Registry {
     /// [`admit`](Self::admit) for an adapter that keeps the permit to
     /// itself: a request that passes through gets a permit without the
     /// time (the clock is not read for it), which nobody can ask for.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     #[inline]
     pub(crate) fn admit_kept(&self, target: &Target<'_>, tokens: f64) -> Result<Admission, Error> {
         self.admit_with(target, tokens, || Timestamp::from_nanos(0))
