@@ -81,6 +81,19 @@ impl super::Registry {
             .or_else(|| header.as_ref().and_then(Lane::from_header))
             .unwrap_or_default()
     }
+
+    /// [`take_lane`](Self::take_lane) for an `http::Request` (the tower
+    /// layer's): its [`Lane`] extension, else the header. A registry
+    /// without lanes reads neither, not even the extensions.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn take_request_lane<B>(&self, request: &mut http::Request<B>) -> Lane {
+        if !self.has_lanes() {
+            return Lane::Interactive;
+        }
+        let chosen = request.extensions().get::<Lane>().copied();
+        self.take_lane(request.headers_mut(), chosen)
+    }
 }
 
 /// Lanes for a source: see the [module docs](self).

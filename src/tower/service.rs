@@ -7,7 +7,7 @@ use tower_service::Service;
 use super::future::{Observe, ResponseFuture};
 use super::wait::{give_back, release};
 use super::BoxError;
-use crate::{Admission, Lane, Permit, Registry, Target};
+use crate::{Admission, Permit, Registry, Target};
 
 /// Admits each `http::Request` through a [`Registry`], then calls the inner
 /// service; the response's status and headers feed back into the registry.
@@ -72,13 +72,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // Without lanes, neither the extensions nor the headers are read.
-        let lane = if self.registry.has_lanes() {
-            let chosen = request.extensions().get::<Lane>().copied();
-            self.registry.take_lane(request.headers_mut(), chosen)
-        } else {
-            Lane::Interactive
-        };
+        let lane = self.registry.take_request_lane(&mut request);
         let target = Target::from_request_in(&request, lane);
         let admission = self.registry.admit_kept(&target, 1.0);
         respond(&mut self.inner, admission, request, observe_http::<ResB>)
